@@ -1,0 +1,1 @@
+"""Dagster resources: thin, configurable clients over the real components."""

@@ -1,0 +1,49 @@
+"""`DeltaLakeStorage`: the one Delta IO path of the assets (local disk or object storage)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from llm_assets.settings import table_uri
+from llm_assets.storage import delta
+
+
+class DeltaLakeStorage(dg.ConfigurableResource):
+    """Delta tables under `root` at `{root}/{key prefix}/{key name}`.
+
+    `storage_options` go to delta-rs as they are (credentials, `AWS_S3_LOCKING_PROVIDER`,
+    endpoint) so the same assets run on a laptop folder and on S3.
+    """
+
+    root: str = Field(description="DELTA_ROOT: a local folder or s3://bucket/prefix")
+    storage_options: dict[str, str] = Field(default_factory=dict)
+
+    def uri(self, key: str) -> str:
+        return table_uri(self.root, key)
+
+    def _opts(self) -> dict[str, str] | None:
+        return dict(self.storage_options) or None
+
+    def merge(self, key: str, df: pl.DataFrame, keys: Sequence[str], *, partition_column: str | None = None,
+              partition_value: str | None = None) -> dict[str, int]:
+        return delta.merge_rows(df, self.uri(key), keys, partition_column=partition_column,
+                                partition_value=partition_value, storage_options=self._opts())
+
+    def overwrite(self, key: str, df: pl.DataFrame) -> None:
+        delta.overwrite(df, self.uri(key), storage_options=self._opts())
+
+    def read(self, key: str, *, partition_column: str | None = None,
+             partition_values: Sequence[str] | None = None) -> pl.DataFrame:
+        return delta.read_table(self.uri(key), partition_column=partition_column,
+                                partition_values=partition_values, storage_options=self._opts())
+
+    def count(self, key: str, *, partition_column: str | None = None, partition_value: str | None = None) -> int:
+        return delta.count_rows(self.uri(key), partition_column=partition_column, partition_value=partition_value,
+                                storage_options=self._opts())
+
+    def exists(self, key: str) -> bool:
+        return delta.table_exists(self.uri(key), self._opts())
