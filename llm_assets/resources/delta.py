@@ -33,6 +33,10 @@ class DeltaLakeStorage(dg.ConfigurableResource):
         return delta.merge_rows(df, self.uri(key), keys, partition_column=partition_column,
                                 partition_value=partition_value, storage_options=self._opts())
 
+    def replace_partition(self, key: str, df: pl.DataFrame, *, partition_column: str, partition_value: str) -> int:
+        return delta.replace_partition(df, self.uri(key), partition_column=partition_column,
+                                       partition_value=partition_value, storage_options=self._opts())
+
     def overwrite(self, key: str, df: pl.DataFrame) -> None:
         delta.overwrite(df, self.uri(key), storage_options=self._opts())
 

@@ -7,8 +7,7 @@ events, resolved KB cases and golden sets.
 
 from __future__ import annotations
 
-LABELS = ("data_quality", "partner_mismatch", "fraud_suspected", "routing_error", "other")
-ACTION_VERBS = ("correct", "reprocess", "escalate", "notify", "request")
+from llm_assets.enrichment.playbook import ACTION_VERBS, ACTIONS_BY_LABEL, BASE_SEVERITY, LABELS  # noqa: F401
 SOURCE_SYSTEMS = ("payments-core", "partner-gateway", "fraud-engine", "ticketing", "ledger")
 
 CASE_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -83,30 +82,8 @@ AMBIGUOUS_TEMPLATES: tuple[tuple[str, str], ...] = (
      "showed {n} small test payments from abroad."),
 )
 
-DEFAULT_ACTIONS: dict[str, list[dict[str, str]]] = {
-    "data_quality": [
-        {"action": "correct", "reason": "fix the malformed fields at the source record", "approval_level": "analyst"},
-        {"action": "reprocess", "reason": "re-run the affected batch after the fix", "approval_level": "analyst"},
-    ],
-    "partner_mismatch": [
-        {"action": "request", "reason": "ask the partner for their settlement report", "approval_level": "analyst"},
-        {"action": "correct", "reason": "adjust the ledger once amounts are confirmed", "approval_level": "supervisor"},
-    ],
-    "fraud_suspected": [
-        {"action": "escalate", "reason": "hand over to the fraud investigations team", "approval_level": "supervisor"},
-        {"action": "notify", "reason": "warn the customer through a verified channel", "approval_level": "analyst"},
-    ],
-    "routing_error": [
-        {"action": "correct", "reason": "reassign the case to the right team", "approval_level": "analyst"},
-        {"action": "notify", "reason": "tell the receiving team about the reassignment", "approval_level": "analyst"},
-    ],
-    "other": [
-        {"action": "notify", "reason": "answer the customer and close the case", "approval_level": "analyst"},
-    ],
-}
-
-SEVERITY: dict[str, int] = {"fraud_suspected": 5, "partner_mismatch": 3, "data_quality": 3,
-                            "routing_error": 2, "other": 1}
+DEFAULT_ACTIONS = ACTIONS_BY_LABEL
+SEVERITY = BASE_SEVERITY
 
 POLICIES: tuple[tuple[str, str, str], ...] = (
     ("policy-fraud", "fraud_suspected",

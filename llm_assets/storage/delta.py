@@ -104,3 +104,30 @@ def count_rows(uri: str, *, partition_column: str | None = None, partition_value
     if partition_column and partition_value is not None:
         lf = lf.filter(pl.col(partition_column) == partition_value)
     return int(lf.select(pl.len()).collect().item())
+
+
+def replace_partition(
+    df: pl.DataFrame,
+    uri: str,
+    *,
+    partition_column: str,
+    partition_value: str,
+    storage_options: dict[str, str] | None = None,
+) -> int:
+    """Atomically replace one partition with `df` (a full recompute of that partition).
+
+    Other partitions are untouched, so concurrent runs on other dates never conflict and
+    a re-run leaves exactly the rows of the latest computation.
+    """
+    if not df.is_empty() and (df[partition_column] != partition_value).any():
+        raise ValueError(f"rows outside partition {partition_column}={partition_value!r} in a partition write")
+    if not table_exists(uri, storage_options):
+        if df.is_empty():
+            return 0
+        df.write_delta(uri, mode="append", storage_options=storage_options,
+                       delta_write_options={"partition_by": [partition_column]})
+        return df.height
+    df.write_delta(uri, mode="overwrite", storage_options=storage_options,
+                   delta_write_options={"predicate": f"{partition_column} = '{partition_value}'",
+                                        "partition_by": [partition_column]})
+    return df.height

@@ -1,0 +1,38 @@
+# llm-assets: the two commands of the README, plus dev and benchmarks.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export LLM_ASSETS_HOME ?= $(CURDIR)/.llm_assets
+
+.PHONY: demo test dev bench venv clean
+
+venv: $(VENV)/.installed
+
+# torch first and pinned: `pip install torch==2.13.0` takes the CPU build from this disk;
+# any other spec downloads a CUDA build of several GB.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+## Run the whole graph end to end on the embedded defaults and print a summary.
+demo: venv
+	$(PY) -m llm_assets.cli demo
+
+## Run the whole test suite (tests start their own broker, Milvus Lite and test LLM server).
+test: venv
+	$(VENV)/bin/pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+
+## Dagster UI and daemon on 127.0.0.1:3000 with a local broker, Milvus Lite server and event generator.
+dev: venv
+	$(PY) -m llm_assets.cli dev
+
+## Benchmarks: each prints its ratios against the goal.
+bench: venv
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf .llm_assets

@@ -1,0 +1,1 @@
+"""Curated cases: raw events joined with entity signals and upstream exceptions."""

@@ -1,0 +1,7 @@
+"""The enrichment domain's definitions (resources are bound by the root definitions)."""
+
+import dagster as dg
+
+from llm_assets.enrichment import assets
+
+defs = dg.Definitions(assets=[assets.embedding_gate, assets.enriched_cases])

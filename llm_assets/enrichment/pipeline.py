@@ -1,0 +1,212 @@
+"""Enrichment of one day of curated cases, as pure orchestration over small callables.
+
+    curated rows -> redact -> cache lookup -> retrieve KB context -> embedding gate
+                 -> LLM (or the local backend) -> fallback for failures -> enriched rows
+
+Nothing is dropped: every input case leaves with exactly one row and one route
+(`cache`, `gate`, `llm`, `fallback`). The Dagster asset binds the callables to
+resources; the benchmarks call `enrich_cases` directly.
+"""
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from llm_assets.enrichment import local_rules
+from llm_assets.enrichment.cache import cache_key
+from llm_assets.enrichment.redaction import redact
+from llm_assets.enrichment.types import BatchStats, CaseContext, CaseResult
+
+CONTEXT_FIELDS = ("source_system", "partner_id", "partner_risk_tier", "is_exception", "exception_type")
+
+Retriever = Callable[[list[str]], list[list[dict]]]
+Embedder = Callable[[list[str]], np.ndarray]
+LLMRunner = Callable[[list[CaseContext]], list[CaseResult]]
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The provenance every enriched row carries (and the cache is keyed on)."""
+
+    model_version: str
+    prompt_version: str
+    kb_index_version: str
+    gate_version: str | None = None
+
+
+@dataclass
+class EnrichmentRun:
+    rows: list[dict]
+    new_cache_rows: list[dict]
+    llm_stats: BatchStats
+    routes: Counter
+    redactions: Counter
+    fallback_reasons: Counter
+    gate_threshold: float
+    gated_share: float = 0.0
+    llm_calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def calls_per_case(self) -> float:
+        return self.llm_calls / len(self.rows) if self.rows else 0.0
+
+
+def build_contexts(cases: pl.DataFrame) -> tuple[list[CaseContext], Counter]:
+    """Redacted `CaseContext`s (PII replaced by typed placeholders) and redaction counts."""
+    contexts, counts = [], Counter()
+    for row in cases.iter_rows(named=True):
+        redacted = redact(row.get("payload_raw") or "")
+        counts.update(redacted.counts_by_kind)
+        fields = {k: str(row[k]) for k in CONTEXT_FIELDS if row.get(k) is not None}
+        contexts.append(CaseContext(event_id=row["event_id"], text=redacted.text, fields=fields))
+    return contexts, counts
+
+
+def _row(day: str, ctx: CaseContext, result: CaseResult, route: str, versions: Versions, *,
+         input_sha256: str, retrieved_doc_ids: list[str], fallback_reason: str | None = None,
+         gate_confidence: float | None = None) -> dict:
+    return {
+        "event_id": ctx.event_id,
+        "event_date": day,
+        "summary": result.summary,
+        "label": result.label,
+        "confidence": float(result.confidence) if result.confidence is not None else None,
+        "actions": json.dumps(result.actions or []),
+        "severity": int(result.severity) if result.severity is not None else None,
+        "route": route,
+        "fallback_reason": fallback_reason,
+        "model_version": versions.model_version,
+        "prompt_version": versions.prompt_version,
+        "kb_index_version": versions.kb_index_version,
+        "gate_version": versions.gate_version,
+        "gate_confidence": gate_confidence,
+        "retrieved_doc_ids": retrieved_doc_ids,
+        "redacted_prompt_sha256": result.redacted_prompt_sha256,
+        "input_sha256": input_sha256,
+        "llm_calls": result.calls,
+        "enriched_at": datetime.now(timezone.utc),
+    }
+
+
+def _from_cache(ctx: CaseContext, cached: Mapping) -> CaseResult:
+    return CaseResult(event_id=ctx.event_id, summary=cached["summary"], label=cached["label"],
+                      confidence=cached["confidence"], actions=json.loads(cached["actions"]),
+                      severity=cached["severity"], ok=True,
+                      redacted_prompt_sha256=cached["redacted_prompt_sha256"])
+
+
+def enrich_cases(
+    cases: pl.DataFrame,
+    *,
+    day: str,
+    versions: Versions,
+    retrieve: Retriever,
+    embed: Embedder,
+    gate=None,
+    gate_threshold: float = 0.85,
+    llm: LLMRunner | None = None,
+    cache: Mapping[str, Mapping] | None = None,
+) -> EnrichmentRun:
+    """Enrich `cases` (rows of `curated/cases`); `llm=None` means the local backend."""
+    contexts, redactions = build_contexts(cases)
+    cache = cache or {}
+    input_hashes = [local_rules.input_sha256(c) for c in contexts]
+    keys = [cache_key(h, versions.model_version, versions.prompt_version, versions.kb_index_version)
+            for h in input_hashes]
+
+    rows: dict[int, dict] = {}
+    routes, reasons = Counter(), Counter()
+    todo = []
+    for i, ctx in enumerate(contexts):
+        cached = cache.get(keys[i])
+        if cached is not None:
+            rows[i] = _row(day, ctx, _from_cache(ctx, cached), "cache", versions, input_sha256=input_hashes[i],
+                           retrieved_doc_ids=list(cached["retrieved_doc_ids"] or []))
+        else:
+            todo.append(i)
+
+    retrieved = retrieve([contexts[i].text for i in todo]) if todo else []
+    for i, hits in zip(todo, retrieved):
+        contexts[i] = CaseContext(contexts[i].event_id, contexts[i].text, contexts[i].fields, list(hits))
+    doc_ids = {i: [h["doc_id"] for h in contexts[i].retrieved] for i in todo}
+
+    predictions: dict[int, tuple[str, float]] = {}
+    if todo and gate is not None:
+        vectors = embed([contexts[i].text for i in todo])
+        for i, p in zip(todo, gate.predict(vectors)):
+            predictions[i] = (p.label, p.confidence)
+
+    gated = [i for i in todo if i in predictions and predictions[i][1] >= gate_threshold]
+    undecided = [i for i in todo if i not in set(gated)]
+
+    for i, result in zip(gated, local_rules.enrich_locally([contexts[i] for i in gated],
+                                                           [predictions[i] for i in gated])):
+        rows[i] = _row(day, contexts[i], result, "gate", versions, input_sha256=input_hashes[i],
+                       retrieved_doc_ids=doc_ids[i], gate_confidence=predictions[i][1])
+
+    def local(indices: list[int]) -> list[CaseResult]:
+        preds = [predictions[i] for i in indices] if gate is not None else None
+        return local_rules.enrich_locally([contexts[i] for i in indices], preds)
+
+    llm_results = llm([contexts[i] for i in undecided]) if (llm and undecided) else []
+    if llm is None:
+        llm_results = local(undecided)
+    failed = [i for i, r in zip(undecided, llm_results) if not r.ok]
+    fallbacks = dict(zip(failed, local(failed)))
+    for i, result in zip(undecided, llm_results):
+        gate_conf = predictions.get(i, (None, None))[1]
+        if result.ok:
+            rows[i] = _row(day, contexts[i], result, "llm", versions, input_sha256=input_hashes[i],
+                           retrieved_doc_ids=doc_ids[i], gate_confidence=gate_conf)
+        else:
+            reason = f"{result.error_kind}: {result.error}" if result.error else str(result.error_kind)
+            reasons[result.error_kind] += 1
+            fb = fallbacks[i]
+            # The failed attempt's usage and prompt hash stay on the row: it explains the fallback.
+            fb = replace(fb, calls=result.calls,
+                         redacted_prompt_sha256=result.redacted_prompt_sha256 or fb.redacted_prompt_sha256)
+            rows[i] = _row(day, contexts[i], fb, "fallback", versions, input_sha256=input_hashes[i],
+                           retrieved_doc_ids=doc_ids[i], fallback_reason=reason, gate_confidence=gate_conf)
+
+    ordered = [rows[i] for i in range(len(contexts))]
+    routes.update(r["route"] for r in ordered)
+    new_cache = [
+        {"cache_key": keys[i], **{k: ordered[i][k] for k in ("summary", "label", "confidence", "actions", "severity",
+                                                            "retrieved_doc_ids", "redacted_prompt_sha256",
+                                                            "input_sha256", "model_version", "prompt_version",
+                                                            "kb_index_version")},
+         "source_route": ordered[i]["route"], "cached_at": ordered[i]["enriched_at"]}
+        for i in todo if ordered[i]["route"] in ("gate", "llm")
+    ]
+    return EnrichmentRun(
+        rows=ordered, new_cache_rows=new_cache, llm_stats=BatchStats.from_results(llm_results if llm else []),
+        routes=routes, redactions=redactions, fallback_reasons=reasons, gate_threshold=gate_threshold,
+        gated_share=len(gated) / len(todo) if todo else 0.0,
+        llm_calls=sum(r.calls for r in llm_results) if llm else 0,
+    )
+
+
+ENRICHED_SCHEMA = {
+    "event_id": pl.String, "event_date": pl.String, "summary": pl.String, "label": pl.String,
+    "confidence": pl.Float64, "actions": pl.String, "severity": pl.Int32, "route": pl.String,
+    "fallback_reason": pl.String, "model_version": pl.String, "prompt_version": pl.String,
+    "kb_index_version": pl.String, "gate_version": pl.String, "gate_confidence": pl.Float64,
+    "retrieved_doc_ids": pl.List(pl.String), "redacted_prompt_sha256": pl.String, "input_sha256": pl.String,
+    "llm_calls": pl.Int32, "enriched_at": pl.Datetime("us", "UTC"),
+}
+CACHE_SCHEMA = {
+    "cache_key": pl.String, "summary": pl.String, "label": pl.String, "confidence": pl.Float64,
+    "actions": pl.String, "severity": pl.Int32, "retrieved_doc_ids": pl.List(pl.String),
+    "redacted_prompt_sha256": pl.String, "input_sha256": pl.String, "model_version": pl.String,
+    "prompt_version": pl.String, "kb_index_version": pl.String, "source_route": pl.String,
+    "cached_at": pl.Datetime("us", "UTC"),
+}
+
+
+def rows_frame(rows: Sequence[dict], schema: Mapping) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema=dict(schema))

@@ -1,0 +1,59 @@
+"""Quality rules over `enriched/cases` rows, as pure functions returning (passed, details).
+
+The asset evaluates them on the rows it just wrote and reports them as asset check
+results; tests call them on planted bad rows.
+"""
+
+import json
+
+import polars as pl
+
+from llm_assets.enrichment import playbook
+from llm_assets.enrichment.redaction import find_pii
+
+VERSION_COLUMNS = ("model_version", "prompt_version", "kb_index_version")
+
+
+def label_and_confidence_valid(rows: pl.DataFrame) -> tuple[bool, dict]:
+    bad_label = rows.filter(~pl.col("label").is_in(playbook.LABELS) | pl.col("label").is_null()).height
+    bad_conf = rows.filter(pl.col("confidence").is_null() | (pl.col("confidence") < 0) | (pl.col("confidence") > 1)).height
+    return bad_label == 0 and bad_conf == 0, {"invalid_labels": bad_label, "invalid_confidences": bad_conf}
+
+
+def actions_allowed(rows: pl.DataFrame) -> tuple[bool, dict]:
+    bad, too_many = 0, 0
+    for raw in rows["actions"].to_list():
+        actions = json.loads(raw or "[]")
+        too_many += len(actions) > playbook.MAX_ACTIONS
+        bad += sum(a.get("action") not in playbook.ACTION_VERBS or a.get("approval_level") not in playbook.APPROVAL_LEVELS
+                   for a in actions)
+    return bad == 0 and too_many == 0, {"actions_outside_allow_list": bad, "rows_with_too_many_actions": too_many}
+
+
+def versions_present(rows: pl.DataFrame) -> tuple[bool, dict]:
+    missing = {c: rows.filter(pl.col(c).is_null() | (pl.col(c) == "")).height for c in VERSION_COLUMNS}
+    return not any(missing.values()), {f"missing_{c}": n for c, n in missing.items()}
+
+
+def no_pii_in_outputs(rows: pl.DataFrame) -> tuple[bool, dict]:
+    offenders = []
+    for event_id, summary, actions in rows.select("event_id", "summary", "actions").iter_rows():
+        kinds = find_pii(summary or "") + find_pii(actions or "")
+        if kinds:
+            offenders.append({"event_id": event_id, "kinds": sorted(set(kinds))})
+    return not offenders, {"rows_with_pii": len(offenders), "examples": offenders[:5]}
+
+
+def one_row_per_case(rows: pl.DataFrame, curated_event_ids: pl.Series) -> tuple[bool, dict]:
+    enriched = set(rows["event_id"].to_list())
+    curated = set(curated_event_ids.to_list())
+    duplicates = rows.height - len(enriched)
+    missing, extra = len(curated - enriched), len(enriched - curated)
+    return duplicates == 0 and missing == 0 and extra == 0, {
+        "enriched_rows": rows.height, "curated_rows": len(curated), "duplicates": duplicates,
+        "missing_cases": missing, "unexpected_cases": extra}
+
+
+def fallback_rate(rows: pl.DataFrame, max_rate: float) -> tuple[bool, dict]:
+    rate = rows.filter(pl.col("route") == "fallback").height / rows.height if rows.height else 0.0
+    return rate <= max_rate, {"fallback_rate": round(rate, 4), "max_fallback_rate": max_rate}

@@ -1,0 +1,1 @@
+"""Kafka ingest: `events.raw` -> `raw/events` (daily, Delta) and `raw/rejected_events` (dead letter)."""

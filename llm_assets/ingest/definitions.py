@@ -1,0 +1,16 @@
+"""The ingest domain's definitions (resources are bound by `llm_assets/definitions.py`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from llm_assets.ingest.assets import ingest_events_job, ingest_rejected_events_job, raw_events, raw_rejected_events
+from llm_assets.ingest.checks import raw_events_checks
+from llm_assets.sensors.kafka_events import kafka_events_sensor
+
+defs = dg.Definitions(
+    assets=[raw_events, raw_rejected_events],
+    asset_checks=raw_events_checks,
+    jobs=[ingest_events_job, ingest_rejected_events_job],
+    sensors=[kafka_events_sensor],
+)

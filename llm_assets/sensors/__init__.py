@@ -1,0 +1,1 @@
+"""Sensors: the event-driven edges of the graph (Kafka offsets -> runs)."""

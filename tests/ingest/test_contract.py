@@ -1,0 +1,125 @@
+"""The `events.raw` contract and the batch bookkeeping, as pure functions."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+
+import polars as pl
+import pytest
+
+from llm_assets.ingest import contract
+from llm_assets.ingest.batches import IngestCursor, PendingBatch, offsets_to_commit, plan_batch, run_key
+from llm_assets.ingest.checks import contract_violations, duplicate_event_ids
+from llm_assets.ingest.contract import InvalidEvent, PartitionWindow, ValidEvent, validate_event
+from llm_assets.sample_data.generator import generate_messages
+
+WINDOW = PartitionWindow(first=date(2025, 1, 1), last=date(2026, 12, 31))
+EVENT = {"event_id": "evt-1", "source_system": "ledger", "event_ts": "2026-11-18T10:00:00Z",
+         "partner_id": "P-001", "entity_id": "ENT-00001", "payload_raw": "amount mismatch"}
+
+
+def _value(**changes) -> bytes:
+    return json.dumps({**EVENT, **changes}).encode()
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("not_json", "not JSON"),
+    ("empty_value", "empty value"),
+    ("nul_bytes", "NUL bytes"),
+    ("missing_event_id", "missing required field event_id"),
+    ("bad_event_ts", "not an RFC 3339 timestamp with a zone"),
+    ("wrong_types", "wrong type: partner_id must be a string, got int"),
+    ("oversized_payload", "over the 16384-byte limit"),
+])
+def test_each_malformed_kind_is_rejected_with_a_readable_reason(kind, reason):
+    sample = next(m for m in generate_messages(50) if m.kind == f"malformed:{kind}")
+    outcome = validate_event(sample.value, window=WINDOW)
+    assert isinstance(outcome, InvalidEvent)
+    assert reason in outcome.reason
+
+
+def test_every_valid_sample_message_passes():
+    assert all(isinstance(validate_event(m.value, window=WINDOW), ValidEvent)
+               for m in generate_messages(300) if not m.kind.startswith("malformed"))
+
+
+def test_event_date_is_the_utc_day_of_an_offset_timestamp():
+    outcome = validate_event(_value(event_ts="2026-11-19T01:30:00+02:00"), window=WINDOW)
+    assert isinstance(outcome, ValidEvent)
+    assert outcome.event_date == "2026-11-18"
+    assert outcome.fields["event_ts"] == datetime(2026, 11, 18, 23, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("ts", ["2026-11-18T10:00:00", "2026-11-18", "1763460000", "2026-13-18T10:00:00Z"])
+def test_timestamps_without_zone_or_unparseable_are_rejected(ts):
+    outcome = validate_event(_value(event_ts=ts), window=WINDOW)
+    assert isinstance(outcome, InvalidEvent) and "event_ts" in outcome.reason or "month" in outcome.reason
+
+
+def test_unknown_fields_are_kept_in_extra_never_an_error():
+    outcome = validate_event(_value(channel="email", score=3), window=WINDOW)
+    assert isinstance(outcome, ValidEvent)
+    assert json.loads(outcome.fields["extra"]) == {"channel": "email", "score": 3}
+    assert validate_event(_value(), window=WINDOW).fields["extra"] is None
+
+
+def test_strings_must_be_strings_and_event_id_non_empty():
+    assert "must be a string, got int" in validate_event(_value(event_id=12), window=WINDOW).reason
+    assert "event_id must not be empty" in validate_event(_value(event_id=""), window=WINDOW).reason
+    assert validate_event(b"[1, 2]", window=WINDOW).reason == "not a JSON object"
+
+
+def test_dates_without_a_daily_partition_are_rejected():
+    before = validate_event(_value(event_ts="2024-12-31T23:00:00Z"), window=WINDOW)
+    after = validate_event(_value(event_ts="2027-01-01T00:00:00Z"), window=WINDOW)
+    assert "before the first daily partition 2025-01-01" in before.reason
+    assert "after the last daily partition 2026-12-31" in after.reason
+
+
+def test_payload_limit_is_configurable():
+    assert isinstance(validate_event(_value(), max_payload_bytes=50), InvalidEvent)
+    assert isinstance(validate_event(_value(), max_payload_bytes=500), ValidEvent)
+
+
+def test_rerun_rows_with_the_same_content_are_not_rewritten():
+    now = datetime.now(timezone.utc)
+    row = contract.event_row(validate_event(_value()), topic="t", partition=0, offset=1, ingested_at=now)
+    stored = contract.events_frame([row])
+    again = contract.events_frame([{**row, "kafka_offset": 7, "ingested_at": now}])
+    changed = contract.events_frame([{**row, "payload_raw": "corrected"}])
+    assert contract.new_or_changed_events(again, stored).is_empty()
+    assert contract.new_or_changed_events(changed, stored).height == 1
+
+
+def test_batch_plan_groups_offsets_by_date_and_rejects():
+    plan = plan_batch([(0, 10, "2026-11-18"), (0, 11, None), (0, 12, "2026-11-19"), (1, 5, "2026-11-18"),
+                       (0, 13, "2026-11-18")])
+    assert plan.by_date == {"2026-11-18": {0: (10, 14), 1: (5, 6)}, "2026-11-19": {0: (12, 13)}}
+    assert plan.rejected == {0: (11, 12)}
+    assert plan.read == {0: (10, 14), 1: (5, 6)}
+    assert run_key("events.raw", 0, plan.by_date["2026-11-18"], "2026-11-18") == \
+        "events.raw:g0:p0:10-14,p1:5-6:2026-11-18"
+
+
+def test_offsets_are_committed_only_for_the_leading_finished_batches():
+    batches = [PendingBatch(batch_id=b, run_keys=[b], next_offsets=o, requested_at=0)
+               for b, o in [("a", {0: 10}), ("b", {0: 20, 1: 5}), ("c", {1: 9})]]
+    cursor = IngestCursor(topic="t", pending=batches)
+    assert offsets_to_commit(cursor, {"b", "c"}) == ({}, 0)
+    assert offsets_to_commit(cursor, {"a", "b"}) == ({0: 20, 1: 5}, 2)
+    assert IngestCursor.parse(cursor.dump(), "t") == cursor
+    assert IngestCursor.parse(cursor.dump(), "other").pending == []
+
+
+def test_check_rules_find_broken_rows():
+    now = datetime.now(timezone.utc)
+    good = contract.event_row(validate_event(_value()), topic="t", partition=0, offset=1, ingested_at=now)
+    df = contract.events_frame([good, {**good, "event_id": "evt-2", "event_date": "2026-11-19"},
+                                {**good, "partner_id": None}])
+    assert contract_violations(df, "2026-11-18") == {
+        "null partner_id": 1, "event_date differs from the UTC day of event_ts": 1,
+        "event_date differs from the partition": 1}
+    assert duplicate_event_ids(df).to_dicts() == [{"event_id": "evt-1", "rows": 2}]
+    assert contract_violations(df.head(1), "2026-11-18") == {}
+    assert duplicate_event_ids(pl.DataFrame()).is_empty()

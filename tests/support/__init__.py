@@ -1,0 +1,1 @@
+"""Test support shared by the test packages: the OpenAI-compatible stand-in for vLLM."""

@@ -1,0 +1,348 @@
+"""A small OpenAI-compatible HTTP server that stands in for vLLM in tests and benchmarks.
+
+This is THE ONE allowed test double for vLLM (no GPU here, and vLLM is an optional extra).
+Everything else in the tests is real: the `LLMResource` talks real HTTP to this server through
+httpx, so concurrency limits, timeouts, retries and the circuit breaker are exercised for real.
+
+It implements what `LLMResource` uses of vLLM's API:
+- `GET /health`, `GET /v1/models`;
+- `POST /v1/chat/completions`: answers a JSON string valid for the requested
+  `response_format` json_schema in `choices[0].message.content`, with `usage`. The answer is
+  plausible: the label comes from keywords in the `<case>` part of the prompt.
+And what tests need to see and to break:
+- `slots`: at most S chat requests are processed at once (others wait), each taking `latency_s`,
+  like a server whose batch is full; `max_concurrency` reports the most seen at once;
+- fault injection, by an exact sequence (`faults=["http_500", None, ...]`, one entry per chat
+  request in arrival order) or by shares (`fault_rates={"http_500": 0.1}`, seeded):
+  `http_500`, `http_429`, `timeout` (sleeps `timeout_sleep_s`, past the client's timeout),
+  `truncated` (JSON cut in half, finish_reason `length`), `fenced` (JSON in a code fence with prose
+  around), `prose` (no JSON at all), `drop` (closes the connection without answering);
+- a thread-safe log of every request (`requests`, `chat_requests`: path, headers, parsed body).
+
+Use: `with OpenAITestServer(slots=4, latency_s=0.05) as server: server.base_url ...`, or run
+`python -m tests.support.openai_test_server --slots 32 --latency 0.2` (prints the base URL,
+serves until SIGINT/SIGTERM; `GET /_stats` gives the counters) to keep it out of the client's
+process, as the benchmark does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Sequence
+
+FAULT_KINDS = ("http_500", "http_429", "timeout", "truncated", "fenced", "prose", "drop")
+
+# Keyword rules for a plausible label: first match wins (routing before fraud: "routed to the fraud queue").
+_LABEL_KEYWORDS = (
+    ("routing_error", ("queue", "routed", "routing rule", "reassign", "wrong team", "landed in")),
+    ("fraud_suspected", ("fraud", "takeover", "chargeback", "velocity", "synthetic", "countries")),
+    ("partner_mismatch", ("partner", "reconciliation", "remittance", "fee schedule")),
+    ("data_quality", ("malformed", "null", "duplicate", "exchange rate", "column", "rejected")),
+)
+_SEVERITY = {"fraud_suspected": 5, "partner_mismatch": 3, "data_quality": 3, "routing_error": 2, "other": 1}
+_ACTIONS = {
+    "data_quality": [("correct", "fix the malformed fields at the source", "analyst"),
+                     ("reprocess", "re-run the affected batch", "analyst")],
+    "partner_mismatch": [("request", "ask the partner for their settlement report", "analyst"),
+                         ("correct", "adjust the ledger once confirmed", "supervisor")],
+    "fraud_suspected": [("escalate", "hand over to fraud investigations", "supervisor"),
+                        ("notify", "warn the customer through a verified channel", "analyst")],
+    "routing_error": [("correct", "reassign to the owning team", "analyst"),
+                      ("notify", "tell the receiving team", "analyst")],
+    "other": [("notify", "answer the customer and close the case", "analyst")],
+}
+_CASE = re.compile(r"<case>\s*(.*?)\s*</case>", re.DOTALL)
+
+
+def plausible_label(case_text: str) -> str:
+    lowered = case_text.lower()
+    for label, words in _LABEL_KEYWORDS:
+        if any(w in lowered for w in words):
+            return label
+    return "other"
+
+
+def _value_for(name: str, spec: dict, label: str, case_text: str) -> Any:
+    if name == "summary":
+        first = re.split(r"(?<=[.;])\s", case_text, maxsplit=1)[0]
+        return f"Case about {label.replace('_', ' ')}: {first[:200]}"
+    if name == "label":
+        return label
+    if name == "confidence":
+        return 0.82
+    if name == "severity":
+        return _SEVERITY[label]
+    if name == "actions":
+        return [{"action": a, "reason": r, "approval_level": lvl} for a, r, lvl in _ACTIONS[label]]
+    kind = spec.get("type")
+    if "enum" in spec:
+        return spec["enum"][0]
+    return {"string": "", "number": 0.5, "integer": 1, "boolean": False, "array": [], "object": {}}.get(kind)
+
+
+def plausible_answer(messages: list[dict], schema: dict | None) -> dict:
+    """An object valid for `schema` (our skills' schemas), derived from the case in the prompt."""
+    prompt = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
+    match = _CASE.search(prompt)
+    case_text = match.group(1) if match else prompt
+    label = plausible_label(case_text)
+    properties = (schema or {}).get("properties") or {"summary": {}, "label": {}, "confidence": {}}
+    return {name: _value_for(name, spec, label, case_text) for name, spec in properties.items()}
+
+
+class OpenAITestServer:
+    """An in-process OpenAI-compatible server on 127.0.0.1 and a free port."""
+
+    def __init__(self, *, slots: int = 8, latency_s: float = 0.0, model: str = "test-model",
+                 faults: Sequence[str | None] | None = None, fault_rates: dict[str, float] | None = None,
+                 seed: int = 0, timeout_sleep_s: float = 2.0, retry_after_s: float | None = None,
+                 api_key: str | None = None, healthy: bool = True, host: str = "127.0.0.1", port: int = 0):
+        self.slots, self.latency_s, self.model = slots, latency_s, model
+        self.timeout_sleep_s, self.retry_after_s, self.api_key, self.healthy = (
+            timeout_sleep_s, retry_after_s, api_key, healthy)
+        self._host, self._port = host, port
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(slots)
+        self._stopping = threading.Event()
+        self._rng = random.Random(seed)
+        self._requests: list[dict] = []
+        self._faults_served: list[str | None] = []
+        self._chat_count = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self.set_faults(faults, fault_rates)
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- control -------------------------------------------------------------------------------
+    def set_faults(self, faults: Sequence[str | None] | None = None,
+                   fault_rates: dict[str, float] | None = None) -> None:
+        """Replace the fault plan; a sequence counts from the next chat request."""
+        for kind in list(faults or []) + list(fault_rates or {}):
+            if kind is not None and kind not in FAULT_KINDS:
+                raise ValueError(f"unknown fault {kind!r}; one of {FAULT_KINDS}")
+        with self._lock:
+            self._fault_sequence = list(faults or [])
+            self._fault_rates = dict(fault_rates or {})
+
+    def start(self) -> "OpenAITestServer":
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        self._httpd = _Server((self._host, self._port), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="openai-test-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes requests sleeping on an injected timeout
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> "OpenAITestServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- observations --------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def requests(self) -> list[dict]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def chat_requests(self) -> list[dict]:
+        return [r for r in self.requests if r["path"] == "/v1/chat/completions"]
+
+    @property
+    def max_concurrency(self) -> int:
+        with self._lock:
+            return self._max_in_flight
+
+    @property
+    def faults_served(self) -> list[str | None]:
+        with self._lock:
+            return list(self._faults_served)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"chat_requests": self._chat_count, "max_concurrency": self._max_in_flight,
+                    "faults": {k: self._faults_served.count(k) for k in FAULT_KINDS}}
+
+    # -- request handling (called from handler threads) -----------------------------------------
+    def _log(self, path: str, headers: dict, body: Any) -> None:
+        with self._lock:
+            self._requests.append({"path": path, "headers": headers, "body": body, "at": time.time()})
+
+    def _next_fault(self) -> str | None:
+        with self._lock:
+            self._chat_count += 1
+            if self._fault_sequence:
+                fault = self._fault_sequence.pop(0)
+            else:
+                fault = None
+                draw = self._rng.random()
+                for kind, share in self._fault_rates.items():
+                    if draw < share:
+                        fault = kind
+                        break
+                    draw -= share
+            self._faults_served.append(fault)
+            return fault
+
+    def _enter_slot(self) -> None:
+        self._slots.acquire()
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _leave_slot(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._slots.release()
+
+    def completion(self, body: dict, fault: str | None) -> tuple[str, str, dict]:
+        """(content, finish_reason, usage) for a chat request, with the content fault applied."""
+        messages = body.get("messages") or []
+        schema = (((body.get("response_format") or {}).get("json_schema") or {}).get("schema"))
+        content = json.dumps(plausible_answer(messages, schema))
+        finish = "stop"
+        if fault == "truncated":
+            content, finish = content[: len(content) // 2], "length"
+        elif fault == "fenced":
+            content = f"Sure, here is the JSON you asked for:\n```json\n{content}\n```\nLet me know if you need more."
+        elif fault == "prose":
+            content = "I am sorry, I cannot help with this case."
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(content) // 4),
+                 "total_tokens": prompt_tokens + max(1, len(content) // 4)}
+        return content, finish, usage
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # the default listen backlog of 5 drops bursts of new connections
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: OpenAITestServer
+    protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connections, like with vLLM
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
+    timeout = 60  # idle keep-alive connections end on their own
+
+    def log_message(self, format, *args):  # noqa: A002 - silence the per-request stderr line
+        pass
+
+    def _send_json(self, status: int, payload: Any, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): fine
+            self.close_connection = True
+
+    def _authorized(self) -> bool:
+        if self.owner.api_key and self.headers.get("Authorization") != f"Bearer {self.owner.api_key}":
+            self._send_json(401, {"error": {"message": "invalid api key", "type": "auth_error"}})
+            return False
+        return True
+
+    def do_GET(self):  # noqa: N802 - http.server naming
+        self.owner._log(self.path, dict(self.headers), None)
+        if self.path == "/health":
+            self._send_json(200 if self.owner.healthy else 503, {} if self.owner.healthy else {"error": "unhealthy"})
+        elif self.path == "/v1/models":
+            if self._authorized():
+                self._send_json(200, {"object": "list", "data": [
+                    {"id": self.owner.model, "object": "model", "owned_by": "vllm", "max_model_len": 8192}]})
+        elif self.path == "/_stats":
+            self._send_json(200, self.owner.stats())
+        else:
+            self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            body = {"_unparsable": raw.decode("utf-8", "replace")}
+        self.owner._log(self.path, dict(self.headers), body)
+        if self.path != "/v1/chat/completions":
+            self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        if not self._authorized():
+            return
+        owner = self.owner
+        fault = owner._next_fault()
+        if fault == "timeout":
+            owner._stopping.wait(owner.timeout_sleep_s)
+        elif fault == "drop":
+            self.close_connection = True
+            return
+        owner._enter_slot()
+        try:
+            if owner.latency_s:
+                owner._stopping.wait(owner.latency_s)
+            if fault == "http_500":
+                self._send_json(500, {"error": {"message": "injected server error", "type": "server_error"}})
+                return
+            if fault == "http_429":
+                headers = {"Retry-After": str(owner.retry_after_s)} if owner.retry_after_s is not None else None
+                self._send_json(429, {"error": {"message": "injected overload", "type": "rate_limit"}}, headers)
+                return
+            content, finish, usage = owner.completion(body, fault)
+        finally:
+            owner._leave_slot()
+        self._send_json(200, {
+            "id": f"chatcmpl-{owner.stats()['chat_requests']}", "object": "chat.completion",
+            "created": int(time.time()), "model": body.get("model") or owner.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": usage,
+        })
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--model", default="test-model")
+    args = parser.parse_args(argv)
+    server = OpenAITestServer(slots=args.slots, latency_s=args.latency, model=args.model, port=args.port).start()
+    print(server.base_url, flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
