@@ -15,7 +15,7 @@ import polars as pl
 from pydantic import Field
 
 from llm_assets import settings
-from llm_assets.enrichment import audit, local_rules, pipeline, prompts, quality
+from llm_assets.enrichment import audit, local_rules, pipeline, quality
 from llm_assets.enrichment.cache import CACHE_TABLE
 from llm_assets.enrichment.gate import (DEFAULT_THRESHOLD, GateNotFound, load_latest_gate, save_gate,
                                         texts_fingerprint, train_gate, training_examples)
@@ -169,9 +169,12 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     except GateNotFound:
         context.log.warning("no embedding gate model yet: every case goes to the LLM backend")
         gate = None
+    # The local backend's "model" is the rules plus the gate's classifier: a new gate is a new model.
+    model_version = (f"{local_rules.LOCAL_RULES_VERSION}+gate:{gate.version if gate else 'none'}"
+                     if backend == "local" else llm.model_version())
     versions = pipeline.Versions(
-        model_version=llm.model_version(),
-        prompt_version=local_rules.LOCAL_RULES_VERSION if backend == "local" else prompts.prompt_version(llm.call_mode),
+        model_version=model_version,
+        prompt_version=local_rules.LOCAL_RULES_VERSION if backend == "local" else llm.prompt_version(),
         kb_index_version=kb_version,
         gate_version=gate.version if gate else None,
     )

@@ -98,8 +98,8 @@ def raw_events(context: dg.AssetExecutionContext, config: KafkaBatchConfig, kafk
         elif outcome.event_date != day:
             other_dates += 1
         else:
-            rows.append(contract.event_row(outcome, topic=record.topic, partition=record.partition,
-                                           offset=record.offset, ingested_at=now))
+            rows.append(contract.event_values(outcome, topic=record.topic, partition=record.partition,
+                                              offset=record.offset, ingested_at=now))
     incoming = contract.events_frame(rows).unique(subset=["event_id"], keep="last", maintain_order=True)
     stored = pl.DataFrame(schema=contract.RAW_EVENTS_SCHEMA)
     if not incoming.is_empty() and delta.exists(RAW_EVENTS_KEY):

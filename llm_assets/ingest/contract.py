@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import from_json
 
 DEFAULT_MAX_PAYLOAD_BYTES = 16_384
 REQUIRED_FIELDS = ("event_id", "source_system", "event_ts", "partner_id", "entity_id", "payload_raw")
@@ -119,22 +120,49 @@ def validate_event(value: bytes | None, *, max_payload_bytes: int = DEFAULT_MAX_
         return InvalidEvent(f"payload of {len(value)} bytes is over the {max_payload_bytes}-byte limit")
     if b"\x00" in value:
         return InvalidEvent("value contains NUL bytes")
+    fields = _fast_parse(value)
+    if fields is None:
+        # The pydantic model is the contract; it also explains what is wrong.
+        try:
+            event = _RawEventValue.model_validate_json(value)
+        except ValidationError as exc:
+            return InvalidEvent(_describe(exc))
+        fields = {**event.model_dump(exclude=set(event.model_extra or ())), "extra": event.model_extra or None}
     try:
-        event = _RawEventValue.model_validate_json(value)
-    except ValidationError as exc:
-        return InvalidEvent(_describe(exc))
-    try:
-        ts = parse_event_ts(event.event_ts)
+        ts = parse_event_ts(fields["event_ts"])
     except ValueError as exc:
         return InvalidEvent(str(exc))
-    if window is not None and (outside := window.reason_outside(ts.date())):
-        return InvalidEvent(outside)
-    extra = json.dumps(event.model_extra, sort_keys=True) if event.model_extra else None
-    return ValidEvent(ts.date().isoformat(), {
-        "event_id": event.event_id, "source_system": event.source_system, "event_ts": ts,
-        "partner_id": event.partner_id, "entity_id": event.entity_id, "payload_raw": event.payload_raw,
-        "extra": extra,
-    })
+    day = ts.date()
+    if window is not None and not (window.first <= day <= window.last):
+        return InvalidEvent(window.reason_outside(day))
+    extra = fields["extra"]
+    fields["extra"] = json.dumps(extra, sort_keys=True) if extra else None
+    fields["event_ts"] = ts
+    return ValidEvent(day.isoformat(), fields)
+
+
+def _fast_parse(value: bytes) -> dict[str, Any] | None:
+    """The fields of a value that obviously meets `_RawEventValue`, else None (then pydantic decides).
+
+    Same parser as pydantic (`pydantic_core.from_json`) and the same strict rules, about 4x
+    faster than building the model; every doubtful case goes to the model.
+    """
+    try:
+        data = from_json(value)
+    except ValueError:
+        return None
+    if type(data) is not dict:
+        return None
+    fields: dict[str, Any] = {}
+    for name in REQUIRED_FIELDS:
+        v = data.pop(name, None)
+        if type(v) is not str:
+            return None
+        fields[name] = v
+    if not fields["event_id"]:
+        return None
+    fields["extra"] = data or None
+    return fields
 
 
 def event_row(event: ValidEvent, *, topic: str, partition: int, offset: int, ingested_at: datetime) -> dict:
@@ -152,8 +180,19 @@ def rejected_row(*, topic: str, partition: int, offset: int, key: bytes | None, 
             "error": reason, "seen_at": seen_at}
 
 
-def events_frame(rows: Iterable[dict]) -> pl.DataFrame:
-    return pl.DataFrame(list(rows), schema=RAW_EVENTS_SCHEMA)
+def event_values(event: ValidEvent, *, topic: str, partition: int, offset: int, ingested_at: datetime) -> tuple:
+    """`event_row` as a tuple in `RAW_EVENTS_SCHEMA` order (cheaper for large batches)."""
+    f = event.fields
+    return (f["event_id"], f["source_system"], f["event_ts"], event.event_date, f["partner_id"], f["entity_id"],
+            f["payload_raw"], f["extra"], topic, partition, offset, ingested_at)
+
+
+def events_frame(rows: Iterable[dict | tuple]) -> pl.DataFrame:
+    """A `raw/events` frame from `event_row` dicts or `event_values` tuples."""
+    rows = list(rows)
+    if rows and isinstance(rows[0], tuple):
+        return pl.DataFrame(rows, schema=RAW_EVENTS_SCHEMA, orient="row")
+    return pl.DataFrame(rows, schema=RAW_EVENTS_SCHEMA)
 
 
 def rejected_frame(rows: Iterable[dict]) -> pl.DataFrame:

@@ -27,6 +27,14 @@ def produce_sample_messages(kafka: KafkaResource | str, topic: str,
     return resource.produce_batch(topic, pairs)
 
 
+def ingest_definitions(resources: Mapping[str, Any],
+                       sensor: dg.SensorDefinition | None = None) -> dg.Definitions:
+    """The ingest assets, checks, jobs and sensor with `resources` bound (sensor contexts need them)."""
+    return dg.Definitions(assets=[raw_events, raw_rejected_events], asset_checks=raw_events_checks,
+                          jobs=[ingest_events_job, ingest_rejected_events_job],
+                          sensors=[sensor or kafka_events_sensor], resources=dict(resources))
+
+
 def drain_topic(instance: dg.DagsterInstance, resources: Mapping[str, Any], *,
                 sensor: dg.SensorDefinition | None = None, cursor: str | None = None,
                 max_ticks: int = 100) -> dict[str, Any]:
@@ -37,15 +45,13 @@ def drain_topic(instance: dg.DagsterInstance, resources: Mapping[str, Any], *,
     in to resume, as the daemon would after a restart).
     """
     sensor = sensor or kafka_events_sensor
-    defs = dg.Definitions(assets=[raw_events, raw_rejected_events], asset_checks=raw_events_checks,
-                          jobs=[ingest_events_job, ingest_rejected_events_job], sensors=[sensor],
-                          resources=dict(resources))
+    defs = ingest_definitions(resources, sensor)
     jobs = {name: defs.resolve_job_def(name) for name in (ingest_events_job.name, ingest_rejected_events_job.name)}
     summary: dict[str, Any] = {"ticks": 0, "runs": {name: 0 for name in jobs}, "run_keys": [],
                                "failed_run_keys": [], "skip_reason": None, "cursor": cursor}
     for _ in range(max_ticks):
         context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=dict(resources),
-                                          sensor_name=sensor.name)
+                                          sensor_name=sensor.name, definitions=defs)
         tick = sensor.evaluate_tick(context)
         summary["ticks"] += 1
         cursor = tick.cursor

@@ -96,3 +96,15 @@ def chunk_documents(documents: Iterable[KBDocument], params: ChunkingParams) -> 
             chunks.append(KBChunk(doc.source, doc.doc_id, chunk_id(doc.source, doc.doc_id, piece, occurrence),
                                   doc.type, piece, doc.label, doc.actions, params.fingerprint))
     return chunks
+
+
+KB_DOCUMENTS_SCHEMA = {"source": "str", "doc_id": "str", "chunk_id": "str", "type": "str", "content": "str",
+                       "label": "str", "actions": "str", "chunking": "str"}
+
+
+def chunks_frame(chunks: Iterable[KBChunk]):
+    """The `kb/documents` table: one row per chunk, string columns (label/actions nullable)."""
+    import polars as pl
+
+    rows = [c.__dict__ for c in chunks]
+    return pl.DataFrame(rows, schema={name: pl.String for name in KB_DOCUMENTS_SCHEMA}, orient="row")

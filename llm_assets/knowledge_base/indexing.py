@@ -14,6 +14,7 @@ wrapper, and the benchmark runs this same path.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ from llm_assets.knowledge_base.versioning import (
     PROP_BUILT_AT,
     PROP_CHUNK_COUNT,
     PROP_CHUNKING,
+    PROP_TYPES,
     PROP_MODEL_ID,
     PROP_VERSION,
     VersionCollection,
@@ -135,7 +137,8 @@ def _write_collection(milvus: MilvusResource, embedder: EmbedderResource, build:
         milvus.drop_collection(build.collection)
     milvus.create_chunk_collection(build.collection, dimension, expected_rows=len(chunks), properties={
         PROP_VERSION: build.version, PROP_MODEL_ID: model_id, PROP_CHUNKING: chunking_of(chunks),
-        PROP_BUILT_AT: str(time.time_ns()), PROP_CHUNK_COUNT: str(len(chunks))})
+        PROP_BUILT_AT: str(time.time_ns()), PROP_CHUNK_COUNT: str(len(chunks)),
+        PROP_TYPES: json.dumps(sorted({str(c.get("type") or "") for c in chunks}))})
     milvus.insert_chunks(build.collection, list(chunks), vectors)
     build.embeddings_computed, build.embeddings_reused, build.rebuilt = len(todo), len(reused), True
 

@@ -21,6 +21,7 @@ PROP_MODEL_ID = "kb.model_id"
 PROP_CHUNKING = "kb.chunking"
 PROP_BUILT_AT = "kb.built_at_ns"
 PROP_CHUNK_COUNT = "kb.chunk_count"
+PROP_TYPES = "kb.types"  # JSON list of the document types, for per-type retrieval
 
 
 def chunk_fingerprint(chunk_id: str, type_: str | None, label: str | None, actions: str | None) -> str:

@@ -17,6 +17,7 @@ asset routes it to the fallback. Only redacted prompts are built (see `enrichmen
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import threading
@@ -33,6 +34,7 @@ from llm_assets.enrichment.prompts import PromptTemplate, build_messages, prompt
 from llm_assets.enrichment.types import CaseContext, CaseResult
 
 log = logging.getLogger(__name__)
+_JSON_HEADERS = {"Content-Type": "application/json"}
 BACKENDS = ("server", "offline", "local")
 LocalEnricher = Callable[[list[CaseContext]], list[CaseResult]]
 T = TypeVar("T")
@@ -123,6 +125,37 @@ class OfflineAnswer:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+class _ShardedClient:
+    """Several small httpx pools behind one `post`, each request on the least busy pool.
+
+    httpcore 1.0's pool rescans every connection on each request and release, so its cost per
+    request grows with the pool size (encode/httpx#3215); pools of `shard_size` keep that scan short
+    at 32+ requests in flight. The callers' semaphore keeps the total within `max_connections`.
+    """
+
+    def __init__(self, max_connections: int, shard_size: int = 8, **client_kwargs):
+        sizes = [min(shard_size, max_connections - start) for start in range(0, max_connections, shard_size)]
+        tls = httpx.create_ssl_context()  # loading the CA bundle once, not once per pool
+        self._clients = [httpx.AsyncClient(limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                                           verify=tls, **client_kwargs) for n in sizes]
+        self._free = list(sizes)
+
+    async def post(self, path: str, body: bytes) -> httpx.Response:
+        """POST a JSON body already serialized."""
+        i = max(range(len(self._free)), key=self._free.__getitem__)
+        self._free[i] -= 1
+        try:
+            return await self._clients[i].post(path, content=body, headers=_JSON_HEADERS)
+        finally:
+            self._free[i] += 1
+
+    async def __aenter__(self) -> "_ShardedClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._clients))
 
 
 def _run_coroutine(coro: Coroutine[object, object, T]) -> T:
@@ -312,16 +345,15 @@ class LLMResource(dg.ConfigurableResource):
         in_flight = asyncio.Semaphore(max(1, self.max_concurrency))
         # Admit a bounded number of cases at once so prompts are built just in time, while others wait on I/O.
         admitted = asyncio.Semaphore(max(1, self.max_concurrency) * 2)
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-        async with httpx.AsyncClient(base_url=self._root_url(), headers=self._headers(), limits=limits,
-                                     timeout=httpx.Timeout(self.request_timeout_s)) as client:
+        async with _ShardedClient(max(1, self.max_concurrency), base_url=self._root_url(), headers=self._headers(),
+                                  timeout=httpx.Timeout(self.request_timeout_s)) as client:
             async def enrich(case: CaseContext) -> CaseResult:
                 async with admitted:
                     return await self._enrich_case(client, in_flight, model, templates, case)
 
             return list(await asyncio.gather(*(enrich(c) for c in cases)))
 
-    async def _enrich_case(self, client: httpx.AsyncClient, in_flight: asyncio.Semaphore, model: str,
+    async def _enrich_case(self, client: _ShardedClient, in_flight: asyncio.Semaphore, model: str,
                            templates: Sequence[PromptTemplate], case: CaseContext) -> CaseResult:
         conversations = [build_messages(t, case) for t in templates]
         sha = prompt_sha256(conversations[0] if len(conversations) == 1 else conversations)
@@ -335,25 +367,27 @@ class LLMResource(dg.ConfigurableResource):
             return CaseResult.failed(case.event_id, failed.error_kind, failed.error or failed.error_kind, **usage)
         return _result_from(case.event_id, merge_answers([o.parsed for o in outcomes]), usage)
 
-    async def _call_skill(self, client: httpx.AsyncClient, in_flight: asyncio.Semaphore, model: str,
+    async def _call_skill(self, client: _ShardedClient, in_flight: asyncio.Semaphore, model: str,
                           template: PromptTemplate, messages: list[dict]) -> _SkillOutcome:
-        body = {"model": model, "messages": messages, "response_format": template.response_format(),
-                "temperature": self.temperature, "max_tokens": self.max_tokens}
+        # Serialized once, before waiting for a slot, so a freed slot is refilled without delay.
+        body = json.dumps({"model": model, "messages": messages, "response_format": template.response_format(),
+                           "temperature": self.temperature, "max_tokens": self.max_tokens}).encode()
         outcome = _SkillOutcome()
         breaker = self.breaker
         transport_retries = 0
         output_retried = False
         while True:
-            if not breaker.allow():
-                outcome.error_kind, outcome.error = "circuit_open", (
-                    f"circuit breaker open: {self._root_url()} failed {breaker.failure_threshold} times in a row")
-                return outcome
-            outcome.calls += 1
             kind, error, retry_after, response = None, None, None, None
             async with in_flight:  # held only while the request is on the wire, never while backing off
+                # Asked once a slot is free: cases queued behind a failing server fail fast when it opens.
+                if not breaker.allow():
+                    outcome.error_kind, outcome.error = "circuit_open", (
+                        f"circuit breaker open: {self._root_url()} failed {breaker.failure_threshold} times in a row")
+                    return outcome
+                outcome.calls += 1
                 started = time.perf_counter()
                 try:
-                    response = await client.post("/v1/chat/completions", json=body)
+                    response = await client.post("/v1/chat/completions", body)
                 except httpx.TimeoutException as exc:
                     kind, error = "timeout", f"no answer within {self.request_timeout_s}s ({type(exc).__name__})"
                 except httpx.RequestError as exc:  # refused, reset, dropped without an answer
@@ -364,19 +398,26 @@ class LLMResource(dg.ConfigurableResource):
                     return outcome
                 finally:
                     outcome.latency_s += time.perf_counter() - started
-            if response is not None:
-                status = response.status_code
-                if status == 429:
-                    kind, error = "http_429", "server overloaded (429)"
-                    retry_after = _retry_after_s(response)
-                elif status >= 500:
-                    kind, error = "http_5xx", f"server error {status}: {response.text[:200]}"
-                elif status >= 400:
-                    breaker.record_success()  # the server is up; the request itself is wrong: do not retry
-                    outcome.error_kind, outcome.error = "http_4xx", f"request rejected {status}: {response.text[:200]}"
-                    return outcome
+                if response is not None:
+                    status = response.status_code
+                    if status == 429:
+                        kind, error = "http_429", "server overloaded (429)"
+                        retry_after = _retry_after_s(response)
+                    elif status >= 500:
+                        kind, error = "http_5xx", f"server error {status}: {response.text[:200]}"
+                    elif status >= 400:
+                        breaker.record_success()  # the server is up; the request itself is wrong: no retry
+                        outcome.error_kind, outcome.error = "http_4xx", f"rejected {status}: {response.text[:200]}"
+                        return outcome
+                # Booked before the slot is freed, so the next case in line sees an opened breaker.
+                if kind is None:
+                    breaker.record_success()
+                else:
+                    breaker.record_failure()
+            # Let the request waiting for this slot go out before we spend CPU on this answer:
+            # the server's batch refills first, parsing overlaps with generation.
+            await asyncio.sleep(0)
             if kind is not None:
-                breaker.record_failure()
                 if transport_retries >= self.max_retries:
                     outcome.error_kind, outcome.error = kind, f"{error} (after {transport_retries} retries)"
                     return outcome
@@ -386,7 +427,6 @@ class LLMResource(dg.ConfigurableResource):
                 transport_retries += 1
                 await asyncio.sleep(delay)
                 continue
-            breaker.record_success()
             try:
                 payload = response.json()
                 usage = payload.get("usage") or {}

@@ -53,6 +53,7 @@ class MilvusResource(dg.ConfigurableResource):
     ivf_nprobe: int = 16
 
     _client: Any = PrivateAttr(default=None)
+    _loaded: set = PrivateAttr(default_factory=set)
 
     # -- connection ---------------------------------------------------------------------------
     @property
@@ -74,6 +75,7 @@ class MilvusResource(dg.ConfigurableResource):
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._loaded = set()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.close()
@@ -149,8 +151,11 @@ class MilvusResource(dg.ConfigurableResource):
         from pymilvus.client.types import LoadState
 
         target = self.alias_target(name) or name
+        if target in self._loaded:
+            return
         if self.client.get_load_state(target).get("state") != LoadState.Loaded:
             self.client.load_collection(target)
+        self._loaded.add(target)
 
     def count(self, name: str) -> int:
         self.ensure_loaded(name)
@@ -170,22 +175,46 @@ class MilvusResource(dg.ConfigurableResource):
                 found[row["chunk_id"]] = np.asarray(row["vector"], dtype=np.float32)
         return found
 
-    def search(self, name: str, vectors: np.ndarray, limit: int,
-               output_fields: Sequence[str] = CHUNK_FIELDS) -> list[list[dict[str, Any]]]:
+    def search(self, name: str, vectors: np.ndarray, limit: int, output_fields: Sequence[str] = CHUNK_FIELDS,
+               where: Mapping[str, str] | None = None) -> list[list[dict[str, Any]]]:
         """Top-`limit` hits per query vector in `name` (a collection or an alias), best first.
 
-        Each hit is the entity's fields plus `score` (inner product = cosine on unit vectors).
+        `where` restricts to rows whose fields equal the given values. Each hit is the
+        entity's fields plus `score` (inner product = cosine on unit vectors).
         """
         if len(vectors) == 0:
             return []
         self.ensure_loaded(name)
         result = self.client.search(name, data=[np.asarray(v, dtype=np.float32).tolist() for v in vectors],
                                     limit=limit, output_fields=list(output_fields),
-                                    search_params=self.search_params(), anns_field="vector")
+                                    search_params=self.search_params(), anns_field="vector",
+                                    filter=" and ".join(f"{k} == {_quote(v)}" for k, v in (where or {}).items()))
+        return [[{**hit["entity"], "score": float(hit["distance"])} for hit in hits] for hits in result]
+
+    def search_per_group(self, name: str, vectors: np.ndarray, limit: int, group_field: str,
+                         group_limits: Mapping[str, int],
+                         output_fields: Sequence[str] = CHUNK_FIELDS) -> list[list[dict[str, Any]]]:
+        """Top-`limit` hits per query vector with at most `group_limits[v]` hits whose `group_field` is `v`.
+
+        One round trip: a hybrid search of one filtered sub-search per group, merged on
+        the raw inner product (the groups are disjoint, so no hit is counted twice).
+        """
+        from pymilvus import AnnSearchRequest, WeightedRanker
+
+        groups = [(value, n) for value, n in group_limits.items() if n > 0]
+        if len(vectors) == 0 or not groups:
+            return [[] for _ in range(len(vectors))]
+        self.ensure_loaded(name)
+        data = [np.asarray(v, dtype=np.float32).tolist() for v in vectors]
+        requests = [AnnSearchRequest(data, "vector", self.search_params(), limit=n,
+                                     expr=f"{group_field} == {_quote(value)}") for value, n in groups]
+        result = self.client.hybrid_search(name, requests, WeightedRanker(*[1.0] * len(requests), norm_score=False),
+                                           limit=limit, output_fields=list(output_fields))
         return [[{**hit["entity"], "score": float(hit["distance"])} for hit in hits] for hits in result]
 
     def drop_collection(self, name: str) -> None:
         self.client.drop_collection(name)
+        self._loaded.discard(name)
 
     # -- aliases ------------------------------------------------------------------------------
     def alias_target(self, alias: str) -> str | None:

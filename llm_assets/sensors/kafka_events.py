@@ -68,7 +68,7 @@ TOPIC_TAG = "llm_assets/kafka_topic"
 @dataclass(frozen=True)
 class KafkaSensorSettings:
     topic: str = EVENTS_TOPIC
-    max_messages: int = 50_000
+    max_messages: int = 100_000
     time_budget_s: float = 20.0
     idle_timeout_s: float = 1.0  # stop reading after this long without a message
     connect_timeout_s: float = 3.0
@@ -110,6 +110,7 @@ def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, parti
         consumer.assign([TopicPartition(settings.topic, p, start_offsets.get(p, OFFSET_BEGINNING))
                          for p in partitions])
         at_end: set[int] = set()
+        answered = False
         idle_since = time.monotonic()
         while True:
             if len(read.outcomes) >= settings.max_messages:
@@ -120,13 +121,16 @@ def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, parti
                 break
             if at_end >= set(partitions):
                 break
-            if time.monotonic() - idle_since > settings.idle_timeout_s:
-                read.stopped_by = f"no message for {settings.idle_timeout_s:g}s"
+            # Before the first answer, allow for the offset lookup (about 0.6 s on tansu).
+            idle_limit = settings.idle_timeout_s if answered else settings.connect_timeout_s
+            if time.monotonic() - idle_since > idle_limit:
+                read.stopped_by = f"no message for {idle_limit:g}s"
                 break
             messages = consumer.consume(num_messages=min(5_000, settings.max_messages - len(read.outcomes)),
                                         timeout=0.1)
             if messages:
                 idle_since = time.monotonic()
+                answered = True
             for msg in messages:
                 p, err = msg.partition(), msg.error()
                 if err is not None:

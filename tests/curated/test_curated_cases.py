@@ -7,7 +7,7 @@ import polars as pl
 
 from llm_assets.curated import assets, checks, joining
 from llm_assets.partitions import daily_partitions
-from tests.curated.conftest import write_raw_events
+from tests.support.pipeline import write_raw_events
 
 RAW_EVENTS_SPEC = dg.AssetSpec(assets.RAW_EVENTS, partitions_def=daily_partitions)
 CURATED_DEFS = [assets.entity_signals, assets.upstream_exceptions, assets.curated_cases,

@@ -10,8 +10,8 @@ It implements what `LLMResource` uses of vLLM's API:
   `response_format` json_schema in `choices[0].message.content`, with `usage`. The answer is
   plausible: the label comes from keywords in the `<case>` part of the prompt.
 And what tests need to see and to break:
-- `slots`: at most S chat requests are processed at once (others wait), each taking `latency_s`,
-  like a server whose batch is full; `max_concurrency` reports the most seen at once;
+- `slots`: at most S chat requests are processed at once (others wait), each holding its slot
+  for `latency_s` (processing included), like a server whose batch is full: capacity S / L; `max_concurrency` reports the most seen at once;
 - fault injection, by an exact sequence (`faults=["http_500", None, ...]`, one entry per chat
   request in arrival order) or by shares (`fault_rates={"http_500": 0.1}`, seeded):
   `http_500`, `http_429`, `timeout` (sleeps `timeout_sleep_s`, past the client's timeout),
@@ -187,12 +187,14 @@ class OpenAITestServer:
     def stats(self) -> dict:
         with self._lock:
             return {"chat_requests": self._chat_count, "max_concurrency": self._max_in_flight,
+                    "connections": len({r["client"] for r in self._requests}),
                     "faults": {k: self._faults_served.count(k) for k in FAULT_KINDS}}
 
     # -- request handling (called from handler threads) -----------------------------------------
-    def _log(self, path: str, headers: dict, body: Any) -> None:
+    def _log(self, path: str, headers: dict, body: Any, client: tuple) -> None:
         with self._lock:
-            self._requests.append({"path": path, "headers": headers, "body": body, "at": time.time()})
+            self._requests.append({"path": path, "headers": headers, "body": body, "at": time.time(),
+                                   "client": f"{client[0]}:{client[1]}"})
 
     def _next_fault(self) -> str | None:
         with self._lock:
@@ -273,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def do_GET(self):  # noqa: N802 - http.server naming
-        self.owner._log(self.path, dict(self.headers), None)
+        self.owner._log(self.path, dict(self.headers), None, self.client_address)
         if self.path == "/health":
             self._send_json(200 if self.owner.healthy else 503, {} if self.owner.healthy else {"error": "unhealthy"})
         elif self.path == "/v1/models":
@@ -292,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             body = {"_unparsable": raw.decode("utf-8", "replace")}
-        self.owner._log(self.path, dict(self.headers), body)
+        self.owner._log(self.path, dict(self.headers), body, self.client_address)
         if self.path != "/v1/chat/completions":
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
             return
@@ -307,8 +309,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         owner._enter_slot()
         try:
+            # A request holds its slot for latency_s in all, our own processing included, as a model
+            # server's latency includes its work: capacity is exactly slots / latency_s.
+            answer_at = time.monotonic() + owner.latency_s
+            content, finish, usage = owner.completion(body, fault)
             if owner.latency_s:
-                owner._stopping.wait(owner.latency_s)
+                owner._stopping.wait(max(0.0, answer_at - time.monotonic()))
             if fault == "http_500":
                 self._send_json(500, {"error": {"message": "injected server error", "type": "server_error"}})
                 return
@@ -316,11 +322,10 @@ class _Handler(BaseHTTPRequestHandler):
                 headers = {"Retry-After": str(owner.retry_after_s)} if owner.retry_after_s is not None else None
                 self._send_json(429, {"error": {"message": "injected overload", "type": "rate_limit"}}, headers)
                 return
-            content, finish, usage = owner.completion(body, fault)
         finally:
             owner._leave_slot()
         self._send_json(200, {
-            "id": f"chatcmpl-{owner.stats()['chat_requests']}", "object": "chat.completion",
+            "id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion",
             "created": int(time.time()), "model": body.get("model") or owner.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
             "usage": usage,

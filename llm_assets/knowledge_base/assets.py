@@ -1,0 +1,136 @@
+"""The knowledge-base assets: `kb/documents` (chunks in Delta) and `kb/index` (Milvus, blue-green).
+
+Thin wrappers: loading and chunking live in `corpus.py` / `chunking.py`, the index build
+and alias switch in `indexing.py`; these functions wire resources and config to them and
+report what happened.
+"""
+
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from llm_assets.knowledge_base.checks import (
+    KB_DOCUMENTS_KEY,
+    KB_DOCUMENTS_TABLE,
+    KB_INDEX_CHECK_SPECS,
+    KB_INDEX_KEY,
+    recall_result,
+    vector_count_result,
+)
+from llm_assets.knowledge_base.chunking import ChunkingParams, chunk_documents, chunks_frame
+from llm_assets.knowledge_base.corpus import EmptyCorpusError, load_corpus, load_golden_queries
+from llm_assets.knowledge_base.indexing import KBIndexBuild, build_kb_index
+from llm_assets.knowledge_base.retrieval import KB_ALIAS
+from llm_assets.knowledge_base.versioning import version_of
+from llm_assets.resources.delta import DeltaLakeStorage
+from llm_assets.resources.embedder import EmbedderResource
+from llm_assets.resources.milvus import MilvusResource
+from llm_assets.settings import sample_data_dir
+
+
+class KBDocumentsConfig(dg.Config):
+    corpus_dir: str = Field(default="", description="folder of KB *.jsonl files; empty = $SAMPLE_DATA_DIR/kb")
+    chunk_size: int = Field(default=200, description="chunk length, in `chunk_unit`")
+    chunk_overlap: int = Field(default=40, description="overlap between consecutive chunks, in `chunk_unit`")
+    chunk_unit: str = Field(default="words", description="`words` or `chars`")
+
+
+class KBIndexConfig(dg.Config):
+    golden_queries_path: str = Field(default="", description="retrieval golden set (JSONL); empty = "
+                                                             "$SAMPLE_DATA_DIR/golden/retrieval_queries.jsonl")
+    min_recall_at_5: float = Field(default=0.9, description="the alias moves only at or above this recall@5")
+    keep_previous_versions: int = Field(default=2, description="old version collections kept for rollback")
+
+
+def _md_table(header: list[str], rows: list[list[object]]) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v).replace("|", "/").replace("\n", " ") for v in row) + " |" for row in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+@dg.asset(key=KB_DOCUMENTS_KEY, group_name="knowledge_base", kinds={"delta"})
+def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
+                 delta: DeltaLakeStorage) -> dg.MaterializeResult:
+    """Chunks of the knowledge base: policies, runbooks, data dictionary, resolved cases, escalation templates.
+
+    Reads every `*.jsonl` of the corpus folder, skips (and reports, with file and line)
+    lines that are not JSON or lack `content`, splits documents into overlapping chunks
+    with content-hash ids, and replaces the Delta table atomically (a full snapshot).
+    An empty corpus fails the run instead of publishing an empty KB.
+    """
+    corpus_dir = Path(config.corpus_dir) if config.corpus_dir else sample_data_dir() / "kb"
+    params = ChunkingParams(size=config.chunk_size, overlap=config.chunk_overlap, unit=config.chunk_unit)
+    try:
+        corpus = load_corpus(corpus_dir)
+    except EmptyCorpusError as exc:
+        raise dg.Failure(description=str(exc), metadata={"corpus_dir": str(corpus_dir)}) from exc
+    for problem in corpus.problems:
+        context.log.warning(f"KB line skipped: {problem.file}:{problem.line}: {problem.reason}")
+    chunks = chunk_documents(corpus.documents, params)
+    delta.overwrite(KB_DOCUMENTS_TABLE, chunks_frame(chunks))
+    by_type = Counter(c.type for c in chunks)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(chunks),
+        "documents": len(corpus.documents),
+        "chunks": len(chunks),
+        "chunking": params.fingerprint,
+        "corpus_dir": str(corpus_dir),
+        "files": len(corpus.files),
+        "skipped_lines": len(corpus.problems),
+        "skipped_line_details": _md_table(["file", "line", "reason"],
+                                          [[p.file, p.line, p.reason] for p in corpus.problems[:50]]),
+        "chunks_by_type": _md_table(["type", "chunks"], sorted(by_type.items())),
+        "table_uri": delta.uri(KB_DOCUMENTS_TABLE),
+    })
+
+
+def _index_metadata(build: KBIndexBuild) -> dict[str, object]:
+    examples = [[query, rank, hit.doc_id, hit.type, f"{hit.score:.3f}"]
+                for query, hits in build.example_hits for rank, hit in enumerate(hits, start=1)]
+    return {
+        "kb_index_version": version_of(build.serving_collection) or "none",
+        "candidate_version": build.version,
+        "candidate_published": build.published,
+        "chunks": build.chunk_count,
+        "embeddings_computed": build.embeddings_computed,
+        "embeddings_reused": build.embeddings_reused,
+        "collection_rebuilt": build.rebuilt,
+        "recall_at_5": dg.MetadataValue.float(round(build.recall.recall, 4) if build.recall else 0.0),
+        "alias": KB_ALIAS,
+        "alias_collection": build.serving_collection or "none",
+        "alias_moved": build.alias_moved,
+        "previous_alias_collection": build.previous_collection or "none",
+        "dropped_collections": ", ".join(build.dropped) or "none",
+        "example_hits": _md_table(["query", "rank", "doc_id", "type", "score"], examples),
+    }
+
+
+@dg.asset(key=KB_INDEX_KEY, deps=[KB_DOCUMENTS_KEY], group_name="knowledge_base", kinds={"milvus"},
+          check_specs=KB_INDEX_CHECK_SPECS)
+def kb_index(context: dg.AssetExecutionContext, config: KBIndexConfig, delta: DeltaLakeStorage,
+             milvus: MilvusResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+    """Vectors of `kb/documents` in Milvus, one collection per index version, served through the alias `kb`.
+
+    The version hashes the embedding model, the chunking and every chunk; an unchanged KB
+    is the same version and nothing is embedded again, and a changed one embeds only
+    its new chunks (the others' vectors are copied from the existing collections). The
+    alias moves to a new version only after its vector count and golden-set recall@5
+    pass (blue-green); a failed candidate is kept and recorded, and retrieval stays on
+    the previous version. Old versions beyond `keep_previous_versions` are dropped.
+    """
+    chunks = delta.read(KB_DOCUMENTS_TABLE).to_dicts()
+    if not chunks:
+        raise dg.Failure(description="kb/documents is empty or missing: materialize it first")
+    golden_path = (Path(config.golden_queries_path) if config.golden_queries_path
+                   else sample_data_dir() / "golden" / "retrieval_queries.jsonl")
+    build = build_kb_index(chunks, milvus, embedder, load_golden_queries(golden_path),
+                           min_recall=config.min_recall_at_5, keep_previous=config.keep_previous_versions,
+                           log=context.log.info)
+    serving = version_of(build.serving_collection)
+    return dg.MaterializeResult(
+        metadata={**_index_metadata(build), "golden_queries_path": str(golden_path)},
+        check_results=[vector_count_result(build), recall_result(build)],
+        data_version=dg.DataVersion(serving or build.version),
+    )

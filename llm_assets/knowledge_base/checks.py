@@ -1,0 +1,61 @@
+"""Quality gates of the knowledge base.
+
+`kb/index` checks are by-products of the build (declared as `check_specs` on the asset
+and returned with its materialization): the vector count and the golden-set recall@5 of
+the NEW collection decide whether the alias `kb` moves. `kb/documents` gets a plain
+check on its stored table: chunk ids are unique (they are the Milvus primary key).
+"""
+
+import dagster as dg
+
+from llm_assets.knowledge_base.indexing import KBIndexBuild
+from llm_assets.resources.delta import DeltaLakeStorage
+
+KB_DOCUMENTS_KEY = dg.AssetKey(["kb", "documents"])
+KB_INDEX_KEY = dg.AssetKey(["kb", "index"])
+KB_DOCUMENTS_TABLE = "kb/documents"
+
+KB_INDEX_CHECK_SPECS = [
+    dg.AssetCheckSpec("vector_count_matches_chunks", asset=KB_INDEX_KEY,
+                      description="The candidate collection holds exactly one vector per kb/documents chunk."),
+    dg.AssetCheckSpec("retrieval_recall_at_5", asset=KB_INDEX_KEY,
+                      description="recall@5 of the candidate collection on the golden retrieval queries is at "
+                                  "least the threshold (0.9 by default); the alias `kb` moves only if it passes."),
+]
+
+
+def _recall_misses_md(build: KBIndexBuild, limit: int = 10) -> str:
+    rows = ["| query | recall | relevant | retrieved |", "|---|---|---|---|"]
+    for q in (build.recall.misses if build.recall else [])[:limit]:
+        rows.append(f"| {q.query} | {q.recall:.2f} | {', '.join(q.relevant)} | {', '.join(q.retrieved)} |")
+    return "\n".join(rows) if len(rows) > 2 else "every golden query found all its relevant documents"
+
+
+def vector_count_result(build: KBIndexBuild) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name="vector_count_matches_chunks", asset_key=KB_INDEX_KEY, passed=build.vector_count_ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"vectors": build.vector_count, "chunks": build.chunk_count, "collection": build.collection},
+    )
+
+
+def recall_result(build: KBIndexBuild) -> dg.AssetCheckResult:
+    recall = build.recall.recall if build.recall else 0.0
+    return dg.AssetCheckResult(
+        check_name="retrieval_recall_at_5", asset_key=KB_INDEX_KEY, passed=build.recall_ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "recall_at_5": dg.MetadataValue.float(round(recall, 4)),
+            "threshold": dg.MetadataValue.float(build.min_recall),
+            "golden_queries": len(build.recall.per_query) if build.recall else 0,
+            "candidate_version": build.version,
+            "misses": dg.MetadataValue.md(_recall_misses_md(build)),
+        },
+    )
+
+
+@dg.asset_check(asset=KB_DOCUMENTS_KEY, description="Every chunk id in kb/documents is unique (Milvus primary key).")
+def kb_chunk_ids_are_unique(delta: DeltaLakeStorage) -> dg.AssetCheckResult:
+    df = delta.read(KB_DOCUMENTS_TABLE)
+    duplicates = int(df.height - df["chunk_id"].n_unique()) if df.height else 0
+    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"chunks": df.height, "duplicate_chunk_ids": duplicates})
