@@ -13,6 +13,10 @@ import polars as pl
 from llm_assets import settings
 
 
+# Runs log to the instance (browse them in the UI); the terminal shows warnings only.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str], partition_key: str | None = None):
     result = dg.materialize(
         assets=[*defs.assets, *(defs.asset_checks or [])],
@@ -20,6 +24,7 @@ def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[
         partition_key=partition_key,
         resources=defs.resources,
         instance=instance,
+        run_config=QUIET,
         raise_on_error=True,
     )
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
@@ -41,8 +46,9 @@ def run_demo(sample_dir: Path) -> int:
     print(f"produced {len(messages)} messages to {settings.EVENTS_TOPIC}")
 
     print("1/4 ingest: kafka_events_sensor ticks -> raw/events, raw/rejected_events")
-    ingest = drain_topic(instance, defs.resources)
-    print(f"  {ingest}")
+    ingest = drain_topic(instance, {k: defs.resources[k] for k in ("kafka", "delta")})
+    print(f"  {ingest['ticks']} sensor ticks, runs {ingest['runs']}, failed {len(ingest['failed_run_keys'])}; "
+          f"last tick: {ingest['skip_reason']}")
 
     print("2/4 signals and knowledge base: entity signals, exceptions, kb/documents, kb/index, embedding gate")
     _materialize(defs, instance, ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
@@ -73,15 +79,19 @@ def _print_summary(delta, days: list[str]) -> None:
                      ("curated/cases", curated), ("enriched/cases", enriched)]:
         print(f"  {name:<28}{df.height:>8}")
     if rejected.height:
-        print("  rejected by reason: " + ", ".join(
-            f"{r['reason']}={r['len']}" for r in rejected.with_columns(
-                pl.col("error").str.split(":").list.first().alias("reason")).group_by("reason").len().sort("reason").to_dicts()))
+        reasons = rejected.select(pl.col("error").str.replace_all(r"\d+", "N").str.slice(0, 60).alias("reason"))
+        print("  rejected by reason:")
+        for r in reasons.group_by("reason").len().sort("len", descending=True).to_dicts():
+            print(f"    {r['len']:>5}  {r['reason']}")
     if enriched.height:
-        print("  enriched per day and route:")
-        table = enriched.group_by("event_date", "route").len().pivot(on="route", index="event_date", values="len").sort("event_date")
-        print("  " + str(table.fill_null(0)).replace("\n", "\n  "))
+        routes = sorted(enriched["route"].unique().to_list())
+        print(f"  enriched per day and route:\n    {'event_date':<12}" + "".join(f"{r:>10}" for r in routes))
+        for day in days:
+            counts = enriched.filter(pl.col("event_date") == day).group_by("route").len()
+            by_route = dict(zip(counts["route"].to_list(), counts["len"].to_list()))
+            print(f"    {day:<12}" + "".join(f"{by_route.get(r, 0):>10}" for r in routes))
         print("  labels: " + ", ".join(f"{r['label']}={r['len']}" for r in enriched.group_by("label").len().sort("label").to_dicts()))
-        versions = enriched.select("model_version", "prompt_version", "kb_index_version").unique().to_dicts()
-        print(f"  versions: {versions}")
+        for v in enriched.select("model_version", "prompt_version", "kb_index_version").unique().to_dicts():
+            print(f"  versions: model {v['model_version']}, prompt {v['prompt_version']}, kb index {v['kb_index_version']}")
     bundles = sorted(settings.audit_dir().rglob("*.json"))
     print(f"  audit bundles: {len(bundles)} under {settings.audit_dir()} (verify: python -m llm_assets.cli verify-audit PATH)")

@@ -20,7 +20,7 @@ from llm_assets.enrichment.cache import CACHE_TABLE
 from llm_assets.enrichment.gate import (DEFAULT_THRESHOLD, GateNotFound, load_latest_gate, save_gate,
                                         texts_fingerprint, train_gate, training_examples)
 from llm_assets.enrichment.redaction import redact_cached
-from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve
+from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
@@ -179,8 +179,8 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
         gate_version=gate.version if gate else None,
     )
 
-    def retrieve_context(texts: list[str]) -> list[list[dict]]:
-        hits = retrieve(milvus, embedder, texts, top_k=config.top_k)
+    def retrieve_context(vectors) -> list[list[dict]]:
+        hits = retrieve_by_vectors(milvus, vectors, top_k=config.top_k)
         return [[{"doc_id": h.doc_id, "type": h.type, "label": h.label, "content": redact_cached(h.content)}
                  for h in chunk_hits] for chunk_hits in hits]
 

@@ -24,7 +24,7 @@ from llm_assets.enrichment.types import BatchStats, CaseContext, CaseResult
 
 CONTEXT_FIELDS = ("source_system", "partner_id", "partner_risk_tier", "is_exception", "exception_type")
 
-Retriever = Callable[[list[str]], list[list[dict]]]
+Retriever = Callable[[np.ndarray], list[list[dict]]]  # query vectors -> KB hits per case
 Embedder = Callable[[list[str]], np.ndarray]
 LLMRunner = Callable[[list[CaseContext]], list[CaseResult]]
 
@@ -130,14 +130,15 @@ def enrich_cases(
         else:
             todo.append(i)
 
-    retrieved = retrieve([contexts[i].text for i in todo]) if todo else []
+    # One embedding per uncached case serves both the KB search and the gate.
+    vectors = embed([contexts[i].text for i in todo]) if todo else np.zeros((0, 0), dtype=np.float32)
+    retrieved = retrieve(vectors) if todo else []
     for i, hits in zip(todo, retrieved):
         contexts[i] = CaseContext(contexts[i].event_id, contexts[i].text, contexts[i].fields, list(hits))
     doc_ids = {i: [h["doc_id"] for h in contexts[i].retrieved] for i in todo}
 
     predictions: dict[int, tuple[str, float]] = {}
     if todo and gate is not None:
-        vectors = embed([contexts[i].text for i in todo])
         for i, p in zip(todo, gate.predict(vectors)):
             predictions[i] = (p.label, p.confidence)
 

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from llm_assets.knowledge_base.corpus import GoldenQuery
-from llm_assets.knowledge_base.retrieval import KB_ALIAS, RecallReport, RetrievedChunk, evaluate_recall, search_chunks
+from llm_assets.knowledge_base.retrieval import (
+    KB_ALIAS,
+    RecallReport,
+    RetrievedChunk,
+    recall_at_k,
+    search_chunks,
+    top_documents,
+)
 from llm_assets.knowledge_base.versioning import (
     COLLECTION_PREFIX,
     PROP_BUILT_AT,
@@ -61,6 +69,7 @@ class KBIndexBuild:
     serving_collection: str | None = None
     dropped: list[str] = field(default_factory=list)
     example_hits: list[tuple[str, list[RetrievedChunk]]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # embed, write, check: where the time went
 
     @property
     def vector_count_ok(self) -> bool:
@@ -117,6 +126,11 @@ def _reusable_vectors(milvus: MilvusResource, collections: dict[str, dict[str, s
     return found
 
 
+# Chunks embedded per slice; each slice is inserted on a worker thread while the next one
+# is embedded, so the Milvus write hides behind the model instead of following it.
+EMBED_SLICE = 256
+
+
 def _write_collection(milvus: MilvusResource, embedder: EmbedderResource, build: KBIndexBuild,
                       chunks: Sequence[Mapping[str, Any]], existing: dict[str, dict[str, str]],
                       previous: str | None, log: Log) -> None:
@@ -126,12 +140,7 @@ def _write_collection(milvus: MilvusResource, embedder: EmbedderResource, build:
                                model_id, ids, previous, dimension)
     todo = [i for i, cid in enumerate(ids) if cid not in reused]
     log(f"kb/index {build.version}: {len(reused)} embeddings reused, {len(todo)} to compute")
-    vectors = np.zeros((len(chunks), dimension), dtype=np.float32)
-    for i, cid in enumerate(ids):
-        if cid in reused:
-            vectors[i] = reused[cid]
-    if todo:
-        vectors[todo] = embedder.encode([chunks[i]["content"] for i in todo])
+    started = time.perf_counter()
     if milvus.has_collection(build.collection):
         # A collection left incomplete by an interrupted build: start it again.
         milvus.drop_collection(build.collection)
@@ -139,7 +148,21 @@ def _write_collection(milvus: MilvusResource, embedder: EmbedderResource, build:
         PROP_VERSION: build.version, PROP_MODEL_ID: model_id, PROP_CHUNKING: chunking_of(chunks),
         PROP_BUILT_AT: str(time.time_ns()), PROP_CHUNK_COUNT: str(len(chunks)),
         PROP_TYPES: json.dumps(sorted({str(c.get("type") or "") for c in chunks}))})
-    milvus.insert_chunks(build.collection, list(chunks), vectors)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-insert") as writer:
+        pending = []
+        kept = [i for i, cid in enumerate(ids) if cid in reused]
+        if kept:
+            pending.append(writer.submit(milvus.insert_chunks, build.collection, [chunks[i] for i in kept],
+                                         np.stack([reused[ids[i]] for i in kept]), flush=False))
+        for start in range(0, len(todo), EMBED_SLICE):
+            part = todo[start:start + EMBED_SLICE]
+            vectors = embedder.encode([chunks[i]["content"] for i in part])
+            pending.append(writer.submit(milvus.insert_chunks, build.collection, [chunks[i] for i in part],
+                                         vectors, flush=False))
+        for future in pending:
+            future.result()
+    milvus.flush(build.collection)
+    build.seconds["embed_and_write"] = time.perf_counter() - started
     build.embeddings_computed, build.embeddings_reused, build.rebuilt = len(todo), len(reused), True
 
 
@@ -165,10 +188,13 @@ def build_kb_index(chunks: Sequence[Mapping[str, Any]], milvus: MilvusResource, 
     else:
         _write_collection(milvus, embedder, build, chunks, existing, build.previous_collection, log)
 
+    started = time.perf_counter()
     build.vector_count = milvus.count(build.collection)
-    build.recall = evaluate_recall(milvus, embedder, build.collection, golden, k=5)
-    queries = [g.query for g in golden[:examples]]
-    build.example_hits = list(zip(queries, search_chunks(milvus, embedder, build.collection, queries, top_k=3)))
+    # recall@5 through the same search as `retrieve`, against the candidate, not the alias.
+    hits = search_chunks(milvus, embedder, build.collection, [g.query for g in golden], top_k=5)
+    build.recall = recall_at_k(golden, [top_documents(h, 5) for h in hits], k=5)
+    build.example_hits = [(g.query, h[:3]) for g, h in zip(golden[:examples], hits)]
+    build.seconds["check"] = time.perf_counter() - started
 
     if build.vector_count_ok and build.recall_ok:
         if build.previous_collection != build.collection:

@@ -155,3 +155,13 @@ def evaluate_recall(milvus: "MilvusResource", embedder: "EmbedderResource", coll
     """recall@k of `collection` on the golden queries, through the same search as `retrieve`."""
     hits = search_chunks(milvus, embedder, collection, [g.query for g in golden], top_k=k)
     return recall_at_k(golden, [top_documents(h, k) for h in hits], k)
+
+
+def retrieve_by_vectors(milvus: "MilvusResource", vectors, top_k: int = 5) -> list[list[RetrievedChunk]]:
+    """`retrieve` for query vectors the caller already has (enrichment embeds each case once
+    for both the KB search and the embedding gate)."""
+    if len(vectors) == 0:
+        return []
+    if milvus.alias_target(KB_ALIAS) is None:
+        return [[] for _ in range(len(vectors))]
+    return [[_to_chunk(h) for h in hits] for hits in milvus.search(KB_ALIAS, vectors, top_k)]

@@ -101,9 +101,8 @@ class TickRead:
 
 
 def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, partitions: list[int],
-                      start_offsets: dict[int, int], deadline: float) -> TickRead:
+                      start_offsets: dict[int, int], deadline: float, window: contract.PartitionWindow) -> TickRead:
     """Read from `start_offsets` (earliest where absent) until caught up, a limit, or the deadline."""
-    window = current_partition_window()
     read = TickRead(next_offsets=dict(start_offsets))
     consumer = kafka.consumer()
     try:
@@ -248,8 +247,9 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
                      f" not reading more until they succeed")
         return dg.SensorResult(skip_reason=" ".join(notes), cursor=cursor.dump())
 
+    window = current_partition_window()  # one window per batch: the sensor and every re-run agree
     try:
-        read = read_new_messages(kafka, settings, partitions, cursor.next_offsets, deadline)
+        read = read_new_messages(kafka, settings, partitions, cursor.next_offsets, deadline, window)
     except Exception as exc:  # noqa: BLE001 - any client failure: keep the cursor, say why
         return dg.SensorResult(skip_reason=f"reading {topic} failed: {exc}. Cursor kept; retrying next tick.",
                                cursor=cursor.dump())
@@ -274,7 +274,7 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     plan = plan_batch(read.outcomes)
     generation = cursor.generation
     batch_id = f"{topic}:g{generation}:{ranges_text(plan.read)}"
-    last_partition_date = current_partition_window().last.isoformat()
+    last_partition_date = window.last.isoformat()
     tags = {BATCH_TAG: batch_id, TOPIC_TAG: topic}
     run_requests = []
     for day, ranges in sorted(plan.by_date.items()):

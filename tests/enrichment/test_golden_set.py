@@ -17,8 +17,8 @@ from llm_assets.sample_data.generator import golden_cases, kb_corpus
 VERSIONS = pipeline.Versions(model_version="m", prompt_version="p", kb_index_version="k", gate_version="g")
 
 
-def no_context(texts):
-    return [[] for _ in texts]
+def no_context(vectors):
+    return [[] for _ in range(len(vectors))]
 
 
 @pytest.fixture(scope="module")
