@@ -17,6 +17,7 @@ Run: `.venv/bin/python benchmarks/kb_index.py [resolved_per_label=100] [index_ty
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import tempfile
@@ -39,10 +40,8 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def main(resolved_per_label: int = 100, index_type: str = "HNSW", rounds: int = 3) -> None:
-    import json
-
-    docs = [parse_kb_line(json.dumps(row), name) for name, rows in kb_corpus(resolved_per_label=resolved_per_label).items()
-            for row in rows]
+    corpus = kb_corpus(resolved_per_label=resolved_per_label)
+    docs = [parse_kb_line(json.dumps(row), name) for name, rows in corpus.items() for row in rows]
     chunks = [asdict(c) for c in chunk_documents(docs, ChunkingParams())]
     texts = [c["content"] for c in chunks]
     golden = [GoldenQuery(q["query"], tuple(q["relevant_doc_ids"])) for q in golden_queries()]

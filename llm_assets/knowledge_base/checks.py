@@ -58,4 +58,5 @@ def recall_result(build: KBIndexBuild) -> dg.AssetCheckResult:
 def kb_chunk_ids_are_unique(delta: DeltaLakeStorage) -> dg.AssetCheckResult:
     df = delta.read(KB_DOCUMENTS_TABLE)
     duplicates = int(df.height - df["chunk_id"].n_unique()) if df.height else 0
-    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"chunks": df.height, "duplicate_chunk_ids": duplicates})
+    return dg.AssetCheckResult(passed=duplicates == 0,
+                               metadata={"chunks": df.height, "duplicate_chunk_ids": duplicates})

@@ -18,7 +18,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,8 +36,8 @@ from llm_assets.knowledge_base.versioning import (
     PROP_BUILT_AT,
     PROP_CHUNK_COUNT,
     PROP_CHUNKING,
-    PROP_TYPES,
     PROP_MODEL_ID,
+    PROP_TYPES,
     PROP_VERSION,
     VersionCollection,
     chunk_fingerprint,
@@ -45,8 +45,10 @@ from llm_assets.knowledge_base.versioning import (
     collections_to_drop,
     index_version,
 )
-from llm_assets.resources.embedder import EmbedderResource
-from llm_assets.resources.milvus import MilvusResource
+
+if TYPE_CHECKING:  # resources import Dagster; this module only calls their methods
+    from llm_assets.resources.embedder import EmbedderResource
+    from llm_assets.resources.milvus import MilvusResource
 
 Log = Callable[[str], None]
 

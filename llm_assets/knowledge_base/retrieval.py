@@ -108,10 +108,12 @@ def retrieve(milvus: "MilvusResource", embedder: "EmbedderResource", queries: li
     `max_per_type=None` turns diversification off. With no published index every query
     gets an empty list (enrichment then runs without context rather than failing).
     """
-    serving = milvus.alias_target(KB_ALIAS)
-    if serving is None:
+    if not queries:
+        return []
+    if milvus.alias_target(KB_ALIAS) is None:
         return [[] for _ in queries]
-    return search_chunks(milvus, embedder, serving, queries, top_k, max_per_type=max_per_type, type_caps=type_caps)
+    return retrieve_by_vectors(milvus, embedder.encode(list(queries)), top_k, max_per_type=max_per_type,
+                               type_caps=type_caps)
 
 
 def top_documents(chunks: Sequence[RetrievedChunk], k: int) -> list[str]:
@@ -145,7 +147,8 @@ def recall_at_k(golden: Sequence[GoldenQuery], retrieved_doc_ids: Sequence[Seque
     for query, ranked in zip(golden, retrieved_doc_ids, strict=True):
         top = tuple(ranked[:k])
         relevant = set(query.relevant_doc_ids)
-        per_query.append(QueryRecall(query.query, query.relevant_doc_ids, top, len(relevant & set(top)) / len(relevant)))
+        recall = len(relevant & set(top)) / len(relevant)
+        per_query.append(QueryRecall(query.query, query.relevant_doc_ids, top, recall))
     mean = sum(q.recall for q in per_query) / len(per_query) if per_query else 0.0
     return RecallReport(k, mean, per_query)
 
@@ -157,11 +160,12 @@ def evaluate_recall(milvus: "MilvusResource", embedder: "EmbedderResource", coll
     return recall_at_k(golden, [top_documents(h, k) for h in hits], k)
 
 
-def retrieve_by_vectors(milvus: "MilvusResource", vectors, top_k: int = 5) -> list[list[RetrievedChunk]]:
+def retrieve_by_vectors(milvus: "MilvusResource", vectors: "np.ndarray", top_k: int = 5, *,
+                        max_per_type: int | None = DEFAULT_MAX_PER_TYPE,
+                        type_caps: Mapping[str, int] | None = None) -> list[list[RetrievedChunk]]:
     """`retrieve` for query vectors the caller already has (enrichment embeds each case once
-    for both the KB search and the embedding gate)."""
-    if len(vectors) == 0:
-        return []
-    if milvus.alias_target(KB_ALIAS) is None:
+    for both the KB search and the embedding gate); same serving version, same diversification."""
+    serving = milvus.alias_target(KB_ALIAS)
+    if serving is None:
         return [[] for _ in range(len(vectors))]
-    return [[_to_chunk(h) for h in hits] for hits in milvus.search(KB_ALIAS, vectors, top_k)]
+    return search_vectors(milvus, serving, vectors, top_k, max_per_type=max_per_type, type_caps=type_caps)

@@ -82,8 +82,9 @@ def load_sentence_model(path: Path, device: str = "cpu") -> Any:
     key = (str(path), device)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            # Never download: the model is a local folder, and a hub lookup would hang offline.
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
             from sentence_transformers import SentenceTransformer
 
             _MODELS[key] = SentenceTransformer(str(path), device=device, local_files_only=True)

@@ -12,42 +12,19 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from llm_assets import settings
-from llm_assets.curated.definitions import defs as curated_defs
 from llm_assets.enrichment import audit
-from llm_assets.enrichment.definitions import defs as enrichment_defs
-from llm_assets.knowledge_base.definitions import defs as kb_defs
 from llm_assets.local_broker import create_topics
-from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.resources.llm import LLMResource
 from llm_assets.resources.milvus import MilvusResource
 from llm_assets.sample_data.generator import generate_sample_data, load_messages
-from tests.support.pipeline import write_raw_events
+from tests.support.pipeline import materialize_keys, write_raw_events
 
-ENRICHED = dg.AssetKey(["enriched", "cases"])
-RAW_EVENTS_SPEC = dg.AssetSpec(["raw", "events"], partitions_def=daily_partitions)
 UNPARTITIONED = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
                  "models/embedding_gate"]
-
-
-def _all_defs():
-    assets, checks = [], []
-    for d in (curated_defs, kb_defs, enrichment_defs):
-        assets += list(d.assets or [])
-        checks += list(d.asset_checks or [])
-    return assets, checks
-
-
-def _materialize(resources, keys, partition_key=None, run_config=None):
-    assets, checks = _all_defs()
-    if partition_key is not None:  # one PartitionsDefinition per run
-        assets = [a for a in assets if a.partitions_def == daily_partitions] + [RAW_EVENTS_SPEC]
-        checks = [c for c in checks if c.partitions_def == daily_partitions]
-    return dg.materialize(
-        [*assets, *checks], selection=dg.AssetSelection.keys(*[dg.AssetKey.from_user_string(k) for k in keys]),
-        partition_key=partition_key, resources=resources, run_config=run_config, raise_on_error=False)
+_materialize = materialize_keys
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,49 @@
+"""`EmbedderResource` and `MilvusResource` on the real packaged model and a real Milvus Lite file."""
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from llm_assets.knowledge_base.chunking import ChunkingParams, chunk_documents
+from llm_assets.knowledge_base.corpus import load_corpus, load_golden_queries
+from llm_assets.knowledge_base.indexing import build_kb_index
+from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve
+from llm_assets.resources.embedder import EmbedderResource
+from llm_assets.resources.milvus import MilvusResource
+
+
+def test_embedder_returns_unit_float32_vectors_in_batches_and_a_stable_model_id(embedder):
+    vectors = embedder.encode(["card used abroad", "settlement report differs", "value date"] * 20)
+
+    assert vectors.dtype == np.float32 and vectors.shape == (60, embedder.dimension) == (60, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vectors[0], vectors[3], atol=1e-5)
+    assert embedder.model_id.startswith("sentence-transformers/all-MiniLM-L6-v2@")
+    assert EmbedderResource(batch_size=8).model_id == embedder.model_id
+    assert embedder.encode([]).shape == (0, 384)
+
+
+def test_embedding_model_must_be_a_local_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBEDDING_MODEL", str(tmp_path / "absent"))
+    with pytest.raises(FileNotFoundError, match="local path"):
+        EmbedderResource().model_id
+
+
+def test_a_reopened_milvus_lite_file_serves_the_published_version(tmp_path, kb_dir, golden_path, embedder):
+    uri = str(tmp_path / "milvus" / "kb.db")
+    chunks = [asdict(c) for c in chunk_documents(load_corpus(kb_dir).documents, ChunkingParams())]
+    writer = MilvusResource(uri=uri)
+    build = build_kb_index(chunks, writer, embedder, load_golden_queries(golden_path))
+    writer.close()
+
+    reader = MilvusResource(uri=uri)  # collections come back released: loaded on first use
+    assert current_kb_index_version(reader) == build.version
+    (hits,) = retrieve(reader, embedder, ["what does partner_risk_tier mean"], top_k=3)
+    assert hits[0].doc_id == "data-dictionary-partner_risk_tier" and hits[0].type == "data_dictionary"
+    reader.close()
+
+
+def test_unknown_index_types_are_refused():
+    with pytest.raises(ValueError, match="IVF_FLAT"):
+        MilvusResource(uri="unused.db", index_type="DISKANN").index_params(100)
