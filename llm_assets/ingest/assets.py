@@ -1,20 +1,35 @@
 """The ingest assets: `raw/events` (valid events per UTC day) and `raw/rejected_events` (dead letter).
 
-Both are materialized by runs the `kafka_events_sensor` requests with Kafka offset ranges
-in run config (never payloads). A run re-reads exactly those ranges, validates every
-message with the pure contract (`contract.py`) and MERGEs into Delta, so a duplicate
-delivery is one row and a re-run writes nothing.
+Both come out of one computation, `ingest_kafka_batch`: a run re-reads the Kafka offset
+ranges of one sensor batch (run config: offsets, never payloads) ONCE, validates every
+message with the pure contract (`contract.validate_values`) and writes
+
+- the valid events of the run's `event_date` partitions to `raw/events` (daily). A run
+  covers a partition key range (`BackfillPolicy.single_run()`): the sensor requests one run
+  per batch and cluster of nearby touched dates; each touched date is MERGEd on `event_id`
+  with the partition column in the predicate, and a date of the range without events is
+  left untouched;
+- every invalid message of the ranges to `raw/rejected_events` (unpartitioned), MERGEd on
+  (topic, partition, offset).
+
+So a duplicate delivery is one row, a re-run writes nothing, and the valid events of a
+batch are never lost because of its invalid ones. Reading the batch once is what makes the
+ingest keep up: a second read costs as much as the whole raw consume (ARCHITECTURE section 8).
+The multi-asset is subsettable: `ingest_rejected_events_job` re-dead-letters ranges alone,
+and the sensor's extra runs for far-apart late dates select `raw/events` only.
 """
 
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from typing import Iterator
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from llm_assets.ingest import contract
-from llm_assets.ingest.contract import InvalidEvent, PartitionWindow, ValidEvent
+from llm_assets.ingest.contract import PartitionWindow
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource, OffsetRange
@@ -22,6 +37,8 @@ from llm_assets.settings import EVENTS_TOPIC
 
 RAW_EVENTS_KEY = "raw/events"
 REJECTED_EVENTS_KEY = "raw/rejected_events"
+RAW_EVENTS = dg.AssetKey(["raw", "events"])
+REJECTED_EVENTS = dg.AssetKey(["raw", "rejected_events"])
 PREVIEW_ROWS = 5
 
 
@@ -50,103 +67,106 @@ def current_partition_window(last_partition_date: str | None = None) -> Partitio
                            last=date.fromisoformat(last) if last else daily_partitions.start.date())
 
 
-def _read_and_validate(kafka: KafkaResource, config: KafkaBatchConfig):
-    """Yield `(record, ValidEvent | InvalidEvent)` for every message of the configured ranges."""
+@dataclass
+class ReadBatch:
+    """One read of a batch's ranges: the valid events as rows, the invalid messages as dead letters."""
+
+    events: pl.DataFrame
+    rejected: list[dict] = field(default_factory=list)
+    messages_read: int = 0
+
+
+def read_batch(kafka: KafkaResource, config: KafkaBatchConfig, now: datetime) -> ReadBatch:
+    """Read and validate every message of the configured ranges, once."""
     window = current_partition_window(config.last_partition_date)
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
-    for batch in kafka.iter_range_batches(config.topic, ranges):
-        for record in batch:
-            yield record, contract.validate_event(record.value, max_payload_bytes=config.max_payload_bytes,
-                                                  window=window)
+    frames, rejected, read = [], [], 0
+    for chunk in kafka.iter_range_columns(config.topic, ranges):
+        read += len(chunk.offsets)
+        checked = contract.validate_values(chunk.values, max_payload_bytes=config.max_payload_bytes, window=window)
+        frames.append(contract.valid_events_frame(checked, topic=config.topic, partitions=chunk.partitions,
+                                                  offsets=chunk.offsets, ingested_at=now))
+        rejected += [contract.rejected_row(topic=config.topic, partition=chunk.partitions[i],
+                                           offset=chunk.offsets[i], key=chunk.keys[i], value=chunk.values[i],
+                                           reason=reason, seen_at=now)
+                     for i, reason in checked.invalid]
+    events = pl.concat(frames) if frames else contract.events_frame([])
+    return ReadBatch(events=events, rejected=rejected, messages_read=read)
 
 
-def _ranges_md(config: KafkaBatchConfig) -> str:
+def _ranges_text(config: KafkaBatchConfig) -> str:
     return ", ".join(f"p{r.partition}:{r.start}-{r.end}" for r in config.ranges)
 
 
-def _preview(df: pl.DataFrame, columns: list[str]) -> dg.MetadataValue:
-    head = df.select(columns).head(PREVIEW_ROWS)
+def _md_table(df: pl.DataFrame, limit: int = PREVIEW_ROWS) -> dg.MetadataValue:
+    columns = df.columns
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in head.iter_rows():
+    for row in df.head(limit).iter_rows():
         cells = [str(v).replace("|", "\\|").replace("\n", " ")[:80] if v is not None else "" for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return dg.MetadataValue.md("\n".join(lines))
 
 
-@dg.asset(
-    key=["raw", "events"],
-    partitions_def=daily_partitions,
-    kinds={"kafka", "delta"},
-    group_name="ingest",
-)
-def raw_events(context: dg.AssetExecutionContext, config: KafkaBatchConfig, kafka: KafkaResource,
-               delta: DeltaLakeStorage) -> dg.MaterializeResult:
-    """Valid `events.raw` events of one UTC day (`event_date` from `event_ts`), one row per `event_id`.
+def _stored_content(delta: DeltaLakeStorage, incoming: pl.DataFrame, days: list[str]) -> pl.DataFrame:
+    """The stored rows of the incoming event_ids in the touched partitions (to skip unchanged ones)."""
+    if incoming.is_empty() or not delta.exists(RAW_EVENTS_KEY):
+        return pl.DataFrame(schema={c: contract.RAW_EVENTS_SCHEMA[c] for c in contract.EVENT_CONTENT_COLUMNS})
+    return (pl.scan_delta(delta.uri(RAW_EVENTS_KEY), storage_options=dict(delta.storage_options) or None)
+            .filter(pl.col("event_date").is_in(days) & pl.col("event_id").is_in(incoming["event_id"].implode()))
+            .select(list(contract.EVENT_CONTENT_COLUMNS)).collect())
 
-    Re-reads the run's Kafka offset ranges, keeps the valid messages of this partition's
-    date and MERGEs them on `event_id` (partition column in the predicate). Unknown fields
-    are kept as JSON in `extra`; invalid messages go to `raw/rejected_events`.
-    """
-    day = context.partition_key
-    now = datetime.now(timezone.utc)
-    read = other_dates = invalid = 0
-    rows = []
-    for record, outcome in _read_and_validate(kafka, config):
-        read += 1
-        if isinstance(outcome, InvalidEvent):
-            invalid += 1
-        elif outcome.event_date != day:
-            other_dates += 1
-        else:
-            rows.append(contract.event_values(outcome, topic=record.topic, partition=record.partition,
-                                              offset=record.offset, ingested_at=now))
-    incoming = contract.events_frame(rows).unique(subset=["event_id"], keep="last", maintain_order=True)
-    stored = pl.DataFrame(schema=contract.RAW_EVENTS_SCHEMA)
-    if not incoming.is_empty() and delta.exists(RAW_EVENTS_KEY):
-        stored = (pl.scan_delta(delta.uri(RAW_EVENTS_KEY), storage_options=dict(delta.storage_options) or None)
-                  .filter((pl.col("event_date") == day) & pl.col("event_id").is_in(incoming["event_id"].implode()))
-                  .collect())
-    to_write = contract.new_or_changed_events(incoming, stored)
-    counts = delta.merge(RAW_EVENTS_KEY, to_write, ["event_id"], partition_column="event_date", partition_value=day)
-    context.log.info(f"{day}: read {read}, {incoming.height} valid for this day, "
-                     f"{counts['inserted']} inserted, {counts['updated']} updated")
-    return dg.MaterializeResult(metadata={
+
+def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config: KafkaBatchConfig,
+                     delta: DeltaLakeStorage) -> dg.MaterializeResult:
+    """MERGE the batch's valid events of the run's partition keys, one touched date at a time."""
+    run_days = set(context.partition_keys)
+    in_run = batch.events.filter(pl.col("event_date").is_in(sorted(run_days)))
+    # One row per (date, event_id) of this batch, the last delivery winning, as the MERGE would.
+    incoming = in_run.unique(subset=["event_date", "event_id"], keep="last", maintain_order=True)
+    touched = sorted(incoming["event_date"].unique().to_list())
+    to_write = contract.new_or_changed_events(incoming, _stored_content(delta, incoming, touched))
+    per_day = []
+    for day in touched:
+        rows = to_write.filter(pl.col("event_date") == day)
+        counts = delta.merge(RAW_EVENTS_KEY, rows, ["event_id"], partition_column="event_date", partition_value=day)
+        per_day.append({"event_date": day, "valid": int((incoming["event_date"] == day).sum()),
+                        "inserted": counts["inserted"], "updated": counts["updated"]})
+    stored_counts = {}
+    if touched:
+        stored_counts = dict(pl.scan_delta(delta.uri(RAW_EVENTS_KEY),
+                                           storage_options=dict(delta.storage_options) or None)
+                             .filter(pl.col("event_date").is_in(touched)).group_by("event_date").len()
+                             .collect().iter_rows())
+    for row in per_day:
+        row["partition_rows"] = stored_counts.get(row["event_date"], 0)
+    inserted = sum(r["inserted"] for r in per_day)
+    updated = sum(r["updated"] for r in per_day)
+    context.log.info(f"raw/events {context.partition_key_range.start}..{context.partition_key_range.end}: "
+                     f"read {batch.messages_read}, {incoming.height} valid in range over {len(touched)} date(s), "
+                     f"{inserted} inserted, {updated} updated")
+    return dg.MaterializeResult(asset_key=RAW_EVENTS, metadata={
         "kafka_topic": config.topic,
-        "kafka_ranges": _ranges_md(config),
-        "messages_read": read,
-        "valid_for_partition": incoming.height,
-        "valid_other_dates": other_dates,
-        "invalid": invalid,
-        "rows_inserted": counts["inserted"],
-        "rows_updated": counts["updated"],
+        "kafka_ranges": _ranges_text(config),
+        "messages_read": batch.messages_read,
+        "valid_in_range": incoming.height,
+        "valid_other_dates": batch.events.height - in_run.height,
+        "invalid": len(batch.rejected),
+        "dates_touched": len(touched),
+        "dates_in_range": len(run_days),
+        "rows_inserted": inserted,
+        "rows_updated": updated,
         "rows_unchanged": incoming.height - to_write.height,
-        "partition_row_count": delta.count(RAW_EVENTS_KEY, partition_column="event_date", partition_value=day),
-        "preview": _preview(incoming, ["event_id", "event_ts", "source_system", "partner_id", "payload_raw"]),
+        "by_date": _md_table(pl.DataFrame(per_day, schema={"event_date": pl.String, "valid": pl.Int64,
+                                                            "inserted": pl.Int64, "updated": pl.Int64,
+                                                            "partition_rows": pl.Int64}), limit=100),
+        "preview": _md_table(incoming.select("event_id", "event_date", "event_ts", "source_system", "payload_raw")),
     })
 
 
-@dg.asset(
-    key=["raw", "rejected_events"],
-    kinds={"kafka", "delta"},
-    group_name="ingest",
-)
-def raw_rejected_events(context: dg.AssetExecutionContext, config: KafkaBatchConfig, kafka: KafkaResource,
-                        delta: DeltaLakeStorage) -> dg.MaterializeResult:
-    """Dead letter of `events.raw`: every message that breaks the contract, with the reason.
-
-    One row per (topic, partition, offset) with the key, the raw value (base64) and the
-    error; MERGEd on that key and never rewritten, so re-runs are idempotent.
-    """
-    now = datetime.now(timezone.utc)
-    read = 0
-    rows = []
-    for record, outcome in _read_and_validate(kafka, config):
-        read += 1
-        if isinstance(outcome, ValidEvent):
-            continue
-        rows.append(contract.rejected_row(topic=record.topic, partition=record.partition, offset=record.offset,
-                                          key=record.key, value=record.value, reason=outcome.reason, seen_at=now))
-    incoming = contract.rejected_frame(rows)
+def write_rejected_events(context: dg.AssetExecutionContext, batch: ReadBatch, config: KafkaBatchConfig,
+                          delta: DeltaLakeStorage) -> dg.MaterializeResult:
+    """MERGE the batch's invalid messages into the dead letter; already present ones are skipped."""
+    incoming = contract.rejected_frame(batch.rejected)
     stored_keys = pl.DataFrame(schema={k: contract.REJECTED_EVENTS_SCHEMA[k] for k in contract.REJECTED_KEY_COLUMNS})
     if not incoming.is_empty() and delta.exists(REJECTED_EVENTS_KEY):
         in_ranges = pl.lit(False)
@@ -159,15 +179,16 @@ def raw_rejected_events(context: dg.AssetExecutionContext, config: KafkaBatchCon
                        .select(list(contract.REJECTED_KEY_COLUMNS)).collect())
     to_write = contract.unseen_rejections(incoming, stored_keys)
     counts = delta.merge(REJECTED_EVENTS_KEY, to_write, list(contract.REJECTED_KEY_COLUMNS))
-    by_reason = Counter(r["error"] for r in rows)
-    context.log.info(f"read {read}, {len(rows)} rejected, {counts['inserted']} new in the dead letter")
+    by_reason = Counter(r["error"] for r in batch.rejected)
+    context.log.info(f"raw/rejected_events: {len(batch.rejected)} invalid of {batch.messages_read} read, "
+                     f"{counts['inserted']} new in the dead letter")
     reasons_md = "| reason | messages |\n|---|---|\n" + "\n".join(
         f"| {reason.replace('|', '/')[:120]} | {n} |" for reason, n in by_reason.most_common(20))
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(asset_key=REJECTED_EVENTS, metadata={
         "kafka_topic": config.topic,
-        "kafka_ranges": _ranges_md(config),
-        "messages_read": read,
-        "rejected": len(rows),
+        "kafka_ranges": _ranges_text(config),
+        "messages_read": batch.messages_read,
+        "rejected": len(batch.rejected),
         "rows_inserted": counts["inserted"],
         "rows_already_present": incoming.height - to_write.height,
         "table_row_count": delta.count(REJECTED_EVENTS_KEY),
@@ -175,15 +196,47 @@ def raw_rejected_events(context: dg.AssetExecutionContext, config: KafkaBatchCon
     })
 
 
+@dg.multi_asset(
+    name="ingest_kafka_batch",
+    specs=[
+        dg.AssetSpec(
+            RAW_EVENTS, partitions_def=daily_partitions, kinds={"kafka", "delta"}, group_name="ingest",
+            description="Valid `events.raw` events by UTC day (`event_date` from `event_ts`), one row per "
+                        "`event_id`. A run re-reads one sensor batch's Kafka offset ranges, validates them with "
+                        "the events.raw contract and MERGEs each touched date of its partition range on "
+                        "`event_id` (partition column in the predicate); unknown fields are kept as JSON in "
+                        "`extra`. Dates of the range without events are left untouched."),
+        dg.AssetSpec(
+            REJECTED_EVENTS, kinds={"kafka", "delta"}, group_name="ingest",
+            description="Dead letter of `events.raw`: every message that breaks the contract, one row per "
+                        "(topic, partition, offset) with the key, the raw value (base64) and a readable error. "
+                        "Written by the same run as `raw/events` from the same read, MERGEd on its key and "
+                        "never rewritten, so re-runs are idempotent."),
+    ],
+    can_subset=True,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def ingest_kafka_batch(context: dg.AssetExecutionContext, config: KafkaBatchConfig, kafka: KafkaResource,
+                       delta: DeltaLakeStorage) -> Iterator[dg.MaterializeResult]:
+    """Read one Kafka batch once; write its valid events to `raw/events` and the rest to `raw/rejected_events`."""
+    batch = read_batch(kafka, config, datetime.now(timezone.utc))
+    if RAW_EVENTS in context.selected_asset_keys:
+        yield write_raw_events(context, batch, config, delta)
+    if REJECTED_EVENTS in context.selected_asset_keys:
+        yield write_rejected_events(context, batch, config, delta)
+
+
 ingest_events_job = dg.define_asset_job(
     "ingest_events_job",
-    selection=dg.AssetSelection.assets(raw_events),
+    selection=dg.AssetSelection.assets(ingest_kafka_batch),
     partitions_def=daily_partitions,
-    description="Write one batch of Kafka offset ranges into one daily partition of raw/events.",
+    description="Write one Kafka batch into the raw/events partitions of its date range (one run per range) "
+                "and its invalid messages into raw/rejected_events.",
 )
 
 ingest_rejected_events_job = dg.define_asset_job(
     "ingest_rejected_events_job",
-    selection=dg.AssetSelection.assets(raw_rejected_events),
-    description="Write the invalid messages of one batch of Kafka offset ranges to raw/rejected_events.",
+    selection=dg.AssetSelection.assets(REJECTED_EVENTS),
+    description="Write the invalid messages of Kafka offset ranges to raw/rejected_events only (replays; the "
+                "sensor uses it for a batch without a single valid event).",
 )

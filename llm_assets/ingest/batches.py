@@ -1,14 +1,23 @@
 """Offset bookkeeping of the Kafka ingest: the sensor cursor, batch plans and run keys.
 
-Pure (pydantic, no Dagster): what the sensor decides from the offsets it read is computed
-here and unit-tested on its own; `llm_assets/sensors/kafka_events.py` only talks to Kafka
-and the Dagster instance.
+Pure (pydantic and polars, no Dagster): what the sensor decides from the offsets it read is
+computed here and unit-tested on its own; `llm_assets/sensors/kafka_events.py` only talks to
+Kafka and the Dagster instance.
+
+A batch becomes as few runs as possible: one run per cluster of touched `event_date`s
+(dates at most `max_date_gap_days` apart share a run, as one partition key range), each run
+reading once the offsets that hold its dates. The cluster with the most messages also
+writes the batch's invalid messages (its offsets are widened to hold them); a batch without
+any valid event becomes one dead-letter-only run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from datetime import date
+from typing import Iterable, Mapping, Sequence
+
+import polars as pl
 
 from pydantic import BaseModel, Field
 
@@ -21,20 +30,37 @@ def ranges_text(ranges: Mapping[int, tuple[int, int]]) -> str:
 
 
 def run_key(topic: str, generation: int, ranges: Mapping[int, tuple[int, int]], target: str) -> str:
-    """Unique per batch and target (an event date or `rejected`): `events.raw:g0:p0:100-200:2026-11-18`.
+    """Unique per batch and run: `events.raw:g0:p0:100-200:2026-11-17..2026-11-18` (or `:rejected`).
 
-    Offset ranges of two batches never overlap, and the generation changes whenever the
-    topic's log restarts, so a run key is never reused (a reused key silently drops a run).
+    Offset ranges of two batches never overlap, two runs of one batch have different date
+    ranges, and the generation changes whenever the topic's log restarts, so a run key is
+    never reused (a reused key silently drops a run).
     """
     return f"{topic}:g{generation}:{ranges_text(ranges)}:{target}"
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a batch: a date range of `raw/events` (None: dead letters only) and what to read."""
+
+    first_date: str | None
+    last_date: str | None
+    ranges: dict[int, tuple[int, int]]
+    dead_letters: bool
+    messages: int  # valid messages of its dates
+
+    @property
+    def target(self) -> str:
+        if self.first_date is None:
+            return REJECTED
+        return self.first_date if self.first_date == self.last_date else f"{self.first_date}..{self.last_date}"
+
+
 @dataclass
 class BatchPlan:
-    """What one sensor tick read, grouped by where it must be written."""
+    """What one sensor tick read and the runs that write it."""
 
-    by_date: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
-    rejected: dict[int, tuple[int, int]] = field(default_factory=dict)
+    runs: list[PlannedRun] = field(default_factory=list)
     read: dict[int, tuple[int, int]] = field(default_factory=dict)  # every offset read, per partition
     counts: dict[str, int] = field(default_factory=dict)  # messages per event_date / `rejected`
 
@@ -43,23 +69,60 @@ class BatchPlan:
         return sum(self.counts.values())
 
 
-def _widen(ranges: dict[int, tuple[int, int]], partition: int, offset: int) -> None:
-    start, end = ranges.get(partition, (offset, offset + 1))
-    ranges[partition] = (min(start, offset), max(end, offset + 1))
+def date_clusters(dates: Iterable[str], max_gap_days: int) -> list[list[str]]:
+    """Sorted dates split wherever two neighbours are more than `max_gap_days` apart."""
+    clusters: list[list[str]] = []
+    for day in sorted(set(dates)):
+        if clusters and (date.fromisoformat(day) - date.fromisoformat(clusters[-1][-1])).days <= max_gap_days:
+            clusters[-1].append(day)
+        else:
+            clusters.append([day])
+    return clusters
 
 
-def plan_batch(outcomes: Iterable[tuple[int, int, str | None]]) -> BatchPlan:
-    """Group `(partition, offset, event_date or None for invalid)` into per-date offset ranges.
+def _spans(df: pl.DataFrame) -> dict[int, tuple[int, int]]:
+    """Per partition, the smallest `[start, end)` holding the offsets of `df`."""
+    spans = df.group_by("partition").agg(pl.col("offset").min().alias("start"), pl.col("offset").max().alias("last"))
+    return {p: (s, last + 1) for p, s, last in spans.iter_rows()}
 
-    Each date's range is the smallest per-partition span holding its messages, so a run
-    re-reads little more than it writes; the run filters on its own date anyway.
+
+def _union(a: Mapping[int, tuple[int, int]], b: Mapping[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """Per partition, the smallest span holding both spans."""
+    out = dict(a)
+    for p, (start, end) in b.items():
+        out[p] = (min(start, out[p][0]), max(end, out[p][1])) if p in out else (start, end)
+    return dict(sorted(out.items()))
+
+
+def plan_batch(partitions: Sequence[int], offsets: Sequence[int], dates: Sequence[str | None],
+               max_date_gap_days: int = 3) -> BatchPlan:
+    """Group a batch's messages (`event_date` None = invalid) into runs (see the module docstring).
+
+    A run's ranges are the smallest per-partition spans holding its messages, so a run for a
+    late date re-reads little more than it writes; the run keeps only its own dates anyway.
     """
+    df = pl.DataFrame({"partition": pl.Series(partitions, dtype=pl.Int64), "offset": pl.Series(offsets, dtype=pl.Int64),
+                       "event_date": pl.Series(dates, dtype=pl.String)})
     plan = BatchPlan()
-    for partition, offset, event_date in outcomes:
-        target = event_date or REJECTED
-        _widen(plan.rejected if event_date is None else plan.by_date.setdefault(event_date, {}), partition, offset)
-        _widen(plan.read, partition, offset)
-        plan.counts[target] = plan.counts.get(target, 0) + 1
+    if df.is_empty():
+        return plan
+    plan.read = _spans(df)
+    plan.counts = {(d if d is not None else REJECTED): n for d, n in df.group_by("event_date").len().iter_rows()}
+    valid = df.filter(pl.col("event_date").is_not_null())
+    runs = []
+    for cluster in date_clusters(valid["event_date"].unique().to_list(), max_date_gap_days):
+        rows = valid.filter(pl.col("event_date").is_in(cluster))
+        runs.append(PlannedRun(cluster[0], cluster[-1], _spans(rows), dead_letters=False, messages=rows.height))
+    invalid = df.filter(pl.col("event_date").is_null())
+    if not invalid.is_empty():
+        if runs:
+            main = max(range(len(runs)), key=lambda i: runs[i].messages)
+            r = runs[main]
+            runs[main] = PlannedRun(r.first_date, r.last_date, _union(r.ranges, _spans(invalid)), dead_letters=True,
+                                    messages=r.messages)
+        else:
+            runs.append(PlannedRun(None, None, _spans(invalid), dead_letters=True, messages=0))
+    plan.runs = runs
     return plan
 
 

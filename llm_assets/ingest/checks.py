@@ -1,14 +1,26 @@
 """Quality gates of `raw/events`, evaluated per daily partition.
 
-Both checks read the run's partition straight from Delta (`context.partition_key`):
-dagster-deltalake's IO manager checks the wrong partition (ARCHITECTURE section 8). Both
-block downstream assets in the same run: `curated/cases` must not build on a broken day.
+Both checks read the table straight from Delta (dagster-deltalake's IO manager checks the
+wrong partition, ARCHITECTURE section 8) and block downstream assets in the same run:
+`curated/cases` must not build on a broken day.
+
+An ingest run covers a partition key range, and Dagster (1.13) attributes an
+`AssetCheckResult` of a range run to no partition at all. So each check evaluates every
+partition key of its run and reports one `AssetCheckEvaluation` per partition, tied to that
+partition's latest materialization; a failed one fails the run (the checks are blocking).
+In a single-partition run this is the same as returning one result.
 """
+
+from typing import Iterator, Mapping
 
 import dagster as dg
 import polars as pl
 
-from llm_assets.ingest.assets import RAW_EVENTS_KEY, raw_events
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not re-exported by dagster
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
+from llm_assets.ingest.assets import RAW_EVENTS, RAW_EVENTS_KEY
 from llm_assets.ingest.contract import REQUIRED_FIELDS
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
@@ -36,37 +48,55 @@ def duplicate_event_ids(df: pl.DataFrame) -> pl.DataFrame:
     return df.group_by("event_id").agg(pl.len().alias("rows")).filter(pl.col("rows") > 1).sort("event_id")
 
 
-def _partition(delta: DeltaLakeStorage, partition_key: str) -> pl.DataFrame:
-    return delta.read(RAW_EVENTS_KEY, partition_column="event_date", partition_values=[partition_key])
+def _partitions(delta: DeltaLakeStorage, partition_keys: list[str], columns: list[str]) -> dict[str, pl.DataFrame]:
+    """The given columns of each partition, read in one scan (empty frame for an empty partition)."""
+    if not delta.exists(RAW_EVENTS_KEY):
+        return {key: pl.DataFrame() for key in partition_keys}
+    table = pl.scan_delta(delta.uri(RAW_EVENTS_KEY), storage_options=dict(delta.storage_options) or None)
+    present = set(table.collect_schema().names())  # a missing column is a violation, not a crash
+    df = (table.filter(pl.col("event_date").is_in(partition_keys))
+          .select([c for c in columns if c in present]).collect())
+    by_day = {key: part for (key,), part in df.partition_by("event_date", as_dict=True, maintain_order=False).items()}
+    return {key: by_day.get(key, df.clear()) for key in partition_keys}
 
 
-@dg.asset_check(asset=raw_events, partitions_def=daily_partitions, blocking=True,
+def _evaluation(context: dg.AssetCheckExecutionContext, check_name: str, partition_key: str, passed: bool,
+                metadata: Mapping[str, object]) -> dg.AssetCheckEvaluation:
+    """One partition's result, linked to that partition's latest materialization like Dagster does."""
+    latest = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=RAW_EVENTS, asset_partitions=[partition_key]), limit=1).records
+    target = (AssetCheckEvaluationTargetMaterializationData(storage_id=latest[0].storage_id,
+                                                            run_id=latest[0].event_log_entry.run_id,
+                                                            timestamp=latest[0].timestamp) if latest else None)
+    return dg.AssetCheckEvaluation(asset_key=RAW_EVENTS, check_name=check_name, passed=passed,
+                                   severity=dg.AssetCheckSeverity.ERROR, blocking=True, partition=partition_key,
+                                   metadata=metadata, target_materialization_data=target)
+
+
+CONTRACT_COLUMNS = list(dict.fromkeys([*NON_NULL_COLUMNS, "event_ts", "event_date"]))
+
+
+@dg.asset_check(asset=RAW_EVENTS, partitions_def=daily_partitions, blocking=True,
                 description="Required columns are non-null and event_date is the UTC day of event_ts.")
-def raw_events_contract(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> dg.AssetCheckResult:
-    df = _partition(delta, context.partition_key)
-    violations = contract_violations(df, context.partition_key)
-    md = "| rule | rows |\n|---|---|\n" + "\n".join(f"| {rule} | {n} |" for rule, n in violations.items())
-    return dg.AssetCheckResult(
-        passed=not violations,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"partition": context.partition_key, "rows_checked": df.height,
-                  "violations": dg.MetadataValue.md(md if violations else "none")},
-    )
+def raw_events_contract(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> Iterator:
+    for key, df in _partitions(delta, list(context.partition_keys), CONTRACT_COLUMNS).items():
+        violations = contract_violations(df, key)
+        md = "| rule | rows |\n|---|---|\n" + "\n".join(f"| {rule} | {n} |" for rule, n in violations.items())
+        yield _evaluation(context, "raw_events_contract", key, not violations, {
+            "partition": key, "rows_checked": df.height,
+            "violations": dg.MetadataValue.md(md if violations else "none")})
+    yield dg.Output(None)  # the check op's own output (emitted for us only when returning an AssetCheckResult)
 
 
-@dg.asset_check(asset=raw_events, partitions_def=daily_partitions, blocking=True,
+@dg.asset_check(asset=RAW_EVENTS, partitions_def=daily_partitions, blocking=True,
                 description="Each event_id appears once in the partition.")
-def raw_events_unique_event_id(context: dg.AssetCheckExecutionContext,
-                               delta: DeltaLakeStorage) -> dg.AssetCheckResult:
-    df = _partition(delta, context.partition_key)
-    dupes = duplicate_event_ids(df)
-    return dg.AssetCheckResult(
-        passed=dupes.is_empty(),
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"partition": context.partition_key, "rows_checked": df.height,
-                  "duplicated_event_ids": dupes.height,
-                  "examples": ", ".join(dupes["event_id"].head(10).to_list()) or "none"},
-    )
+def raw_events_unique_event_id(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> Iterator:
+    for key, df in _partitions(delta, list(context.partition_keys), ["event_id", "event_date"]).items():
+        dupes = duplicate_event_ids(df)
+        yield _evaluation(context, "raw_events_unique_event_id", key, dupes.is_empty(), {
+            "partition": key, "rows_checked": df.height, "duplicated_event_ids": dupes.height,
+            "examples": ", ".join(dupes["event_id"].head(10).to_list()) or "none"})
+    yield dg.Output(None)
 
 
 raw_events_checks = [raw_events_contract, raw_events_unique_event_id]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from llm_assets.ingest.assets import ingest_events_job, ingest_rejected_events_job, raw_events, raw_rejected_events
+from llm_assets.ingest.assets import ingest_events_job, ingest_kafka_batch, ingest_rejected_events_job
 from llm_assets.ingest.checks import raw_events_checks
 from llm_assets.sensors.kafka_events import kafka_events_sensor
 
 defs = dg.Definitions(
-    assets=[raw_events, raw_rejected_events],
+    assets=[ingest_kafka_batch],
     asset_checks=raw_events_checks,
     jobs=[ingest_events_job, ingest_rejected_events_job],
     sensors=[kafka_events_sensor],

@@ -2,7 +2,8 @@
 
 `drain_topic` does what the Dagster daemon does, in this process: it evaluates the sensor
 tick by tick with the cursor it returned, executes each requested run in-process on the
-given instance, and stops when the sensor skips. The demo, the tests and the benchmark
+given instance (a partition key range run included, through the same range tags the
+daemon reads), and stops when the sensor skips. The demo, the tests and the benchmark
 use it; the `dev` command uses the real daemon instead.
 """
 
@@ -12,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 import dagster as dg
 
-from llm_assets.ingest.assets import ingest_events_job, ingest_rejected_events_job, raw_events, raw_rejected_events
+from llm_assets.ingest.assets import ingest_events_job, ingest_kafka_batch, ingest_rejected_events_job
 from llm_assets.ingest.checks import raw_events_checks
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.sample_data.generator import SampleMessage
@@ -30,25 +31,39 @@ def produce_sample_messages(kafka: KafkaResource | str, topic: str,
 def ingest_definitions(resources: Mapping[str, Any],
                        sensor: dg.SensorDefinition | None = None) -> dg.Definitions:
     """The ingest assets, checks, jobs and sensor with `resources` bound (sensor contexts need them)."""
-    return dg.Definitions(assets=[raw_events, raw_rejected_events], asset_checks=raw_events_checks,
+    return dg.Definitions(assets=[ingest_kafka_batch], asset_checks=raw_events_checks,
                           jobs=[ingest_events_job, ingest_rejected_events_job],
                           sensors=[sensor or kafka_events_sensor], resources=dict(resources))
 
 
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def execute_run_request(defs: dg.Definitions, request: dg.RunRequest, instance: dg.DagsterInstance, *,
+                        quiet: bool = False) -> dg.ExecuteInProcessResult:
+    """Execute one sensor `RunRequest` in-process as the daemon would launch it."""
+    run_config = dict(request.run_config)
+    if quiet:
+        run_config = {**run_config, **QUIET_RUN_CONFIG}
+    return defs.resolve_job_def(request.job_name).execute_in_process(
+        run_config=run_config, partition_key=request.partition_key, tags=request.tags, instance=instance,
+        asset_selection=request.asset_selection, raise_on_error=False)
+
+
 def drain_topic(instance: dg.DagsterInstance, resources: Mapping[str, Any], *,
                 sensor: dg.SensorDefinition | None = None, cursor: str | None = None,
-                max_ticks: int = 100) -> dict[str, Any]:
+                max_ticks: int = 100, quiet: bool = False) -> dict[str, Any]:
     """Tick the sensor and execute its runs until it skips (or `max_ticks`).
 
-    `resources` needs `kafka` and `delta`. Returns a summary: ticks, runs (by job), failed
-    run keys, requested run keys, the last skip reason and the final cursor (pass it back
-    in to resume, as the daemon would after a restart).
+    `resources` needs `kafka` and `delta`; `quiet` keeps the runs' console logs to warnings.
+    Returns a summary: ticks, runs (by job), failed run keys, requested run keys, the last
+    skip reason and the final cursor (pass it back in to resume, as the daemon would after a
+    restart).
     """
     sensor = sensor or kafka_events_sensor
     defs = ingest_definitions(resources, sensor)
-    jobs = {name: defs.resolve_job_def(name) for name in (ingest_events_job.name, ingest_rejected_events_job.name)}
-    summary: dict[str, Any] = {"ticks": 0, "runs": {name: 0 for name in jobs}, "run_keys": [],
-                               "failed_run_keys": [], "skip_reason": None, "cursor": cursor}
+    summary: dict[str, Any] = {"ticks": 0, "runs": {ingest_events_job.name: 0, ingest_rejected_events_job.name: 0},
+                               "run_keys": [], "failed_run_keys": [], "skip_reason": None, "cursor": cursor}
     for _ in range(max_ticks):
         context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=dict(resources),
                                           sensor_name=sensor.name, definitions=defs)
@@ -60,9 +75,7 @@ def drain_topic(instance: dg.DagsterInstance, resources: Mapping[str, Any], *,
             summary["skip_reason"] = tick.skip_message
             break
         for request in tick.run_requests:
-            result = jobs[request.job_name].execute_in_process(
-                run_config=request.run_config, partition_key=request.partition_key, tags=request.tags,
-                instance=instance, raise_on_error=False)
+            result = execute_run_request(defs, request, instance, quiet=quiet)
             summary["runs"][request.job_name] += 1
             summary["run_keys"].append(request.run_key)
             if not result.success:

@@ -48,6 +48,15 @@ class KafkaRecord(NamedTuple):
     timestamp_ms: int | None = None
 
 
+class RecordColumns(NamedTuple):
+    """A chunk of consumed messages as parallel lists (what a bulk validator wants)."""
+
+    partitions: list[int]
+    offsets: list[int]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+
 @dataclass(frozen=True)
 class OffsetRange:
     """Offsets `start` (inclusive) to `end` (exclusive) of one partition."""
@@ -121,13 +130,9 @@ class KafkaResource(dg.ConfigurableResource):
             raise KafkaUnavailableError(f"Kafka broker at {self.bootstrap_servers}: {exc.args[0].str()}") from exc
 
     # -- reading ---------------------------------------------------------------------------
-    def iter_range_batches(self, topic: str, ranges: Iterable[OffsetRange | tuple[int, int, int]],
-                           batch_size: int = 10_000) -> Iterator[list[KafkaRecord]]:
-        """Every message of the given offset ranges, in lists of at most `batch_size`.
-
-        Raises `OffsetRangeUnavailableError` when a range cannot be read to its end (the log
-        was truncated or recreated), so a run never silently writes a partial range.
-        """
+    def _iter_range_messages(self, topic: str, ranges: Iterable[OffsetRange | tuple[int, int, int]],
+                             batch_size: int) -> Iterator[list[Message]]:
+        """The messages of the given offset ranges (librdkafka objects), in lists of at most `batch_size`."""
         wanted: dict[int, OffsetRange] = {}
         for r in (x if isinstance(x, OffsetRange) else OffsetRange(*x) for x in ranges):
             if r.partition in wanted:
@@ -137,14 +142,13 @@ class KafkaResource(dg.ConfigurableResource):
         if not wanted:
             return
         consumer = self.consumer()
-        new_record = tuple.__new__
         try:
             consumer.assign([TopicPartition(topic, p, r.start) for p, r in wanted.items()])
             remaining = set(wanted)
             idle_since = time.monotonic()
             while remaining:
                 messages = consumer.consume(num_messages=batch_size, timeout=0.2)
-                batch: list[KafkaRecord] = []
+                batch: list[Message] = []
                 finished: list[int] = []
                 for msg in messages:
                     p = msg.partition()
@@ -162,9 +166,7 @@ class KafkaResource(dg.ConfigurableResource):
                         continue
                     r = wanted[p]
                     if r.start <= offset < r.end:
-                        ts_type, ts = msg.timestamp()
-                        batch.append(new_record(KafkaRecord, (topic, p, offset, msg.key(), msg.value(),
-                                                              ts if ts_type else None)))
+                        batch.append(msg)
                     if offset >= r.end - 1:
                         remaining.discard(p)
                         finished.append(p)
@@ -181,6 +183,29 @@ class KafkaResource(dg.ConfigurableResource):
                     yield batch
         finally:
             consumer.close()
+
+    def iter_range_batches(self, topic: str, ranges: Iterable[OffsetRange | tuple[int, int, int]],
+                           batch_size: int = 10_000) -> Iterator[list[KafkaRecord]]:
+        """Every message of the given offset ranges, in lists of at most `batch_size`.
+
+        Raises `OffsetRangeUnavailableError` when a range cannot be read to its end (the log
+        was truncated or recreated), so a run never silently writes a partial range.
+        """
+        new_record = tuple.__new__
+        for messages in self._iter_range_messages(topic, ranges, batch_size):
+            batch = []
+            for msg in messages:
+                ts_type, ts = msg.timestamp()
+                batch.append(new_record(KafkaRecord, (topic, msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                                      ts if ts_type else None)))
+            yield batch
+
+    def iter_range_columns(self, topic: str, ranges: Iterable[OffsetRange | tuple[int, int, int]],
+                           batch_size: int = 10_000) -> Iterator[RecordColumns]:
+        """`iter_range_batches` as columns (partitions, offsets, keys, values): cheaper for bulk ingest."""
+        for messages in self._iter_range_messages(topic, ranges, batch_size):
+            yield RecordColumns(partitions=[m.partition() for m in messages], offsets=[m.offset() for m in messages],
+                                keys=[m.key() for m in messages], values=[m.value() for m in messages])
 
     def read_range(self, topic: str, partition: int, start: int, end: int) -> list[KafkaRecord]:
         """Messages `start` (inclusive) to `end` (exclusive) of one partition."""

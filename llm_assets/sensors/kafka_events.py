@@ -1,4 +1,4 @@
-"""`kafka_events_sensor`: turns new `events.raw` offsets into `raw/events` runs, one per `event_date`.
+"""`kafka_events_sensor`: turns new `events.raw` offsets into `raw/events` runs, one per batch.
 
 Each tick (bounded by `max_messages` and a time budget, well under Dagster's 60 s):
 
@@ -6,18 +6,24 @@ Each tick (bounded by `max_messages` and a time budget, well under Dagster's 60 
    answer is a `SkipReason`, never a hung tick);
 2. commits to the consumer group (`CONSUMER_GROUP`) the offsets of the earlier batches
    whose runs have all succeeded, oldest first;
-3. reads new messages with `assign()` + seek from the cursor's offsets (no group join),
-   validates each with the pure contract only to learn its `event_date`, and requests
-   one `ingest_events_job` run per touched date plus one `ingest_rejected_events_job` run
-   when the batch had invalid messages. Run config holds the offset ranges, never payloads;
-   run keys are unique per batch and target (`events.raw:g0:p0:100-200:2026-11-18`);
+3. reads new messages with `assign()` + seek from the cursor's offsets (no group join) and
+   validates them with the same contract as the run (`contract.validate_values`) only to
+   learn each message's `event_date`. It then requests ONE `ingest_events_job` run per
+   batch whose `raw/events` partition key range covers the touched dates
+   (`dagster/asset_partition_range_start|end` tags; a single date is a plain
+   `partition_key`); dates more than `max_date_gap_days` apart (a late event of last month)
+   get a run of their own, selecting `raw/events` only and reading only the offsets that
+   hold them. The main run also writes the batch's invalid messages to
+   `raw/rejected_events` from the same read; a batch without a valid event is one
+   `ingest_rejected_events_job` run. Run config holds the offset ranges, never payloads;
+   run keys are unique per batch and run (`events.raw:g0:p0:100-200:2026-11-17..2026-11-18`);
 4. reports consumer lag per partition as an `AssetObservation` of `raw/events`.
 
-Commit policy: the sensor, not the run, commits. A batch may need several runs (one per
-date); only the sensor sees all of them, and it commits strictly in batch order, so the
-group never claims an offset whose messages are not written. A failed run keeps its batch
-(and every later one) uncommitted until a re-execution of it succeeds; once
-`max_pending_batches` batches wait, the sensor stops reading (back-pressure) and says why.
+Commit policy: the sensor, not the run, commits. A batch may need several runs; only the
+sensor sees all of them, and it commits strictly in batch order, so the group never claims
+an offset whose messages are not written. A failed run keeps its batch (and every later one)
+uncommitted until a re-execution of it succeeds; once `max_pending_batches` batches wait,
+the sensor stops reading (back-pressure) and says why.
 
 Recovery policy when the log restarts (RESET_TO_EARLIEST): when the topic id changed
 (topic deleted and recreated) or a cursor offset lies beyond the log end (log truncated),
@@ -30,7 +36,7 @@ consumed; lag uses the high watermark cached from the fetch responses.
 
 Settings come from the environment (`KafkaSensorSettings.from_env`): `KAFKA_EVENTS_TOPIC`,
 `KAFKA_SENSOR_MAX_MESSAGES`, `KAFKA_SENSOR_TIME_BUDGET_S`, `KAFKA_SENSOR_MAX_PENDING_BATCHES`,
-`KAFKA_MAX_PAYLOAD_BYTES`.
+`KAFKA_SENSOR_MAX_DATE_GAP_DAYS`, `KAFKA_MAX_PAYLOAD_BYTES`.
 """
 
 import os
@@ -42,16 +48,17 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from llm_assets.ingest import contract
 from llm_assets.ingest.assets import (
+    RAW_EVENTS,
     current_partition_window,
     ingest_events_job,
+    ingest_kafka_batch,
     ingest_rejected_events_job,
-    raw_events,
-    raw_rejected_events,
 )
 from llm_assets.ingest.batches import (
     REJECTED,
     IngestCursor,
     PendingBatch,
+    PlannedRun,
     offsets_to_commit,
     plan_batch,
     ranges_text,
@@ -60,6 +67,9 @@ from llm_assets.ingest.batches import (
 from llm_assets.resources.kafka import KafkaResource, KafkaUnavailableError, TopicNotFoundError
 from llm_assets.settings import CONSUMER_GROUP, EVENTS_TOPIC
 
+# Dagster's tags for a run over a partition key range (what a single-run backfill sets).
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 BATCH_TAG = "llm_assets/kafka_batch"
 RUN_KEY_TAG = "llm_assets/kafka_run_key"
 TOPIC_TAG = "llm_assets/kafka_topic"
@@ -73,6 +83,7 @@ class KafkaSensorSettings:
     idle_timeout_s: float = 1.0  # stop reading after this long without a message
     connect_timeout_s: float = 3.0
     max_pending_batches: int = 50
+    max_date_gap_days: int = 3  # touched dates farther apart than this get runs of their own
     max_payload_bytes: int = contract.DEFAULT_MAX_PAYLOAD_BYTES
     consumer_group: str = CONSUMER_GROUP
 
@@ -84,15 +95,18 @@ class KafkaSensorSettings:
             max_messages=int(env.get("KAFKA_SENSOR_MAX_MESSAGES", cls.max_messages)),
             time_budget_s=float(env.get("KAFKA_SENSOR_TIME_BUDGET_S", cls.time_budget_s)),
             max_pending_batches=int(env.get("KAFKA_SENSOR_MAX_PENDING_BATCHES", cls.max_pending_batches)),
+            max_date_gap_days=int(env.get("KAFKA_SENSOR_MAX_DATE_GAP_DAYS", cls.max_date_gap_days)),
             max_payload_bytes=int(env.get("KAFKA_MAX_PAYLOAD_BYTES", cls.max_payload_bytes)),
         )
 
 
 @dataclass
 class TickRead:
-    """What one tick read: `(partition, offset, event_date or None)` per message."""
+    """What one tick read, per message: partition, offset and `event_date` (None: invalid)."""
 
-    outcomes: list[tuple[int, int, str | None]] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    dates: list[str | None] = field(default_factory=list)
     next_offsets: dict[int, int] = field(default_factory=dict)
     high_watermarks: dict[int, int] = field(default_factory=dict)
     beyond_end: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (cursor, log end)
@@ -112,7 +126,7 @@ def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, parti
         answered = False
         idle_since = time.monotonic()
         while True:
-            if len(read.outcomes) >= settings.max_messages:
+            if len(read.offsets) >= settings.max_messages:
                 read.stopped_by = f"max_messages ({settings.max_messages})"
                 break
             if time.monotonic() >= deadline:
@@ -125,11 +139,12 @@ def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, parti
             if time.monotonic() - idle_since > idle_limit:
                 read.stopped_by = f"no message for {idle_limit:g}s"
                 break
-            messages = consumer.consume(num_messages=min(5_000, settings.max_messages - len(read.outcomes)),
+            messages = consumer.consume(num_messages=min(10_000, settings.max_messages - len(read.offsets)),
                                         timeout=0.1)
             if messages:
                 idle_since = time.monotonic()
                 answered = True
+            chunk_partitions, chunk_offsets, chunk_values = [], [], []
             for msg in messages:
                 p, err = msg.partition(), msg.error()
                 if err is not None:
@@ -138,14 +153,19 @@ def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, parti
                     else:
                         read.errors.append(f"p{p}: {err.str()}")
                     continue
-                if len(read.outcomes) >= settings.max_messages:
+                if len(read.offsets) + len(chunk_offsets) >= settings.max_messages:
                     break  # later messages stay unread, so every partition's read span is contiguous
                 at_end.discard(p)
-                outcome = contract.validate_event(msg.value(), max_payload_bytes=settings.max_payload_bytes,
-                                                  window=window)
-                read.outcomes.append((p, msg.offset(),
-                                      outcome.event_date if isinstance(outcome, contract.ValidEvent) else None))
+                chunk_partitions.append(p)
+                chunk_offsets.append(msg.offset())
+                chunk_values.append(msg.value())
                 read.next_offsets[p] = msg.offset() + 1
+            if chunk_offsets:
+                checked = contract.validate_values(chunk_values, max_payload_bytes=settings.max_payload_bytes,
+                                                   window=window)
+                read.partitions += chunk_partitions
+                read.offsets += chunk_offsets
+                read.dates += checked.dates_by_index(len(chunk_values))
         for p in partitions:
             _low, high = consumer.get_watermark_offsets(TopicPartition(settings.topic, p), cached=True)
             if high is None or high < 0:
@@ -159,14 +179,30 @@ def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, parti
     return read
 
 
-def _run_config(op_name: str, settings: KafkaSensorSettings, ranges: dict[int, tuple[int, int]],
-                last_partition_date: str) -> dict:
-    return {"ops": {op_name: {"config": {
+def _run_config(settings: KafkaSensorSettings, ranges: dict[int, tuple[int, int]], last_partition_date: str) -> dict:
+    return {"ops": {ingest_kafka_batch.op.name: {"config": {
         "topic": settings.topic,
         "ranges": [{"partition": p, "start": s, "end": e} for p, (s, e) in sorted(ranges.items())],
         "max_payload_bytes": settings.max_payload_bytes,
         "last_partition_date": last_partition_date,
     }}}}
+
+
+def _run_request(run: PlannedRun, key: str, settings: KafkaSensorSettings, last_partition_date: str,
+                 tags: dict[str, str]) -> dg.RunRequest:
+    """The run of one planned date range (or of the dead letters alone)."""
+    tags = {**tags, RUN_KEY_TAG: key}
+    config = _run_config(settings, run.ranges, last_partition_date)
+    if run.first_date is None:
+        return dg.RunRequest(run_key=key, job_name=ingest_rejected_events_job.name, run_config=config, tags=tags)
+    partition_key = None
+    if run.first_date == run.last_date:
+        partition_key = run.first_date
+    else:
+        tags.update({PARTITION_RANGE_START_TAG: run.first_date, PARTITION_RANGE_END_TAG: run.last_date})
+    return dg.RunRequest(run_key=key, job_name=ingest_events_job.name, partition_key=partition_key,
+                         run_config=config, tags=tags,
+                         asset_selection=None if run.dead_letters else [RAW_EVENTS])
 
 
 def _finished_batches(instance: dg.DagsterInstance, cursor: IngestCursor) -> tuple[set[str], list[str]]:
@@ -216,7 +252,7 @@ def _lag_observation(read: TickRead, cursor: IngestCursor, messages: int) -> dg.
         metadata[f"consumer_lag/p{p}"] = lag
         metadata[f"next_offset/p{p}"] = cursor.next_offsets.get(p, 0)
     metadata["consumer_lag_total"] = total
-    return dg.AssetObservation(asset_key=raw_events.key, metadata=metadata)
+    return dg.AssetObservation(asset_key=RAW_EVENTS, metadata=metadata)
 
 
 def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResource,
@@ -262,7 +298,7 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     for note in notes:
         context.log.warning(note)
 
-    if not read.outcomes:
+    if not read.offsets:
         cursor = cursor.model_copy(update={"next_offsets": read.next_offsets})
         offsets = ", ".join(f"p{p}:{cursor.next_offsets.get(p, 0)}" for p in partitions)
         errors = f" Errors: {'; '.join(read.errors[:3])}." if read.errors else ""
@@ -271,24 +307,13 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
         return dg.SensorResult(skip_reason=reason, cursor=cursor.dump(),
                                asset_events=[_lag_observation(read, cursor, 0)])
 
-    plan = plan_batch(read.outcomes)
+    plan = plan_batch(read.partitions, read.offsets, read.dates, settings.max_date_gap_days)
     generation = cursor.generation
     batch_id = f"{topic}:g{generation}:{ranges_text(plan.read)}"
     last_partition_date = window.last.isoformat()
     tags = {BATCH_TAG: batch_id, TOPIC_TAG: topic}
-    run_requests = []
-    for day, ranges in sorted(plan.by_date.items()):
-        key = run_key(topic, generation, ranges, day)
-        run_requests.append(dg.RunRequest(
-            run_key=key, job_name=ingest_events_job.name, partition_key=day,
-            run_config=_run_config(raw_events.op.name, settings, ranges, last_partition_date),
-            tags={**tags, RUN_KEY_TAG: key}))
-    if plan.rejected:
-        key = run_key(topic, generation, plan.rejected, REJECTED)
-        run_requests.append(dg.RunRequest(
-            run_key=key, job_name=ingest_rejected_events_job.name,
-            run_config=_run_config(raw_rejected_events.op.name, settings, plan.rejected, last_partition_date),
-            tags={**tags, RUN_KEY_TAG: key}))
+    run_requests = [_run_request(run, run_key(topic, generation, run.ranges, run.target), settings,
+                                 last_partition_date, tags) for run in plan.runs]
 
     cursor = cursor.model_copy(update={
         "next_offsets": read.next_offsets,
@@ -296,8 +321,10 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
                                                   next_offsets={p: e for p, (_s, e) in plan.read.items()},
                                                   requested_at=time.time())],
     })
+    dates = len(plan.counts) - (REJECTED in plan.counts)
     context.log.info(f"{plan.message_count} messages ({ranges_text(plan.read)}), stopped by {read.stopped_by}: "
-                     f"{len(plan.by_date)} date(s), {plan.counts.get(REJECTED, 0)} invalid")
+                     f"{dates} date(s), {plan.counts.get(REJECTED, 0)} invalid -> "
+                     f"{', '.join(r.target for r in plan.runs)}")
     return dg.SensorResult(run_requests=run_requests, cursor=cursor.dump(),
                            asset_events=[_lag_observation(read, cursor, plan.message_count)])
 
@@ -311,8 +338,8 @@ def build_kafka_events_sensor(settings: KafkaSensorSettings | None = None, *, na
 
     @dg.sensor(name=name, jobs=[ingest_events_job, ingest_rejected_events_job],
                minimum_interval_seconds=minimum_interval_seconds, default_status=default_status,
-               description=f"New {settings.topic} offsets -> one raw/events run per event_date "
-                           f"(+ raw/rejected_events); commits offsets after the runs succeed.")
+               description=f"New {settings.topic} offsets -> one run per batch over the touched event_date range "
+                           f"(raw/events + raw/rejected_events); commits offsets after the runs succeed.")
     def _kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
         return evaluate_kafka_tick(context, kafka, settings)
 

@@ -1,0 +1,79 @@
+"""The code location as a user sees it in the UI: contract asset keys, checks, jobs, sensors,
+descriptions, kinds, policies. A change to the graph shows up here as a visible diff."""
+
+import dagster as dg
+import pytest
+
+from llm_assets.partitions import daily_partitions
+
+EXPECTED_ASSETS = {
+    "raw/events": "daily", "raw/rejected_events": None,
+    "features/entity_signals": None, "signals/exceptions": None, "curated/cases": "daily",
+    "kb/documents": None, "kb/index": None, "models/embedding_gate": None, "enriched/cases": "daily",
+}
+EXPECTED_CHECKS = {
+    "curated/cases": {"curated_cases_contract", "curated_cases_unique_event_id", "curated_cases_match_raw_events"},
+    "enriched/cases": {"labels_and_confidence_valid", "actions_within_allow_list", "provenance_versions_present",
+                       "no_pii_in_outputs", "one_row_per_curated_case", "fallback_rate_below_threshold"},
+    "kb/index": {"vector_count_matches_chunks", "retrieval_recall_at_5"},
+}
+
+
+@pytest.fixture(scope="module")
+def defs(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLM_ASSETS_HOME", str(tmp_path_factory.mktemp("defs")))
+        from llm_assets.definitions import defs as loaded
+
+        dg.Definitions.validate_loadable(loaded)
+        yield loaded
+
+
+def test_the_graph_has_the_contract_asset_keys_and_partitions(defs):
+    graph = defs.resolve_asset_graph()
+    found = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.is_materializable:
+            found[key.to_user_string()] = "daily" if node.partitions_def == daily_partitions else node.partitions_def
+    assert found == EXPECTED_ASSETS
+
+
+def test_every_asset_has_a_description_kinds_and_a_group(defs):
+    for spec in defs.resolve_all_asset_specs():
+        assert spec.description and len(spec.description) > 40, spec.key
+        assert spec.kinds, spec.key
+        assert spec.group_name and spec.group_name != "default", spec.key
+
+
+def test_daily_assets_carry_the_freshness_policy(defs):
+    for spec in defs.resolve_all_asset_specs():
+        if spec.partitions_def == daily_partitions:
+            assert spec.freshness_policy is not None, spec.key
+
+
+def test_blocking_quality_gates_exist_on_the_tables_users_rely_on(defs):
+    checks: dict[str, set[str]] = {}
+    for key in defs.resolve_asset_graph().asset_check_keys:
+        checks.setdefault(key.asset_key.to_user_string(), set()).add(key.name)
+    for asset, names in EXPECTED_CHECKS.items():
+        assert names <= checks.get(asset, set()), (asset, checks.get(asset))
+    assert {"raw_events_contract", "raw_events_unique_event_id"} <= checks["raw/events"]
+
+
+def test_jobs_sensors_and_resources_are_bound(defs):
+    assert {s.name for s in defs.sensors} == {"kafka_events_sensor"}
+    assert {"ingest_events_job", "ingest_rejected_events_job"} <= {j.name for j in defs.jobs}
+    assert set(defs.resources) == {"delta", "kafka", "milvus", "embedder", "llm"}
+
+
+def test_production_environment_reads_endpoints_from_env_vars(monkeypatch):
+    from llm_assets.resources.environments import resources_for
+
+    prod = resources_for("prod")
+    endpoints = {"delta": "root", "kafka": "bootstrap_servers", "milvus": "uri", "llm": "base_url"}
+    for resource, field in endpoints.items():
+        assert isinstance(getattr(prod[resource], field), dg.EnvVar), (resource, field)
+    assert isinstance(prod["llm"].api_key, dg.EnvVar)
+    with pytest.raises(ValueError, match="LLM_ASSETS_ENV"):
+        resources_for("staging")
