@@ -95,6 +95,9 @@ def _generate_live_events(stop: threading.Event, interval_s: float) -> None:
         batch += 1
         today = datetime.now(timezone.utc).date()
         messages = generate_messages(20, seed=10_000 + batch, start_date=today, days=1)
+        # A live stream is mostly clean: one malformed message every fifth batch.
+        malformed = [m for m in messages if m.kind.startswith("malformed")][: int(batch % 5 == 0)]
+        messages = [m for m in messages if not m.kind.startswith("malformed")] + malformed
         # Fresh ids per batch so the live stream never collides with the demo's events.
         renamed = []
         for m in messages:
@@ -123,15 +126,16 @@ def dev(args: argparse.Namespace) -> int:
         )
         try:
             return proc.wait()
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        except (KeyboardInterrupt, SystemExit):
             return 0
         finally:
             stop.set()
+            if proc.poll() is None:  # dagster dev stops its webserver and daemon on SIGINT
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
 
 
 def verify_audit(args: argparse.Namespace) -> int:
@@ -148,6 +152,8 @@ def sample_data(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     # pymilvus's gRPC keepalive pings make milvus-lite's server log GOAWAY lines: harmless noise.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    # SIGTERM (CI, `timeout`, a supervisor) unwinds like Ctrl-C, so the broker, Milvus and dagster dev stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(prog="llm-assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

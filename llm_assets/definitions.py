@@ -9,15 +9,24 @@ from datetime import timedelta
 
 import dagster as dg
 
-from llm_assets.curated.definitions import defs as curated_defs
-from llm_assets.enrichment.definitions import defs as enrichment_defs
-from llm_assets.ingest.definitions import defs as ingest_defs
-from llm_assets.knowledge_base.definitions import defs as knowledge_base_defs
+# Domain modules, not their `defs`: one Definitions object at module scope is what Dagster loads.
+from llm_assets.curated import definitions as curated
+from llm_assets.enrichment import definitions as enrichment
+from llm_assets.ingest import definitions as ingest
+from llm_assets.knowledge_base import definitions as knowledge_base
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.environments import current_environment, resources_for
 
 # A daily partition that has not been refreshed for a day and a half is late for the analysts.
 DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=36), warn_window=timedelta(hours=26))
+
+
+# Runs the assets' AutomationConditions (curated and enriched follow ingest eagerly); running by default.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "llm_assets_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes curated/cases and enriched/cases as soon as their upstream partitions land.",
+)
 
 
 def _with_daily_freshness(spec: dg.AssetSpec) -> dg.AssetSpec:
@@ -27,9 +36,9 @@ def _with_daily_freshness(spec: dg.AssetSpec) -> dg.AssetSpec:
 
 
 defs = dg.Definitions.merge(
-    ingest_defs,
-    curated_defs,
-    knowledge_base_defs,
-    enrichment_defs,
-    dg.Definitions(resources=resources_for(current_environment())),
+    ingest.defs,
+    curated.defs,
+    knowledge_base.defs,
+    enrichment.defs,
+    dg.Definitions(sensors=[automation_sensor], resources=resources_for(current_environment())),
 ).map_resolved_asset_specs(func=_with_daily_freshness)

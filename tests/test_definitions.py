@@ -62,7 +62,7 @@ def test_blocking_quality_gates_exist_on_the_tables_users_rely_on(defs):
 
 
 def test_jobs_sensors_and_resources_are_bound(defs):
-    assert {s.name for s in defs.sensors} == {"kafka_events_sensor"}
+    assert {s.name for s in defs.sensors} == {"kafka_events_sensor", "llm_assets_automation"}
     assert {"ingest_events_job", "ingest_rejected_events_job"} <= {j.name for j in defs.jobs}
     assert set(defs.resources) == {"delta", "kafka", "milvus", "embedder", "llm"}
 
@@ -77,3 +77,10 @@ def test_production_environment_reads_endpoints_from_env_vars(monkeypatch):
     assert isinstance(prod["llm"].api_key, dg.EnvVar)
     with pytest.raises(ValueError, match="LLM_ASSETS_ENV"):
         resources_for("staging")
+
+
+def test_the_module_exposes_exactly_one_definitions_object_for_dagster_dev():
+    from dagster._core.workspace.autodiscovery import loadable_targets_from_python_module
+
+    targets = loadable_targets_from_python_module("llm_assets.definitions", None)
+    assert [t.attribute for t in targets] == ["defs"]

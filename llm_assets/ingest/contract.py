@@ -143,8 +143,9 @@ class ValidatedValues:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Building 100k small dicts and tuples triggers many useless GC passes over a large heap."""
+def gc_paused() -> Iterator[None]:
+    """Bulk reads build 100k of small acyclic objects (messages, dicts, tuples): each one would trigger
+    cyclic-GC passes over the whole (large) heap for nothing; reference counting frees them anyway."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -163,36 +164,41 @@ def _model_reason(value: bytes) -> str:
     return "does not meet the events.raw contract"  # unreachable: the fast checks mirror the model
 
 
-def _parse_timestamps(text: pl.Series) -> pl.Series:
-    """UTC datetimes of RFC 3339 strings, null where unparseable (the format is checked apart)."""
-    as_offset = "%Y-%m-%dT%H:%M:%S%.f%:z"
-    parsed = text.str.replace("Z", "+00:00", literal=True).str.to_datetime(
-        as_offset, time_zone="UTC", time_unit="us", strict=False)
-    retry = parsed.is_null() & text.is_not_null()
-    if retry.any():  # the rarer spellings: lower-case z, a t or a space between date and time
-        idx = retry.arg_true()
-        again = (text.gather(idx).str.replace(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]", "${1}T")
-                 .str.replace(r"[Zz]$", "+00:00")
-                 .str.to_datetime(as_offset, time_zone="UTC", time_unit="us", strict=False))
-        parsed = parsed.scatter(idx, again)
-    return parsed
+_AS_OFFSET = "%Y-%m-%dT%H:%M:%S%.f%:z"
+
+
+def _utc_timestamp(text: pl.Expr) -> pl.Expr:
+    """UTC datetime of the common RFC 3339 spelling (`T`, `Z` or an offset), null otherwise."""
+    return text.str.replace("Z", "+00:00", literal=True).str.to_datetime(
+        _AS_OFFSET, time_zone="UTC", time_unit="us", strict=False)
+
+
+def _utc_timestamp_any_spelling(text: pl.Expr) -> pl.Expr:
+    """Also the rarer spellings: lower-case `z`, a `t` or a space between date and time (slower)."""
+    return _utc_timestamp(text.str.replace(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]", "${1}T")
+                          .str.replace(r"[Zz]$", "Z"))
 
 
 def _timestamp_reason(text: str) -> str:
     try:
         parse_event_ts(text)
     except ValueError as exc:
-        return str(exc)
+        reason = str(exc)
+        return reason if reason.startswith("event_ts") else f"event_ts {text[:60]!r} is not a valid timestamp: {reason}"
     return f"event_ts {text[:60]!r} is not a valid RFC 3339 timestamp"
 
 
 def validate_values(values: Sequence[bytes | None], *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-                    window: PartitionWindow | None = None) -> ValidatedValues:
-    """Check a batch of message values against the contract (see the module docstring)."""
+                    window: PartitionWindow | None = None, dates_only: bool = False) -> ValidatedValues:
+    """Check a batch of message values against the contract (see the module docstring).
+
+    `dates_only` (the sensor): the same verdicts, but `events` has only `position`,
+    `event_ts` and `event_date` (the other columns are not built).
+    """
     invalid: list[tuple[int, str]] = []
     positions: list[int] = []
     rows: list[tuple] = []
-    with _gc_paused():
+    with gc_paused():
         for i, value in enumerate(values):
             if not value:
                 invalid.append((i, _EMPTY_VALUE))
@@ -206,7 +212,7 @@ def validate_values(values: Sequence[bytes | None], *, max_payload_bytes: int = 
             # Same parser and strict rules as `_RawEventValue`, without building a model per message
             # (unrolled: this loop is most of the ingest's CPU time).
             try:
-                data = from_json(value)
+                data = from_json(value, cache_strings="keys")  # values are rarely repeated
             except ValueError:
                 data = None
             if type(data) is dict:
@@ -221,31 +227,39 @@ def validate_values(values: Sequence[bytes | None], *, max_payload_bytes: int = 
                     continue
             invalid.append((i, _model_reason(value)))
 
-    columns = [[r[k] for r in rows] for k in range(len(REQUIRED_FIELDS) + 1)]  # faster than zip(*rows)
-    frame = pl.DataFrame({"position": pl.Series(positions, dtype=pl.UInt32),
-                          **{name: pl.Series(name, col, dtype=pl.String) for name, col in zip(REQUIRED_FIELDS, columns)},
-                          "extra": pl.Series([json.dumps(e, sort_keys=True) if e else None for e in columns[-1]],
-                                             dtype=pl.String)})
-    frame = frame.with_columns(_parse_timestamps(frame["event_ts"]).alias("ts"))
+    if dates_only:
+        frame = pl.DataFrame({"position": pl.Series(positions, dtype=pl.UInt32),
+                              "event_ts": pl.Series([r[2] for r in rows], dtype=pl.String)})
+    else:
+        columns = [[r[k] for r in rows] for k in range(len(REQUIRED_FIELDS) + 1)]  # faster than zip(*rows)
+        frame = pl.DataFrame({
+            "position": pl.Series(positions, dtype=pl.UInt32),
+            **{name: pl.Series(name, col, dtype=pl.String) for name, col in zip(REQUIRED_FIELDS, columns)},
+            "extra": pl.Series([json.dumps(e, sort_keys=True) if e else None for e in columns[-1]], dtype=pl.String)})
+    frame = frame.with_columns(_utc_timestamp(pl.col("event_ts")).alias("ts"))
+    if frame["ts"].null_count():
+        frame = frame.with_columns(pl.coalesce("ts", _utc_timestamp_any_spelling(pl.col("event_ts"))))
     ts_text = pl.col("event_ts")
     day = pl.col("ts").dt.date()
     # chrono reads second 60 as a leap second; RFC 3339 allows it but Python and Delta readers do not.
     bad = pl.col("ts").is_null() | ~ts_text.str.contains(_RFC3339_PATTERN) | (ts_text.str.slice(17, 2) == "60")
     if window is not None:
         bad = bad | (day < window.first) | (day > window.last)
-    frame = frame.with_columns(bad.fill_null(True).alias("bad"))
-    rejected = frame.filter(pl.col("bad"))
+    checked = frame.lazy().with_columns(bad.fill_null(True).alias("bad"))
+    columns = ("event_ts", "event_date") if dates_only else EVENT_COLUMNS
+    events, rejected = pl.collect_all([
+        checked.filter(~pl.col("bad")).select("position", *(
+            pl.col("ts").alias("event_ts") if c == "event_ts" else
+            day.dt.strftime("%Y-%m-%d").alias("event_date") if c == "event_date" else pl.col(c) for c in columns)),
+        checked.filter(pl.col("bad")).select("position", "event_ts", "ts"),
+    ])
     if rejected.height:
-        for i, text, ts in rejected.select("position", "event_ts", "ts").iter_rows():
+        for i, text, ts in rejected.iter_rows():
             if ts is None or not _RFC3339.match(text) or text[17:19] == "60":
                 invalid.append((i, _timestamp_reason(text)))
             else:
                 invalid.append((i, window.reason_outside(ts.date())))
         invalid.sort()
-        frame = frame.filter(~pl.col("bad"))
-    events = frame.select("position", *(
-        pl.col("ts").alias("event_ts") if c == "event_ts" else
-        day.dt.strftime("%Y-%m-%d").alias("event_date") if c == "event_date" else pl.col(c) for c in EVENT_COLUMNS))
     return ValidatedValues(events=events, invalid=invalid)
 
 

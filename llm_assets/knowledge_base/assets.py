@@ -50,7 +50,8 @@ def _md_table(header: list[str], rows: list[list[object]]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-@dg.asset(key=KB_DOCUMENTS_KEY, group_name="knowledge_base", kinds={"delta"})
+@dg.asset(key=KB_DOCUMENTS_KEY, group_name="knowledge_base", kinds={"delta"},
+          automation_condition=dg.AutomationCondition.on_missing())
 def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
                  delta: DeltaLakeStorage) -> dg.MaterializeResult:
     """Chunks of the knowledge base: policies, runbooks, data dictionary, resolved cases, escalation templates.
@@ -108,6 +109,7 @@ def _index_metadata(build: KBIndexBuild) -> dict[str, object]:
 
 
 @dg.asset(key=KB_INDEX_KEY, deps=[KB_DOCUMENTS_KEY], group_name="knowledge_base", kinds={"milvus"},
+          automation_condition=dg.AutomationCondition.eager(),
           check_specs=KB_INDEX_CHECK_SPECS)
 def kb_index(context: dg.AssetExecutionContext, config: KBIndexConfig, delta: DeltaLakeStorage,
              milvus: MilvusResource, embedder: EmbedderResource) -> dg.MaterializeResult:

@@ -145,16 +145,18 @@ class KafkaResource(dg.ConfigurableResource):
         try:
             consumer.assign([TopicPartition(topic, p, r.start) for p, r in wanted.items()])
             remaining = set(wanted)
+            position = {p: r.start for p, r in wanted.items()}
             idle_since = time.monotonic()
             while remaining:
-                messages = consumer.consume(num_messages=batch_size, timeout=0.2)
+                # Ask for no more than the ranges still hold: consume() waits for its count or the timeout.
+                left = sum(wanted[p].end - position[p] for p in remaining)
+                messages = consumer.consume(num_messages=max(1, min(batch_size, left)), timeout=0.2)
                 batch: list[Message] = []
                 finished: list[int] = []
                 for msg in messages:
-                    p = msg.partition()
-                    offset = msg.offset()
                     err = msg.error()
                     if err is not None:
+                        p, offset = msg.partition(), msg.offset()
                         if err.code() == KafkaError._PARTITION_EOF:
                             if p in remaining and offset < wanted[p].end:
                                 raise OffsetRangeUnavailableError(
@@ -162,14 +164,26 @@ class KafkaResource(dg.ConfigurableResource):
                                     f"{wanted[p].start}-{wanted[p].end} was requested (topic truncated or recreated?)")
                             continue
                         raise OffsetRangeUnavailableError(f"reading {topic}[{p}] failed: {err.str()}")
+                    batch.append(msg)
+                # Keep what lies in the ranges (a fetch may run past a range's end).
+                kept = []
+                for msg in batch:
+                    p = msg.partition()
                     if p not in remaining:
                         continue
+                    offset = msg.offset()
                     r = wanted[p]
-                    if r.start <= offset < r.end:
-                        batch.append(msg)
-                    if offset >= r.end - 1:
+                    position[p] = offset + 1
+                    if offset < r.end:
+                        if offset >= r.start:
+                            kept.append(msg)
+                        if offset == r.end - 1:
+                            remaining.discard(p)
+                            finished.append(p)
+                    else:
                         remaining.discard(p)
                         finished.append(p)
+                batch = kept
                 if finished:  # stop fetching past the end of finished ranges
                     consumer.incremental_unassign([TopicPartition(topic, p) for p in finished])
                 if messages:
