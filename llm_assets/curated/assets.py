@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from llm_assets.automation import build_when_missing
 from llm_assets.curated import joining
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
@@ -31,7 +32,7 @@ def _preview(df, n: int = 5) -> dg.MetadataValue:
 
 
 @dg.asset(key=ENTITY_SIGNALS, kinds={"delta", "polars"}, group_name="curated",
-          automation_condition=dg.AutomationCondition.on_missing())
+          automation_condition=build_when_missing())
 def entity_signals(context: dg.AssetExecutionContext, config: SignalSourceConfig, delta: DeltaLakeStorage):
     """Per-entity risk signals (device, hashed customer, partner risk tier, numeric features).
 
@@ -49,7 +50,7 @@ def entity_signals(context: dg.AssetExecutionContext, config: SignalSourceConfig
 
 
 @dg.asset(key=EXCEPTIONS, kinds={"delta", "polars"}, group_name="curated",
-          automation_condition=dg.AutomationCondition.on_missing())
+          automation_condition=build_when_missing())
 def upstream_exceptions(context: dg.AssetExecutionContext, config: SignalSourceConfig, delta: DeltaLakeStorage):
     """Exceptions raised by upstream systems for individual events (amount mismatch, velocity...).
 

@@ -119,10 +119,18 @@ def _stored_content(delta: DeltaLakeStorage, incoming: pl.DataFrame, days: list[
 
 
 def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config: KafkaBatchConfig,
-                     delta: DeltaLakeStorage) -> dg.MaterializeResult:
-    """MERGE the batch's valid events of the run's partition keys, one touched date at a time."""
+                     delta: DeltaLakeStorage) -> dg.MaterializeResult | None:
+    """MERGE the batch's valid events of the run's partition keys, one touched date at a time.
+
+    None when the batch holds no valid event of these dates (the sensor dated an invalid
+    message there): then nothing is materialized.
+    """
     run_days = set(context.partition_keys)
     in_run = batch.events.filter(pl.col("event_date").is_in(sorted(run_days)))
+    if in_run.is_empty():
+        context.log.info(f"raw/events: no valid event of {context.partition_key_range.start}.."
+                         f"{context.partition_key_range.end} in {_ranges_text(config)}; nothing to write")
+        return None
     # One row per (date, event_id) of this batch, the last delivery winning, as the MERGE would.
     incoming = in_run.unique(subset=["event_date", "event_id"], keep="last", maintain_order=True)
     touched = sorted(incoming["event_date"].unique().to_list())
@@ -203,11 +211,13 @@ def write_rejected_events(context: dg.AssetExecutionContext, batch: ReadBatch, c
     specs=[
         dg.AssetSpec(
             RAW_EVENTS, partitions_def=daily_partitions, kinds={"kafka", "delta"}, group_name="ingest",
+            skippable=True,  # a run whose dates got no valid event materializes nothing
             description="Valid `events.raw` events by UTC day (`event_date` from `event_ts`), one row per "
                         "`event_id`. A run re-reads one sensor batch's Kafka offset ranges, validates them with "
                         "the events.raw contract and MERGEs each touched date of its partition range on "
                         "`event_id` (partition column in the predicate); unknown fields are kept as JSON in "
-                        "`extra`. Dates of the range without events are left untouched."),
+                        "`extra`. Dates of the range without events are left untouched (a run without any valid event "
+                        "of its dates materializes nothing)."),
         dg.AssetSpec(
             REJECTED_EVENTS, kinds={"kafka", "delta"}, group_name="ingest",
             description="Dead letter of `events.raw`: every message that breaks the contract, one row per "
@@ -223,7 +233,9 @@ def ingest_kafka_batch(context: dg.AssetExecutionContext, config: KafkaBatchConf
     """Read one Kafka batch once; write its valid events to `raw/events` and the rest to `raw/rejected_events`."""
     batch = read_batch(kafka, config, datetime.now(timezone.utc))
     if RAW_EVENTS in context.selected_asset_keys:
-        yield write_raw_events(context, batch, config, delta)
+        written = write_raw_events(context, batch, config, delta)
+        if written is not None:
+            yield written
     if REJECTED_EVENTS in context.selected_asset_keys:
         yield write_rejected_events(context, batch, config, delta)
 

@@ -6,9 +6,9 @@ Kafka and the Dagster instance.
 
 A batch becomes as few runs as possible: one run per cluster of touched `event_date`s
 (dates at most `max_date_gap_days` apart share a run, as one partition key range), each run
-reading once the offsets that hold its dates. The cluster with the most messages also
-writes the batch's invalid messages (its offsets are widened to hold them); a batch without
-any valid event becomes one dead-letter-only run.
+reading once the offsets that hold its dates. The run of the cluster with the most messages
+also writes the batch's invalid messages, so it reads the whole batch span (usually what it
+reads anyway); a batch without any dated message becomes one dead-letter-only run.
 """
 
 from __future__ import annotations
@@ -86,20 +86,12 @@ def _spans(df: pl.DataFrame) -> dict[int, tuple[int, int]]:
     return {p: (s, last + 1) for p, s, last in spans.iter_rows()}
 
 
-def _union(a: Mapping[int, tuple[int, int]], b: Mapping[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
-    """Per partition, the smallest span holding both spans."""
-    out = dict(a)
-    for p, (start, end) in b.items():
-        out[p] = (min(start, out[p][0]), max(end, out[p][1])) if p in out else (start, end)
-    return dict(sorted(out.items()))
-
-
 def plan_batch(partitions: Sequence[int], offsets: Sequence[int], dates: Sequence[str | None],
                max_date_gap_days: int = 3) -> BatchPlan:
-    """Group a batch's messages (`event_date` None = invalid) into runs (see the module docstring).
+    """Group a batch's messages (`event_date` None = certainly invalid) into runs (module docstring).
 
     A run's ranges are the smallest per-partition spans holding its messages, so a run for a
-    late date re-reads little more than it writes; the run keeps only its own dates anyway.
+    late date re-reads little more than it writes; a run keeps only its own dates anyway.
     """
     df = pl.DataFrame({"partition": pl.Series(partitions, dtype=pl.Int64), "offset": pl.Series(offsets, dtype=pl.Int64),
                        "event_date": pl.Series(dates, dtype=pl.String)})
@@ -113,15 +105,14 @@ def plan_batch(partitions: Sequence[int], offsets: Sequence[int], dates: Sequenc
     for cluster in date_clusters(valid["event_date"].unique().to_list(), max_date_gap_days):
         rows = valid.filter(pl.col("event_date").is_in(cluster))
         runs.append(PlannedRun(cluster[0], cluster[-1], _spans(rows), dead_letters=False, messages=rows.height))
-    invalid = df.filter(pl.col("event_date").is_null())
-    if not invalid.is_empty():
-        if runs:
-            main = max(range(len(runs)), key=lambda i: runs[i].messages)
-            r = runs[main]
-            runs[main] = PlannedRun(r.first_date, r.last_date, _union(r.ranges, _spans(invalid)), dead_letters=True,
-                                    messages=r.messages)
-        else:
-            runs.append(PlannedRun(None, None, _spans(invalid), dead_letters=True, messages=0))
+    # The sensor's dates are exact for valid messages only (`contract.event_dates`): an invalid one
+    # may carry a date, so the dead-letter run reads the whole batch, not just the undated offsets.
+    if runs:
+        main = max(range(len(runs)), key=lambda i: runs[i].messages)
+        r = runs[main]
+        runs[main] = PlannedRun(r.first_date, r.last_date, dict(plan.read), dead_letters=True, messages=r.messages)
+    else:
+        runs.append(PlannedRun(None, None, dict(plan.read), dead_letters=True, messages=0))
     plan.runs = runs
     return plan
 

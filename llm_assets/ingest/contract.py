@@ -179,6 +179,22 @@ def _utc_timestamp_any_spelling(text: pl.Expr) -> pl.Expr:
                           .str.replace(r"[Zz]$", "Z"))
 
 
+def _with_timestamp_checks(frame: pl.DataFrame, window: PartitionWindow | None) -> pl.DataFrame:
+    """`frame` (an `event_ts` text column) plus `ts` (UTC datetime) and `bad` (breaks the rules)."""
+    ts = frame.select(_utc_timestamp(pl.col("event_ts"))).to_series()
+    retry = ts.is_null() & frame["event_ts"].is_not_null()
+    if retry.any():  # only the few unparsed rows pay for the slower spellings
+        idx = retry.arg_true()
+        ts = ts.scatter(idx, frame.select(_utc_timestamp_any_spelling(pl.col("event_ts").gather(idx))).to_series())
+    frame = frame.with_columns(ts.alias("ts"))
+    text, day = pl.col("event_ts"), pl.col("ts").dt.date()
+    # chrono reads second 60 as a leap second; RFC 3339 allows it but Python and Delta readers do not.
+    bad = pl.col("ts").is_null() | ~text.str.contains(_RFC3339_PATTERN) | (text.str.slice(17, 2) == "60")
+    if window is not None:
+        bad = bad | (day < window.first) | (day > window.last)
+    return frame.with_columns(bad.fill_null(True).alias("bad"))
+
+
 def _timestamp_reason(text: str) -> str:
     try:
         parse_event_ts(text)
@@ -236,16 +252,8 @@ def validate_values(values: Sequence[bytes | None], *, max_payload_bytes: int = 
             "position": pl.Series(positions, dtype=pl.UInt32),
             **{name: pl.Series(name, col, dtype=pl.String) for name, col in zip(REQUIRED_FIELDS, columns)},
             "extra": pl.Series([json.dumps(e, sort_keys=True) if e else None for e in columns[-1]], dtype=pl.String)})
-    frame = frame.with_columns(_utc_timestamp(pl.col("event_ts")).alias("ts"))
-    if frame["ts"].null_count():
-        frame = frame.with_columns(pl.coalesce("ts", _utc_timestamp_any_spelling(pl.col("event_ts"))))
-    ts_text = pl.col("event_ts")
+    checked = _with_timestamp_checks(frame, window).lazy()
     day = pl.col("ts").dt.date()
-    # chrono reads second 60 as a leap second; RFC 3339 allows it but Python and Delta readers do not.
-    bad = pl.col("ts").is_null() | ~ts_text.str.contains(_RFC3339_PATTERN) | (ts_text.str.slice(17, 2) == "60")
-    if window is not None:
-        bad = bad | (day < window.first) | (day > window.last)
-    checked = frame.lazy().with_columns(bad.fill_null(True).alias("bad"))
     columns = ("event_ts", "event_date") if dates_only else EVENT_COLUMNS
     events, rejected = pl.collect_all([
         checked.filter(~pl.col("bad")).select("position", *(
@@ -261,6 +269,59 @@ def validate_values(values: Sequence[bytes | None], *, max_payload_bytes: int = 
                 invalid.append((i, window.reason_outside(ts.date())))
         invalid.sort()
     return ValidatedValues(events=events, invalid=invalid)
+
+
+# The top-level `event_ts` string of a value without backslashes (see `event_dates`).
+_EVENT_TS_VALUE = r'"event_ts"[ \t\n\r]*:[ \t\n\r]*"([^"]*)"'
+
+
+def _utf8_or_none(value: bytes | None) -> str | None:
+    try:
+        return value.decode("utf-8") if value is not None else None
+    except UnicodeDecodeError:
+        return None
+
+
+def event_dates(values: Sequence[bytes | None], *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+                window: PartitionWindow | None = None) -> list[str | None]:
+    """The `event_date` of each value: for every value `validate_values` accepts, the same date.
+
+    The sensor only needs dates, so the common value is not parsed, only scanned (vectorized):
+    without a backslash in it (so no escape can hide or fake a key) and with exactly one
+    `"event_ts"` token followed by a colon, that token is the top-level key of any valid JSON
+    object (a `"` in valid JSON starts or ends a string, and a string followed by `:` is a
+    key), and the string after it is the value the parser reads. Other values go through
+    `validate_values`. A value `validate_values` rejects may still get a date here (the plan
+    then covers a date that gets no row: harmless); None means certainly invalid.
+    """
+    raw = pl.Series("value", values, dtype=pl.Binary)
+    try:
+        text = raw.cast(pl.String)
+    except pl.exceptions.ComputeError:  # some value is not UTF-8: scan the others, parse those
+        text = pl.Series("value", [_utf8_or_none(v) for v in values], dtype=pl.String)
+    size = raw.bin.size()
+    scanned = pl.DataFrame({"text": text, "size": size}).select(
+        unreadable=pl.col("size").is_null() | (pl.col("size") == 0) | (pl.col("size") > max_payload_bytes)
+        | raw.bin.contains(b"\x00").fill_null(True),
+        simple=(~pl.col("text").str.contains("\\", literal=True)
+                & (pl.col("text").str.count_matches('"event_ts"', literal=True) == 1)).fill_null(False),
+        event_ts=pl.col("text").str.extract(_EVENT_TS_VALUE, 1),
+    ).with_row_index("position")
+    fast = scanned.filter(~pl.col("unreadable") & pl.col("simple") & pl.col("event_ts").is_not_null())
+    slow = scanned.filter(~pl.col("unreadable") & ~(pl.col("simple") & pl.col("event_ts").is_not_null()))
+    dates: list[str | None] = [None] * len(values)
+    if fast.height:
+        checked = _with_timestamp_checks(fast.select("position", "event_ts"), window)
+        days = checked.select(pl.when(~pl.col("bad")).then(pl.col("ts").dt.strftime("%Y-%m-%d"))).to_series()
+        for i, day in zip(checked["position"].to_list(), days.to_list()):
+            dates[i] = day
+    if slow.height:
+        positions = slow["position"].to_list()
+        parsed = validate_values([values[i] for i in positions], max_payload_bytes=max_payload_bytes,
+                                 window=window, dates_only=True)
+        for k, day in zip(parsed.events["position"].to_list(), parsed.events["event_date"].to_list()):
+            dates[positions[k]] = day
+    return dates
 
 
 def validate_event(value: bytes | None, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
@@ -288,19 +349,9 @@ def rejected_row(*, topic: str, partition: int, offset: int, key: bytes | None, 
             "error": reason, "seen_at": seen_at}
 
 
-def event_values(event: ValidEvent, *, topic: str, partition: int, offset: int, ingested_at: datetime) -> tuple:
-    """`event_row` as a tuple in `RAW_EVENTS_SCHEMA` order (cheaper for large batches)."""
-    f = event.fields
-    return (f["event_id"], f["source_system"], f["event_ts"], event.event_date, f["partner_id"], f["entity_id"],
-            f["payload_raw"], f["extra"], topic, partition, offset, ingested_at)
-
-
-def events_frame(rows: Iterable[dict | tuple]) -> pl.DataFrame:
-    """A `raw/events` frame from `event_row` dicts or `event_values` tuples."""
-    rows = list(rows)
-    if rows and isinstance(rows[0], tuple):
-        return pl.DataFrame(rows, schema=RAW_EVENTS_SCHEMA, orient="row")
-    return pl.DataFrame(rows, schema=RAW_EVENTS_SCHEMA)
+def events_frame(rows: Iterable[dict]) -> pl.DataFrame:
+    """A `raw/events` frame from `event_row` dicts."""
+    return pl.DataFrame(list(rows), schema=RAW_EVENTS_SCHEMA)
 
 
 def valid_events_frame(checked: ValidatedValues, *, topic: str, partitions: Sequence[int], offsets: Sequence[int],

@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from llm_assets.automation import build_when_missing
 from llm_assets.knowledge_base.checks import (
     KB_DOCUMENTS_KEY,
     KB_DOCUMENTS_TABLE,
@@ -51,7 +52,7 @@ def _md_table(header: list[str], rows: list[list[object]]) -> dg.MetadataValue:
 
 
 @dg.asset(key=KB_DOCUMENTS_KEY, group_name="knowledge_base", kinds={"delta"},
-          automation_condition=dg.AutomationCondition.on_missing())
+          automation_condition=build_when_missing())
 def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
                  delta: DeltaLakeStorage) -> dg.MaterializeResult:
     """Chunks of the knowledge base: policies, runbooks, data dictionary, resolved cases, escalation templates.

@@ -9,9 +9,23 @@ import polars as pl
 import pytest
 
 from llm_assets.ingest import contract
-from llm_assets.ingest.batches import IngestCursor, PendingBatch, offsets_to_commit, plan_batch, run_key
+from llm_assets.ingest.batches import (
+    IngestCursor,
+    PendingBatch,
+    date_clusters,
+    offsets_to_commit,
+    plan_batch,
+    run_key,
+)
 from llm_assets.ingest.checks import contract_violations, duplicate_event_ids
-from llm_assets.ingest.contract import InvalidEvent, PartitionWindow, ValidEvent, validate_event
+from llm_assets.ingest.contract import (
+    InvalidEvent,
+    PartitionWindow,
+    ValidEvent,
+    event_dates,
+    validate_event,
+    validate_values,
+)
 from llm_assets.sample_data.generator import generate_messages
 
 WINDOW = PartitionWindow(first=date(2025, 1, 1), last=date(2026, 12, 31))
@@ -92,14 +106,72 @@ def test_rerun_rows_with_the_same_content_are_not_rewritten():
     assert contract.new_or_changed_events(changed, stored).height == 1
 
 
-def test_batch_plan_groups_offsets_by_date_and_rejects():
-    plan = plan_batch([(0, 10, "2026-11-18"), (0, 11, None), (0, 12, "2026-11-19"), (1, 5, "2026-11-18"),
-                       (0, 13, "2026-11-18")])
-    assert plan.by_date == {"2026-11-18": {0: (10, 14), 1: (5, 6)}, "2026-11-19": {0: (12, 13)}}
-    assert plan.rejected == {0: (11, 12)}
-    assert plan.read == {0: (10, 14), 1: (5, 6)}
-    assert run_key("events.raw", 0, plan.by_date["2026-11-18"], "2026-11-18") == \
-        "events.raw:g0:p0:10-14,p1:5-6:2026-11-18"
+def test_a_batch_is_one_run_over_its_date_range_that_also_dead_letters():
+    plan = plan_batch(partitions=[0, 0, 0, 1, 0, 1], offsets=[10, 11, 12, 5, 13, 6],
+                      dates=["2026-11-18", None, "2026-11-20", "2026-11-18", "2026-11-18", None])
+    assert len(plan.runs) == 1
+    run = plan.runs[0]
+    assert (run.first_date, run.last_date, run.target) == ("2026-11-18", "2026-11-20", "2026-11-18..2026-11-20")
+    assert run.ranges == {0: (10, 14), 1: (5, 7)} and run.dead_letters
+    assert plan.read == {0: (10, 14), 1: (5, 7)}
+    assert plan.counts == {"2026-11-18": 3, "2026-11-20": 1, "rejected": 2}
+    assert run_key("events.raw", 0, run.ranges, run.target) == "events.raw:g0:p0:10-14,p1:5-7:2026-11-18..2026-11-20"
+
+
+def test_far_apart_dates_get_their_own_run_reading_only_their_offsets():
+    # Today's stream with one event of last month in the middle, and an invalid message at the end.
+    offsets = list(range(100, 110))
+    dates = ["2026-11-18"] * 4 + ["2026-10-19"] + ["2026-11-19"] * 4 + [None]
+    plan = plan_batch([0] * 10, offsets, dates, max_date_gap_days=3)
+    by_target = {r.target: r for r in plan.runs}
+    assert set(by_target) == {"2026-10-19", "2026-11-18..2026-11-19"}
+    late, main = by_target["2026-10-19"], by_target["2026-11-18..2026-11-19"]
+    assert late.ranges == {0: (104, 105)} and not late.dead_letters
+    assert main.ranges == {0: (100, 110)} and main.dead_letters  # the whole batch: every invalid message
+    assert date_clusters(["2026-11-18", "2026-11-21", "2026-11-25"], 3) == [["2026-11-18", "2026-11-21"],
+                                                                          ["2026-11-25"]]
+
+
+def test_a_batch_without_valid_events_is_a_dead_letter_run():
+    plan = plan_batch([0, 0], [7, 8], [None, None])
+    assert [(r.target, r.ranges, r.dead_letters) for r in plan.runs] == [("rejected", {0: (7, 9)}, True)]
+    assert plan_batch([], [], []).runs == []
+
+
+def test_the_sensor_dates_equal_the_run_verdicts_for_every_valid_message():
+    messages = generate_messages(2_000)
+    values = [m.value for m in messages]
+    adversarial = [
+        _value(x={"event_ts": "2020-01-01T00:00:00Z"}),  # a nested key after the real one
+        json.dumps({"x": {"event_ts": "2020-01-01T00:00:00Z"}, **EVENT}).encode(),  # ... and before it
+        b'{"event\\u005fts": "2026-11-18T10:00:00Z", "x": {"event_ts": "2020-01-01T00:00:00Z"}, "event_id": "e",'
+        b' "source_system": "s", "partner_id": "p", "entity_id": "x", "payload_raw": "r"}',  # escaped real key
+        _value(payload_raw='quoted "event_ts": "2020-01-01T00:00:00Z"'),  # escaped quotes in the bytes
+        json.dumps({**EVENT, "event_ts": "2026-11-18T23:30:00-01:00"}, indent=2).encode(),
+        _value(event_ts="2026-11-18t10:00:00z"), b"\xff" + _value(), _value(event_ts=17), None, b"",
+        b'{"event_ts": "2020-01-01T00:00:00Z", "event_id": "e", "source_system": "s", "partner_id": "p",'
+        b' "entity_id": "x", "payload_raw": "r", "event_ts": "2026-11-18T10:00:00Z"}',  # duplicate key: last wins
+    ]
+    values += adversarial
+    verdicts = validate_values(values, window=WINDOW).dates_by_index(len(values))
+    fast = event_dates(values, window=WINDOW)
+    assert [f for f, v in zip(fast, verdicts) if v is not None] == [v for v in verdicts if v is not None]
+    assert sum(v is not None for v in verdicts) >= 1_900
+    assert verdicts[-len(adversarial):] == ["2026-11-18", "2026-11-18", "2026-11-18", "2026-11-18", "2026-11-19",
+                                            "2026-11-18", None, None, None, None, "2026-11-18"]
+
+
+def test_batch_validation_returns_rows_in_order_and_reasons_by_index():
+    values = [_value(event_id="a"), b"not json", _value(event_id="b", event_ts="2026-11-19T00:00:00+01:00")]
+    checked = validate_values(values, window=WINDOW)
+    assert checked.events["event_id"].to_list() == ["a", "b"]
+    assert checked.events["position"].to_list() == [0, 2]
+    assert checked.events["event_date"].to_list() == ["2026-11-18", "2026-11-18"]
+    assert [(i, r.split(":")[0]) for i, r in checked.invalid] == [(1, "not JSON")]
+    frame = contract.valid_events_frame(checked, topic="t", partitions=[0, 0, 1], offsets=[5, 6, 7],
+                                        ingested_at=datetime.now(timezone.utc))
+    assert frame.schema == contract.RAW_EVENTS_SCHEMA
+    assert frame.select("kafka_partition", "kafka_offset").rows() == [(0, 5), (1, 7)]
 
 
 def test_offsets_are_committed_only_for_the_leading_finished_batches():

@@ -8,14 +8,26 @@ import re
 import dagster as dg
 import pytest
 
-from llm_assets.ingest.assets import raw_events
+from llm_assets.ingest.assets import RAW_EVENTS
 from llm_assets.ingest.batches import IngestCursor
-from llm_assets.ingest.local_runner import drain_topic, ingest_definitions, produce_sample_messages
+from llm_assets.ingest.local_runner import (
+    QUIET_RUN_CONFIG,
+    drain_topic,
+    execute_run_request,
+    ingest_definitions,
+    produce_sample_messages,
+)
 from llm_assets.local_broker import create_topics, delete_topic, free_port
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.sample_data.generator import generate_messages
-from llm_assets.sensors.kafka_events import BATCH_TAG, KafkaSensorSettings, build_kafka_events_sensor
+from llm_assets.sensors.kafka_events import (
+    BATCH_TAG,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    KafkaSensorSettings,
+    build_kafka_events_sensor,
+)
 from llm_assets.settings import CONSUMER_GROUP
 
 
@@ -48,12 +60,10 @@ def _tick(sensor, instance, resources, cursor=None):
 
 def _execute(requests, instance, resources):
     defs = ingest_definitions(resources)
-    return [defs.resolve_job_def(r.job_name).execute_in_process(
-        run_config=r.run_config, partition_key=r.partition_key, tags=r.tags, instance=instance,
-        raise_on_error=False).success for r in requests]
+    return [execute_run_request(defs, r, instance).success for r in requests]
 
 
-def test_sensor_requests_one_run_per_event_date_with_unique_keys_and_advances_the_cursor(
+def test_sensor_requests_one_run_per_batch_over_its_date_range_and_advances_the_cursor(
         kafka, resources, make_topic):
     topic = make_topic(partitions=2)
     produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z"), _event("b", "2026-11-19T10:00:00Z"),
@@ -61,29 +71,69 @@ def test_sensor_requests_one_run_per_event_date_with_unique_keys_and_advances_th
     instance = dg.DagsterInstance.ephemeral()
     tick = _tick(_sensor(topic), instance, resources)
 
-    requests = {r.partition_key or "rejected": r for r in tick.run_requests}
-    assert set(requests) == {"2026-11-18", "2026-11-19", "rejected"}
-    assert requests["2026-11-18"].job_name == "ingest_events_job"
-    assert requests["rejected"].job_name == "ingest_rejected_events_job"
-    for target, request in requests.items():
-        assert re.fullmatch(rf"{re.escape(topic)}:g0:(p\d+:\d+-\d+,?)+:{target}", request.run_key)
-        assert "case text" not in json.dumps(request.run_config)  # offsets only, never payloads
-    assert len({r.run_key for r in tick.run_requests}) == 3
+    [request] = tick.run_requests  # one run: both dates and the dead letter, from one read
+    assert request.job_name == "ingest_events_job" and request.asset_selection is None
+    assert request.partition_key_range == dg.PartitionKeyRange("2026-11-18", "2026-11-19")
+    assert (request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG]) == ("2026-11-18",
+                                                                                                "2026-11-19")
+    assert re.fullmatch(rf"{re.escape(topic)}:g0:(p\d+:\d+-\d+,?)+:2026-11-18\.\.2026-11-19", request.run_key)
+    assert "case text" not in json.dumps(request.run_config)  # offsets only, never payloads
 
     cursor = IngestCursor.model_validate_json(tick.cursor)
     assert sum(cursor.next_offsets.values()) == 4
-    assert len(cursor.pending) == 1 and sorted(cursor.pending[0].run_keys) == sorted(requests[k].run_key
-                                                                                       for k in requests)
+    assert [b.run_keys for b in cursor.pending] == [[request.run_key]]
     lag = tick.asset_events[0]
-    assert lag.asset_key == raw_events.key and lag.metadata["consumer_lag_total"].value == 0
+    assert lag.asset_key == RAW_EVENTS and lag.metadata["consumer_lag_total"].value == 0
+
+    assert _execute(tick.run_requests, instance, resources) == [True]
+    rows = resources["delta"].read("raw/events")
+    assert dict(rows.select("event_id", "event_date").iter_rows()) == {
+        "a": "2026-11-18", "b": "2026-11-19", "c": "2026-11-18"}
+    assert resources["delta"].read("raw/rejected_events")["key"].to_list() == ["bad"]
+
+
+def test_a_far_late_event_gets_its_own_run_and_a_batch_of_only_invalid_messages_a_dead_letter_run(
+        kafka, resources, make_topic):
+    topic = make_topic()
+    wrong_types = json.dumps({**json.loads(_event("wt", "2026-09-01T10:00:00Z")[1]), "partner_id": 7}).encode()
+    produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z"), _event("old", "2026-10-01T10:00:00Z"),
+                                           (b"bad", b""), _event("b", "2026-11-19T10:00:00Z"), (b"wt", wrong_types)])
+    instance, sensor = dg.DagsterInstance.ephemeral(), _sensor(topic)
+    tick = _tick(sensor, instance, resources)
+    by_target = {r.run_key.rsplit(":", 1)[1]: r for r in tick.run_requests}
+    # The sensor dates the wrong-types message by its event_ts (it only scans): a run that writes nothing.
+    assert set(by_target) == {"2026-09-01", "2026-10-01", "2026-11-18..2026-11-19"}
+    late, main = by_target["2026-10-01"], by_target["2026-11-18..2026-11-19"]
+    assert late.partition_key == "2026-10-01" and late.asset_selection == [RAW_EVENTS]  # no dead letters there
+    assert late.run_config["ops"]["ingest_kafka_batch"]["config"]["ranges"] == [{"partition": 0, "start": 1, "end": 2}]
+    assert main.asset_selection is None and f"{topic}:g0:p0:0-5:" in main.run_key  # the whole batch
+    assert _execute(tick.run_requests, instance, resources) == [True, True, True]
+    rows = resources["delta"].read("raw/events")
+    assert dict(rows.select("event_id", "event_date").iter_rows()) == {
+        "a": "2026-11-18", "old": "2026-10-01", "b": "2026-11-19"}
+    assert sorted(resources["delta"].read("raw/rejected_events")["key"].to_list()) == ["bad", "wt"]
+    checked = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(RAW_EVENTS, "raw_events_unique_event_id"), limit=10)
+    evaluations = [r.event.dagster_event.event_specific_data for r in checked]
+    assert {e.partition for e in evaluations if isinstance(e, dg.AssetCheckEvaluation)} == {
+        "2026-10-01", "2026-11-18", "2026-11-19"}  # the 2026-09-01 run had no valid event: nothing to check
+    assert not instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=RAW_EVENTS, asset_partitions=["2026-09-01"]), limit=1).records
+
+    produce_sample_messages(kafka, topic, [(b"x", b"{"), (b"y", None)])
+    only_invalid = _tick(sensor, instance, resources, tick.cursor)
+    [request] = only_invalid.run_requests
+    assert request.job_name == "ingest_rejected_events_job" and request.run_key == f"{topic}:g0:p0:5-7:rejected"
+    assert _execute([request], instance, resources) == [True]
+    assert resources["delta"].count("raw/rejected_events") == 4
 
 
 def test_offsets_are_committed_to_the_group_only_after_the_runs_succeed(kafka, resources, make_topic, tmp_path):
     topic = make_topic()
-    produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z"), _event("b", "2026-11-19T10:00:00Z")])
+    produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z"), _event("b", "2026-10-01T10:00:00Z")])
     instance, sensor = dg.DagsterInstance.ephemeral(), _sensor(topic)
     first = _tick(sensor, instance, resources)
-    assert len(first.run_requests) == 2
+    assert len(first.run_requests) == 2  # far-apart dates: two runs of one batch
     assert kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: None}
 
     # One run fails (its Delta root is a file), one succeeds: nothing may be committed.
@@ -190,3 +240,15 @@ def test_cursor_beyond_the_log_end_is_reported_and_reset_to_the_earliest_offset(
     summary = drain_topic(instance, resources, sensor=sensor, cursor=tick.cursor)
     assert summary["run_keys"] == [f"{topic}:g1:p0:0-3:2026-11-18"]
     assert resources["delta"].count("raw/events") == 3
+
+
+def test_a_quiet_drain_runs_with_warning_console_logs(kafka, resources, make_topic):
+    topic = make_topic()
+    produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z")])
+    instance = dg.DagsterInstance.ephemeral()
+    summary = drain_topic(instance, resources, sensor=_sensor(topic), quiet=True)
+    assert summary["runs"] == {"ingest_events_job": 1, "ingest_rejected_events_job": 0}
+    assert not summary["failed_run_keys"] and "No new messages" in summary["skip_reason"]
+    [run] = instance.get_runs()
+    assert run.run_config["loggers"] == QUIET_RUN_CONFIG["loggers"]
+    assert run.run_config["ops"]["ingest_kafka_batch"]["config"]["topic"] == topic

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from llm_assets.ingest.assets import ingest_events_job, ingest_rejected_events_job, raw_events, raw_rejected_events
+from llm_assets.ingest import contract
+from llm_assets.ingest.assets import (
+    RAW_EVENTS,
+    REJECTED_EVENTS,
+    ingest_events_job,
+    ingest_kafka_batch,
+    ingest_rejected_events_job,
+)
 from llm_assets.ingest.checks import raw_events_checks
 from llm_assets.ingest.local_runner import produce_sample_messages
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.sample_data.generator import MALFORMED_KINDS, generate_messages
+from llm_assets.sensors.kafka_events import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 
 def _event(event_id: str, ts: str, payload: str = "amount mismatch on REF-1") -> bytes:
@@ -30,21 +39,25 @@ def resources(kafka_broker, tmp_path):
 
 @pytest.fixture
 def defs(resources):
-    return dg.Definitions(assets=[raw_events, raw_rejected_events], asset_checks=raw_events_checks,
+    return dg.Definitions(assets=[ingest_kafka_batch], asset_checks=raw_events_checks,
                           jobs=[ingest_events_job, ingest_rejected_events_job], resources=resources)
 
 
-def _run(defs, job, topic, start, end, partition_key=None, instance=None):
-    op = (raw_events if job is ingest_events_job else raw_rejected_events).op.name
-    config = {"ops": {op: {"config": {"topic": topic, "ranges": [{"partition": 0, "start": start, "end": end}]}}}}
+def _run(defs, job, topic, start, end, first=None, last=None, instance=None, success=True):
+    """One run over offsets [start, end) of partition 0, for dates first..last (a range when they differ)."""
+    config = {"ops": {ingest_kafka_batch.op.name: {"config": {
+        "topic": topic, "ranges": [{"partition": 0, "start": start, "end": end}]}}}}
+    last = last or first
+    tags = {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last} if first != last else None
     result = defs.resolve_job_def(job.name).execute_in_process(
-        run_config=config, partition_key=partition_key, instance=instance or dg.DagsterInstance.ephemeral())
-    assert result.success
+        run_config=config, partition_key=first if first == last else None, tags=tags,
+        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert result.success is success
     return result
 
 
-def _metadata(result, key):
-    mat = result.asset_materializations_for_node((raw_events if "events" == key else raw_rejected_events).op.name)[0]
+def _metadata(result, key: dg.AssetKey) -> dict:
+    mat = next(m for m in result.asset_materializations_for_node(ingest_kafka_batch.op.name) if m.asset_key == key)
     return {k: v.value for k, v in mat.metadata.items()}
 
 
@@ -59,12 +72,13 @@ def test_duplicate_delivery_and_rerun_leave_one_row(defs, resources, make_topic)
 
     rows = delta.read("raw/events")
     assert sorted(rows["event_id"].to_list()) == ["e1", "e2"]
-    assert _metadata(first, "events")["rows_inserted"] == 2
-    assert _metadata(second, "events")["rows_inserted"] == 0
-    assert _metadata(second, "events")["rows_updated"] == 0
+    assert _metadata(first, RAW_EVENTS)["rows_inserted"] == 2
+    assert _metadata(second, RAW_EVENTS)["rows_inserted"] == 0
+    assert _metadata(second, RAW_EVENTS)["rows_updated"] == 0
     assert DeltaTable(delta.uri("raw/events")).version() == version  # the re-run committed nothing
     checks = second.get_asset_check_evaluations()
-    assert {c.check_name for c in checks} == {"raw_events_contract", "raw_events_unique_event_id"}
+    assert {(c.check_name, c.partition) for c in checks} == {("raw_events_contract", "2026-11-18"),
+                                                             ("raw_events_unique_event_id", "2026-11-18")}
     assert all(c.passed for c in checks)
 
 
@@ -75,9 +89,9 @@ def test_each_malformed_kind_is_dead_lettered_and_valid_events_are_kept(defs, re
     assert {m.kind.split(":")[1] for m in malformed} == set(MALFORMED_KINDS)
     produce_sample_messages(resources["kafka"], topic, messages)
 
-    _run(defs, ingest_events_job, topic, 0, len(messages), "2026-11-18")
-    _run(defs, ingest_rejected_events_job, topic, 0, len(messages))
-    _run(defs, ingest_rejected_events_job, topic, 0, len(messages))  # idempotent
+    result = _run(defs, ingest_events_job, topic, 0, len(messages), "2026-11-18")  # both assets, one read
+    assert _metadata(result, REJECTED_EVENTS)["rows_inserted"] == len(malformed)
+    _run(defs, ingest_rejected_events_job, topic, 0, len(messages))  # the dead letter alone: idempotent
 
     delta = resources["delta"]
     valid_ids = {m.key.decode() for m in messages if m.kind == "valid"}
@@ -104,31 +118,79 @@ def test_two_dates_in_one_batch_land_in_their_partitions_and_late_events_update_
         (b"b", _event("b", "2026-11-19T00:30:00+01:00")),  # 2026-11-18 23:30 UTC
         (b"c", _event("c", "2026-11-19T08:00:00Z")),
     ])
-    for day in ("2026-11-18", "2026-11-19"):
-        _run(defs, ingest_events_job, topic, 0, 3, day)
+    result = _run(defs, ingest_events_job, topic, 0, 3, "2026-11-18", "2026-11-19")  # one run, both dates
     delta = resources["delta"]
     rows = delta.read("raw/events")
     assert dict(rows.select("event_id", "event_date").iter_rows()) == {
         "a": "2026-11-18", "b": "2026-11-18", "c": "2026-11-19"}
+    assert sorted(m.partition for m in result.asset_materializations_for_node(ingest_kafka_batch.op.name)
+                  if m.asset_key == RAW_EVENTS) == ["2026-11-18", "2026-11-19"]
 
     # A late event for the older day, and a corrected re-send of `a`, in a later batch.
     produce_sample_messages(kafka, topic, [(b"d", _event("d", "2026-11-18T05:00:00Z")),
                                            (b"a", _event("a", "2026-11-18T23:59:59Z", payload="corrected"))])
     result = _run(defs, ingest_events_job, topic, 3, 5, "2026-11-18")
-    assert _metadata(result, "events")["rows_inserted"] == 1
-    assert _metadata(result, "events")["rows_updated"] == 1
+    assert _metadata(result, RAW_EVENTS)["rows_inserted"] == 1
+    assert _metadata(result, RAW_EVENTS)["rows_updated"] == 1
     day18 = delta.read("raw/events", partition_column="event_date", partition_values=["2026-11-18"])
     assert sorted(day18["event_id"].to_list()) == ["a", "b", "d"]
     assert day18.filter(pl.col("event_id") == "a")["payload_raw"].item() == "corrected"
     assert delta.count("raw/events", partition_column="event_date", partition_value="2026-11-19") == 1
 
 
+def test_a_range_run_checks_every_partition_on_its_own_and_fails_on_a_planted_violation(
+        defs, resources, make_topic):
+    topic = make_topic()
+    produce_sample_messages(resources["kafka"], topic, [(b"a", _event("a", "2026-11-18T10:00:00Z")),
+                                                        (b"c", _event("c", "2026-11-20T10:00:00Z"))])
+    instance = dg.DagsterInstance.ephemeral()
+    clean = _run(defs, ingest_events_job, topic, 0, 2, "2026-11-18", "2026-11-20", instance=instance)
+    evaluations = {(e.check_name, e.partition): e.passed for e in clean.get_asset_check_evaluations()}
+    assert evaluations == {(name, day): True for name in ("raw_events_contract", "raw_events_unique_event_id")
+                           for day in ("2026-11-18", "2026-11-19", "2026-11-20")}
+    # 2026-11-19 had no event: its partition stays empty and nothing was written there.
+    assert resources["delta"].count("raw/events", partition_column="event_date", partition_value="2026-11-19") == 0
+
+    # Plant a duplicate event_id on 2026-11-20 and a row without partner_id on 2026-11-18, behind the
+    # ingest's back, then re-run the same batch: only those partitions' checks fail, and the run fails.
+    stored = resources["delta"].read("raw/events")
+    planted = pl.concat([stored.filter(pl.col("event_id") == "c"),
+                         stored.filter(pl.col("event_id") == "a").with_columns(
+                             pl.lit("a2").alias("event_id"), pl.lit(None, dtype=pl.String).alias("partner_id"))])
+    planted.write_delta(resources["delta"].uri("raw/events"), mode="append")
+    broken = _run(defs, ingest_events_job, topic, 0, 2, "2026-11-18", "2026-11-20", instance=instance,
+                  success=False)
+    evaluations = {(e.check_name, e.partition): e for e in broken.get_asset_check_evaluations()}
+    assert {k: e.passed for k, e in evaluations.items()} == {
+        ("raw_events_contract", "2026-11-18"): False, ("raw_events_contract", "2026-11-19"): True,
+        ("raw_events_contract", "2026-11-20"): True, ("raw_events_unique_event_id", "2026-11-18"): True,
+        ("raw_events_unique_event_id", "2026-11-19"): True, ("raw_events_unique_event_id", "2026-11-20"): False}
+    assert evaluations[("raw_events_unique_event_id", "2026-11-20")].metadata["examples"].value == "c"
+    assert "null partner_id" in evaluations[("raw_events_contract", "2026-11-18")].metadata["violations"].value
+    # Each evaluation points at its own partition's materialization, as Dagster does for one partition.
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=RAW_EVENTS, asset_partitions=["2026-11-20"]), limit=1).records[0]
+    assert evaluations[("raw_events_unique_event_id", "2026-11-20")].target_materialization_data.storage_id == \
+        latest.storage_id
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(RAW_EVENTS, "raw_events_unique_event_id"), limit=10)
+    stored_evaluations = [r.event.dagster_event.event_specific_data for r in history]  # what the UI shows
+    assert {e.partition for e in stored_evaluations if not e.passed} == {"2026-11-20"}
+    assert {e.partition for e in stored_evaluations} == {"2026-11-18", "2026-11-19", "2026-11-20"}
+
+
 def test_a_range_no_longer_in_the_log_fails_the_run(defs, resources, make_topic):
     topic = make_topic()
     produce_sample_messages(resources["kafka"], topic, [(b"a", _event("a", "2026-11-18T10:00:00Z"))])
-    op = raw_events.op.name
-    result = defs.resolve_job_def(ingest_events_job.name).execute_in_process(
-        run_config={"ops": {op: {"config": {"topic": topic, "ranges": [{"partition": 0, "start": 0, "end": 5}]}}}},
-        partition_key="2026-11-18", instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    assert not result.success
+    _run(defs, ingest_events_job, topic, 0, 5, "2026-11-18", success=False)
     assert not resources["delta"].exists("raw/events")  # nothing partial was written
+    assert not resources["delta"].exists("raw/rejected_events")
+
+
+def test_valid_events_frame_matches_the_row_helpers():
+    now = datetime.now(timezone.utc)
+    value = _event("x", "2026-11-18T10:00:00Z")
+    checked = contract.validate_values([value])
+    frame = contract.valid_events_frame(checked, topic="t", partitions=[2], offsets=[9], ingested_at=now)
+    row = contract.event_row(contract.validate_event(value), topic="t", partition=2, offset=9, ingested_at=now)
+    assert frame.to_dicts() == contract.events_frame([row]).to_dicts()
