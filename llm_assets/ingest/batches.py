@@ -18,7 +18,6 @@ from datetime import date
 from typing import Iterable, Mapping, Sequence
 
 import polars as pl
-
 from pydantic import BaseModel, Field
 
 REJECTED = "rejected"

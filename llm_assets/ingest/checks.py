@@ -15,7 +15,6 @@ from typing import Iterator, Mapping
 
 import dagster as dg
 import polars as pl
-
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not re-exported by dagster
     AssetCheckEvaluationTargetMaterializationData,
 )

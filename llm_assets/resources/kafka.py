@@ -122,7 +122,8 @@ class KafkaResource(dg.ConfigurableResource):
         """The broker's id of this incarnation of `topic` (changes when it is deleted and recreated)."""
         admin = self.admin()  # keep a reference: the future fails if the client is collected first
         try:
-            futures = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout_s or self.request_timeout_s)
+            futures = admin.describe_topics(TopicCollection([topic]),
+                                            request_timeout=timeout_s or self.request_timeout_s)
             return str(futures[topic].result().topic_id)
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:

@@ -71,6 +71,7 @@ from llm_assets.settings import CONSUMER_GROUP, EVENTS_TOPIC
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 BATCH_TAG = "llm_assets/kafka_batch"
+DATING_CHUNK = 50_000  # messages dated per `contract.event_dates` call (its cost is mostly per call below this)
 RUN_KEY_TAG = "llm_assets/kafka_run_key"
 TOPIC_TAG = "llm_assets/kafka_topic"
 
@@ -143,6 +144,7 @@ def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, parti
                          for p in partitions])
         at_end: set[int] = set()
         answered = False
+        undated: list[bytes | None] = []  # values read but not dated yet (dated in large vectorized chunks)
         idle_since = time.monotonic()
         while True:
             if len(read.offsets) >= settings.max_messages:
@@ -186,9 +188,13 @@ def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, parti
                 chunk_offsets = [m.offset() for m in chunk]
                 read.partitions += chunk_partitions
                 read.offsets += chunk_offsets
-                read.dates += contract.event_dates([m.value() for m in chunk], window=window,
-                                                   max_payload_bytes=settings.max_payload_bytes)
+                undated += [m.value() for m in chunk]
                 read.next_offsets.update({p: o + 1 for p, o in zip(chunk_partitions, chunk_offsets)})
+            if len(undated) >= DATING_CHUNK:
+                read.dates += contract.event_dates(undated, window=window, max_payload_bytes=settings.max_payload_bytes)
+                undated = []
+        if undated:
+            read.dates += contract.event_dates(undated, window=window, max_payload_bytes=settings.max_payload_bytes)
         for p in partitions:
             _low, high = consumer.get_watermark_offsets(TopicPartition(settings.topic, p), cached=True)
             if high is None or high < 0:
