@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import signal
 import socket
 import subprocess
 import time
@@ -20,6 +19,8 @@ from typing import Iterator, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from llm_assets.local_process import interrupt_and_wait
 
 
 class BrokerStartError(RuntimeError):
@@ -74,13 +75,7 @@ class BrokerProcess:
         if self._stopped:
             return
         self._stopped = True
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout_s)
+        interrupt_and_wait(self.process, timeout_s)
 
 
 def start_broker(port: int | None = None, *, ready_timeout_s: float = 30.0) -> BrokerProcess:

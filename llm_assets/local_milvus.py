@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from llm_assets.local_process import interrupt_and_wait
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,14 +53,7 @@ class MilvusServerHandle:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGINT (its clean shutdown), then SIGKILL if it does not exit within `timeout`."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        return self.process.returncode
+        return interrupt_and_wait(self.process, timeout)
 
     def __enter__(self) -> "MilvusServerHandle":
         return self

@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, TextIO
 
+from llm_assets.storage.files import atomic_write_bytes
+
 BUNDLE_FORMAT = "llm-assets-audit/1"
 SIGNATURE_ALG = "HMAC-SHA256"
 SIGNING_KEY_ENV = "AUDIT_SIGNING_KEY"
@@ -188,16 +190,7 @@ def write_bundle(directory: str | Path, bundle: dict, key: bytes) -> Path:
     path = bundle_path(directory, bundle)
     path.parent.mkdir(parents=True, exist_ok=True)
     content = canonical_bytes({"bundle": bundle, "signature": sign(bundle, key)}) + b"\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, content)
     return path
 
 

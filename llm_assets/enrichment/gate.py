@@ -22,6 +22,8 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from llm_assets.storage.files import atomic_write_bytes
+
 DEFAULT_THRESHOLD = 0.85
 # C=10 measured on the sample KB: out-of-fold and golden accuracy stay ~1.0 while the share
 # of golden cases above 0.85 goes from 0.18 (C=1) to ~0.97; see tests/enrichment/test_gate.py.
@@ -252,19 +254,6 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_gate(model: GateModel, directory: str | Path) -> Path:
     """Store the gate under `<directory>/<version>/` (model.joblib + training.json); returns that folder.
 
@@ -287,7 +276,7 @@ def save_gate(model: GateModel, directory: str | Path) -> Path:
         raise
     metadata = {**model.metadata, "version": model.version, "model_file": MODEL_FILE, "model_sha256": model_sha}
     # training.json last: a folder without it is an interrupted save and is never loaded.
-    _atomic_write_bytes(folder / METADATA_FILE, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(folder / METADATA_FILE, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
     model.metadata = metadata
     return folder
 
