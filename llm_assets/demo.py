@@ -46,7 +46,7 @@ def run_demo(sample_dir: Path) -> int:
     print(f"produced {len(messages)} messages to {settings.EVENTS_TOPIC}")
 
     print("1/4 ingest: kafka_events_sensor ticks -> raw/events, raw/rejected_events")
-    ingest = drain_topic(instance, {k: defs.resources[k] for k in ("kafka", "delta")})
+    ingest = drain_topic(instance, {k: defs.resources[k] for k in ("kafka", "delta")}, quiet=True)
     print(f"  {ingest['ticks']} sensor ticks, runs {ingest['runs']}, failed {len(ingest['failed_run_keys'])}; "
           f"last tick: {ingest['skip_reason']}")
 
