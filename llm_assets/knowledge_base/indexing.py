@@ -140,18 +140,23 @@ def _write_collection(milvus: MilvusResource, embedder: EmbedderResource, build:
     ids = [c["chunk_id"] for c in chunks]
     reused = _reusable_vectors(milvus, {n: p for n, p in existing.items() if n != build.collection},
                                model_id, ids, previous, dimension)
-    todo = [i for i, cid in enumerate(ids) if cid not in reused]
+    # By length: encode() pads each batch to its longest text, and slicing would otherwise lose
+    # the length sort that one big encode() call does internally.
+    todo = sorted((i for i, cid in enumerate(ids) if cid not in reused), key=lambda i: len(chunks[i]["content"]))
     log(f"kb/index {build.version}: {len(reused)} embeddings reused, {len(todo)} to compute")
     started = time.perf_counter()
     if milvus.has_collection(build.collection):
         # A collection left incomplete by an interrupted build: start it again.
         milvus.drop_collection(build.collection)
-    milvus.create_chunk_collection(build.collection, dimension, expected_rows=len(chunks), properties={
+    properties = {
         PROP_VERSION: build.version, PROP_MODEL_ID: model_id, PROP_CHUNKING: chunking_of(chunks),
         PROP_BUILT_AT: str(time.time_ns()), PROP_CHUNK_COUNT: str(len(chunks)),
-        PROP_TYPES: json.dumps(sorted({str(c.get("type") or "") for c in chunks}))})
+        PROP_TYPES: json.dumps(sorted({str(c.get("type") or "") for c in chunks}))}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-insert") as writer:
-        pending = []
+        # Creating the collection (about 1 s in Milvus Lite) overlaps the first embeddings;
+        # the single writer runs it before any insert.
+        pending = [writer.submit(milvus.create_chunk_collection, build.collection, dimension,
+                                 expected_rows=len(chunks), properties=properties)]
         kept = [i for i, cid in enumerate(ids) if cid in reused]
         if kept:
             pending.append(writer.submit(milvus.insert_chunks, build.collection, [chunks[i] for i in kept],
