@@ -31,6 +31,17 @@ def _preview(df, n: int = 5) -> dg.MetadataValue:
     return dg.MetadataValue.md(df.head(n).to_pandas().to_markdown(index=False)) if df.height else dg.MetadataValue.md("_empty_")
 
 
+def _replace_snapshot(delta: DeltaLakeStorage, key: dg.AssetKey, df, source: Path, breakdown: str):
+    """Replace a snapshot table as a whole; metadata: rows, source, and counts by `breakdown`."""
+    delta.overwrite(key.to_user_string(), df)
+    counts = df.group_by(breakdown).len().sort(breakdown)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": df.height,
+        "source": str(source),
+        f"rows_by_{breakdown}": dg.MetadataValue.md(counts.to_pandas().to_markdown(index=False)),
+    })
+
+
 @dg.asset(key=ENTITY_SIGNALS, kinds={"delta", "polars"}, group_name="curated",
           automation_condition=build_when_missing())
 def entity_signals(context: dg.AssetExecutionContext, config: SignalSourceConfig, delta: DeltaLakeStorage):
@@ -39,14 +50,8 @@ def entity_signals(context: dg.AssetExecutionContext, config: SignalSourceConfig
     Loaded from a JSONL export (the sample data by default; `source_path` in the run
     config points elsewhere) and replaced as a whole each time: it is a snapshot.
     """
-    df = joining.load_entity_signals(_source(config, "entity_signals.jsonl"))
-    delta.overwrite(ENTITY_SIGNALS.to_user_string(), df)
-    tiers = df.group_by("partner_risk_tier").len().sort("partner_risk_tier")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": df.height,
-        "risk_tiers": dg.MetadataValue.md(tiers.to_pandas().to_markdown(index=False)),
-        "source": str(_source(config, "entity_signals.jsonl")),
-    })
+    source = _source(config, "entity_signals.jsonl")
+    return _replace_snapshot(delta, ENTITY_SIGNALS, joining.load_entity_signals(source), source, "partner_risk_tier")
 
 
 @dg.asset(key=EXCEPTIONS, kinds={"delta", "polars"}, group_name="curated",
@@ -56,13 +61,8 @@ def upstream_exceptions(context: dg.AssetExecutionContext, config: SignalSourceC
 
     A snapshot keyed on `event_id`, loaded from JSONL (the sample data by default).
     """
-    df = joining.load_exceptions(_source(config, "exceptions.jsonl"))
-    delta.overwrite(EXCEPTIONS.to_user_string(), df)
-    types = df.group_by("exception_type").len().sort("exception_type")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": df.height,
-        "exception_types": dg.MetadataValue.md(types.to_pandas().to_markdown(index=False)),
-    })
+    source = _source(config, "exceptions.jsonl")
+    return _replace_snapshot(delta, EXCEPTIONS, joining.load_exceptions(source), source, "exception_type")
 
 
 @dg.asset(
