@@ -123,10 +123,10 @@ def _check_results(rows: pl.DataFrame, curated_ids: pl.Series, max_fallback_rate
     ]
 
 
-def _load_cache(delta: DeltaLakeStorage) -> dict[str, dict]:
-    if not delta.exists(CACHE_TABLE):
-        return {}
-    return {r["cache_key"]: r for r in delta.read(CACHE_TABLE).to_dicts()}
+def _cached_results(delta: DeltaLakeStorage, keys: list[str]) -> dict[str, dict]:
+    """The stored results for `keys` (a filtered scan: the cache grows across partitions)."""
+    found = delta.read_where(CACHE_TABLE, "cache_key", keys)
+    return {r["cache_key"]: r for r in found.to_dicts()} if found.height else {}
 
 
 def _gpu_op_tags() -> dict:
@@ -188,7 +188,7 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
         cases, day=day, versions=versions, retrieve=retrieve_context, embed=embedder.encode, gate=gate,
         gate_threshold=config.gate_threshold,
         llm=None if backend == "local" else (lambda ctxs: llm.run_cases(ctxs)),
-        cache=_load_cache(delta) if config.use_cache else {},
+        cache_lookup=(lambda keys: _cached_results(delta, keys)) if config.use_cache else None,
     )
     rows = pipeline.rows_frame(run.rows, pipeline.ENRICHED_SCHEMA)
     delta.replace_partition(ENRICHED_CASES.to_user_string(), rows, partition_column="event_date", partition_value=day)

@@ -27,6 +27,7 @@ CONTEXT_FIELDS = ("source_system", "partner_id", "partner_risk_tier", "is_except
 Retriever = Callable[[np.ndarray], list[list[dict]]]  # query vectors -> KB hits per case
 Embedder = Callable[[list[str]], np.ndarray]
 LLMRunner = Callable[[list[CaseContext]], list[CaseResult]]
+CacheLookup = Callable[[list[str]], Mapping[str, Mapping]]  # cache keys -> stored results found
 
 
 @dataclass(frozen=True)
@@ -110,14 +111,14 @@ def enrich_cases(
     gate=None,
     gate_threshold: float = 0.85,
     llm: LLMRunner | None = None,
-    cache: Mapping[str, Mapping] | None = None,
+    cache_lookup: CacheLookup | None = None,
 ) -> EnrichmentRun:
     """Enrich `cases` (rows of `curated/cases`); `llm=None` means the local backend."""
     contexts, redactions = build_contexts(cases)
-    cache = cache or {}
     input_hashes = [local_rules.input_sha256(c) for c in contexts]
     keys = [cache_key(h, versions.model_version, versions.prompt_version, versions.kb_index_version)
             for h in input_hashes]
+    cache = cache_lookup(keys) if cache_lookup else {}
 
     rows: dict[int, dict] = {}
     routes, reasons = Counter(), Counter()

@@ -45,6 +45,11 @@ class DeltaLakeStorage(dg.ConfigurableResource):
         return delta.read_table(self.uri(key), partition_column=partition_column,
                                 partition_values=partition_values, storage_options=self._opts())
 
+    def read_where(self, key: str, column: str, values: Sequence[str]) -> pl.DataFrame:
+        """Rows whose `column` is one of `values` (a filtered scan; any column, not only partitions)."""
+        return delta.read_table(self.uri(key), partition_column=column, partition_values=values,
+                                storage_options=self._opts())
+
     def count(self, key: str, *, partition_column: str | None = None, partition_value: str | None = None) -> int:
         return delta.count_rows(self.uri(key), partition_column=partition_column, partition_value=partition_value,
                                 storage_options=self._opts())
