@@ -11,26 +11,17 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from llm_assets import settings
+from llm_assets.local_process import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS_TOPIC_PARTITIONS = 3
 
-
-def _free_port(preferred: int | None = None) -> int:
-    if preferred:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", preferred)) != 0:
-                return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _prepare_dagster_home() -> Path:
@@ -59,12 +50,12 @@ def local_services():
     stack = contextlib.ExitStack()
     with stack:
         if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            broker = start_broker(_free_port(9092))
+            broker = start_broker(free_port(9092))
             stack.callback(broker.stop)
             os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
             print(f"tansu broker on {broker.bootstrap} (memory storage)")
         if "MILVUS_URI" not in os.environ:
-            milvus = start_milvus_server(settings.llm_assets_home() / "milvus_server", port=_free_port(19530))
+            milvus = start_milvus_server(settings.llm_assets_home() / "milvus_server", port=free_port(19530))
             stack.callback(milvus.stop)
             os.environ["MILVUS_URI"] = milvus.uri
             print(f"milvus-lite server on {milvus.uri}")

@@ -12,7 +12,6 @@ import polars as pl
 
 from llm_assets import settings
 
-
 # Runs log to the instance (browse them in the UI); the terminal shows warnings only.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

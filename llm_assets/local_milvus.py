@@ -17,13 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_assets.local_process import interrupt_and_wait
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+from llm_assets.local_process import free_port, interrupt_and_wait
 
 
 def milvus_lite_executable() -> str:
@@ -81,7 +75,7 @@ def start_milvus_server(data_dir: Path | str, port: int | None = None, host: str
     """Start `milvus-lite server --data-dir DATA_DIR --host HOST --port PORT` and wait until it answers."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port(host)
+    port = port or free_port(host=host)
     log_path = data_dir / "milvus-lite-server.log"
     log = log_path.open("ab")
     process = subprocess.Popen(

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from llm_assets.automation import build_when_missing
 from llm_assets.curated import joining
+from llm_assets.metadata import frame_table
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.settings import sample_data_dir
@@ -27,10 +28,6 @@ def _source(config: SignalSourceConfig, default_name: str) -> Path:
     return Path(config.source_path) if config.source_path else sample_data_dir() / default_name
 
 
-def _preview(df, n: int = 5) -> dg.MetadataValue:
-    return dg.MetadataValue.md(df.head(n).to_pandas().to_markdown(index=False)) if df.height else dg.MetadataValue.md("_empty_")
-
-
 def _replace_snapshot(delta: DeltaLakeStorage, key: dg.AssetKey, df, source: Path, breakdown: str):
     """Replace a snapshot table as a whole; metadata: rows, source, and counts by `breakdown`."""
     delta.overwrite(key.to_user_string(), df)
@@ -38,7 +35,7 @@ def _replace_snapshot(delta: DeltaLakeStorage, key: dg.AssetKey, df, source: Pat
     return dg.MaterializeResult(metadata={
         "dagster/row_count": df.height,
         "source": str(source),
-        f"rows_by_{breakdown}": dg.MetadataValue.md(counts.to_pandas().to_markdown(index=False)),
+        f"rows_by_{breakdown}": frame_table(counts, limit=counts.height),
     })
 
 
@@ -93,8 +90,7 @@ def curated_cases(context: dg.AssetExecutionContext, delta: DeltaLakeStorage):
         "raw_rows": raw.height,
         "with_entity_signals": int(cases["device_id"].is_not_null().sum()),
         "exceptions": int(cases["is_exception"].sum()),
-        "risk_tiers": dg.MetadataValue.md(
-            cases.group_by("partner_risk_tier").len().sort("partner_risk_tier").to_pandas().to_markdown(index=False)),
-        "preview": _preview(cases.select("event_id", "source_system", "partner_id", "partner_risk_tier",
+        "risk_tiers": frame_table(cases.group_by("partner_risk_tier").len().sort("partner_risk_tier"), limit=10),
+        "preview": frame_table(cases.select("event_id", "source_system", "partner_id", "partner_risk_tier",
                                          "is_exception", "exception_type")),
     })

@@ -17,10 +17,18 @@ from pydantic import Field
 from llm_assets import settings
 from llm_assets.enrichment import audit, local_rules, pipeline, quality
 from llm_assets.enrichment.cache import CACHE_TABLE
-from llm_assets.enrichment.gate import (DEFAULT_THRESHOLD, GateNotFound, load_latest_gate, save_gate,
-                                        texts_fingerprint, train_gate, training_examples)
+from llm_assets.enrichment.gate import (
+    DEFAULT_THRESHOLD,
+    GateNotFound,
+    load_latest_gate,
+    save_gate,
+    texts_fingerprint,
+    train_gate,
+    training_examples,
+)
 from llm_assets.enrichment.redaction import redact_cached
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
+from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
@@ -38,15 +46,6 @@ RATINGS = "evaluation/ratings"
 
 def gate_directory() -> Path:
     return settings.llm_assets_home() / "models" / "embedding_gate"
-
-
-def _md_table(rows: list[dict]) -> dg.MetadataValue:
-    if not rows:
-        return dg.MetadataValue.md("_none_")
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |" for r in rows]
-    return dg.MetadataValue.md("\n".join(lines))
 
 
 @dg.asset(key=EMBEDDING_GATE, deps=[KB_DOCUMENTS], kinds={"scikit-learn", "sentence-transformers"},
@@ -222,8 +221,8 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
             "prompt_version": versions.prompt_version,
             "kb_index_version": versions.kb_index_version,
             "gate_version": versions.gate_version or "none",
-            "routes": _md_table([{"route": k, "cases": v} for k, v in sorted(run.routes.items())]),
-            "labels": _md_table([{"label": k, "cases": v} for k, v in sorted(labels.items())]),
+            "routes": markdown_table(["route", "cases"], sorted(run.routes.items())),
+            "labels": markdown_table(["label", "cases"], sorted(labels.items())),
             "gate_threshold": run.gate_threshold,
             "gated_share_of_uncached": round(run.gated_share, 4),
             "llm_calls_per_case": round(run.calls_per_case(), 4),
@@ -234,8 +233,7 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
             "cache_rows_added": len(run.new_cache_rows),
             "audit_bundle": dg.MetadataValue.path(str(bundle_path)),
             "published_to_cases_enriched": published,
-            "preview": _md_table([{k: r[k] for k in ("event_id", "route", "label", "confidence", "severity", "summary")}
-                                  for r in run.rows[:5]]),
+            "preview": frame_table(rows.select("event_id", "route", "label", "confidence", "severity", "summary")),
         },
         check_results=check_results,
     )

@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from llm_assets.enrichment.prompts import ACTION_VERBS, APPROVAL_LEVELS, LABELS, MAX_ACTIONS
+from llm_assets.enrichment.playbook import ACTION_VERBS, APPROVAL_LEVELS, LABELS, MAX_ACTIONS
 from llm_assets.enrichment.redaction import redact
 
 MAX_SUMMARY_CHARS = 1000

@@ -19,10 +19,9 @@ import polars as pl
 
 from llm_assets.enrichment import local_rules
 from llm_assets.enrichment.cache import cache_key
+from llm_assets.enrichment.prompts import CASE_FIELDS
 from llm_assets.enrichment.redaction import redact
 from llm_assets.enrichment.types import BatchStats, CaseContext, CaseResult
-
-CONTEXT_FIELDS = ("source_system", "partner_id", "partner_risk_tier", "is_exception", "exception_type")
 
 Retriever = Callable[[np.ndarray], list[list[dict]]]  # query vectors -> KB hits per case
 Embedder = Callable[[list[str]], np.ndarray]
@@ -63,7 +62,7 @@ def build_contexts(cases: pl.DataFrame) -> tuple[list[CaseContext], Counter]:
     for row in cases.iter_rows(named=True):
         redacted = redact(row.get("payload_raw") or "")
         counts.update(redacted.counts_by_kind)
-        fields = {k: str(row[k]) for k in CONTEXT_FIELDS if row.get(k) is not None}
+        fields = {k: str(row[k]) for k in CASE_FIELDS if row.get(k) is not None}
         contexts.append(CaseContext(event_id=row["event_id"], text=redacted.text, fields=fields))
     return contexts, counts
 

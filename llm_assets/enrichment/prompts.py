@@ -17,13 +17,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from llm_assets.enrichment.playbook import ACTION_VERBS, APPROVAL_LEVELS, LABELS, MAX_ACTIONS
 from llm_assets.enrichment.redaction import redact_cached
 from llm_assets.enrichment.types import CaseContext
 
-LABELS = ("data_quality", "partner_mismatch", "fraud_suspected", "routing_error", "other")
-ACTION_VERBS = ("correct", "reprocess", "escalate", "notify", "request")
-APPROVAL_LEVELS = ("analyst", "supervisor", "manager")
-MAX_ACTIONS = 3
 MAX_RETRIEVED_DOCS = 5
 MAX_DOC_CHARS = 600
 CASE_FIELDS = ("source_system", "partner_id", "partner_risk_tier", "is_exception", "exception_type")

@@ -35,6 +35,7 @@ from pydantic import Field
 
 from llm_assets.ingest import contract
 from llm_assets.ingest.contract import PartitionWindow
+from llm_assets.metadata import frame_table
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource, OffsetRange
@@ -44,7 +45,6 @@ RAW_EVENTS_KEY = "raw/events"
 REJECTED_EVENTS_KEY = "raw/rejected_events"
 RAW_EVENTS = dg.AssetKey(["raw", "events"])
 REJECTED_EVENTS = dg.AssetKey(["raw", "rejected_events"])
-PREVIEW_ROWS = 5
 READ_CHUNK = 50_000  # messages validated per call (polars' per-call cost dominates below this)
 
 
@@ -106,20 +106,11 @@ def _ranges_text(config: KafkaBatchConfig) -> str:
     return ", ".join(f"p{r.partition}:{r.start}-{r.end}" for r in config.ranges)
 
 
-def _md_table(df: pl.DataFrame, limit: int = PREVIEW_ROWS) -> dg.MetadataValue:
-    columns = df.columns
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in df.head(limit).iter_rows():
-        cells = [str(v).replace("|", "\\|").replace("\n", " ")[:80] if v is not None else "" for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return dg.MetadataValue.md("\n".join(lines))
-
-
 def _stored_content(delta: DeltaLakeStorage, incoming: pl.DataFrame, days: list[str]) -> pl.DataFrame:
     """The stored rows of the incoming event_ids in the touched partitions (to skip unchanged ones)."""
     if incoming.is_empty() or not delta.exists(RAW_EVENTS_KEY):
         return pl.DataFrame(schema={c: contract.RAW_EVENTS_SCHEMA[c] for c in contract.EVENT_CONTENT_COLUMNS})
-    return (pl.scan_delta(delta.uri(RAW_EVENTS_KEY), storage_options=dict(delta.storage_options) or None)
+    return (delta.scan(RAW_EVENTS_KEY)
             .filter(pl.col("event_date").is_in(days) & pl.col("event_id").is_in(incoming["event_id"].implode()))
             .select(list(contract.EVENT_CONTENT_COLUMNS)).collect())
 
@@ -149,8 +140,7 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
                         "inserted": counts["inserted"], "updated": counts["updated"]})
     stored_counts = {}
     if touched:
-        stored_counts = dict(pl.scan_delta(delta.uri(RAW_EVENTS_KEY),
-                                           storage_options=dict(delta.storage_options) or None)
+        stored_counts = dict(delta.scan(RAW_EVENTS_KEY)
                              .filter(pl.col("event_date").is_in(touched)).group_by("event_date").len()
                              .collect().iter_rows())
     for row in per_day:
@@ -172,10 +162,10 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
         "rows_inserted": inserted,
         "rows_updated": updated,
         "rows_unchanged": incoming.height - to_write.height,
-        "by_date": _md_table(pl.DataFrame(per_day, schema={"event_date": pl.String, "valid": pl.Int64,
+        "by_date": frame_table(pl.DataFrame(per_day, schema={"event_date": pl.String, "valid": pl.Int64,
                                                             "inserted": pl.Int64, "updated": pl.Int64,
                                                             "partition_rows": pl.Int64}), limit=100),
-        "preview": _md_table(incoming.select("event_id", "event_date", "event_ts", "source_system", "payload_raw")),
+        "preview": frame_table(incoming.select("event_id", "event_date", "event_ts", "source_system", "payload_raw")),
     })
 
 
@@ -189,8 +179,7 @@ def write_rejected_events(context: dg.AssetExecutionContext, batch: ReadBatch, c
         for r in config.ranges:
             in_ranges = in_ranges | ((pl.col("partition") == r.partition) & pl.col("offset").is_between(
                 r.start, r.end, closed="left"))
-        stored_keys = (pl.scan_delta(delta.uri(REJECTED_EVENTS_KEY),
-                                     storage_options=dict(delta.storage_options) or None)
+        stored_keys = (delta.scan(REJECTED_EVENTS_KEY)
                        .filter((pl.col("topic") == config.topic) & in_ranges)
                        .select(list(contract.REJECTED_KEY_COLUMNS)).collect())
     to_write = contract.unseen_rejections(incoming, stored_keys)

@@ -51,7 +51,7 @@ def _partitions(delta: DeltaLakeStorage, partition_keys: list[str], columns: lis
     """The given columns of each partition, read in one scan (empty frame for an empty partition)."""
     if not delta.exists(RAW_EVENTS_KEY):
         return {key: pl.DataFrame() for key in partition_keys}
-    table = pl.scan_delta(delta.uri(RAW_EVENTS_KEY), storage_options=dict(delta.storage_options) or None)
+    table = delta.scan(RAW_EVENTS_KEY)
     present = set(table.collect_schema().names())  # a missing column is a violation, not a crash
     df = (table.filter(pl.col("event_date").is_in(partition_keys))
           .select([c for c in columns if c in present]).collect())

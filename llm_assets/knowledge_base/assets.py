@@ -25,6 +25,7 @@ from llm_assets.knowledge_base.corpus import EmptyCorpusError, load_corpus, load
 from llm_assets.knowledge_base.indexing import KBIndexBuild, build_kb_index
 from llm_assets.knowledge_base.retrieval import KB_ALIAS
 from llm_assets.knowledge_base.versioning import version_of
+from llm_assets.metadata import markdown_table
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.milvus import MilvusResource
@@ -43,12 +44,6 @@ class KBIndexConfig(dg.Config):
                                                              "$SAMPLE_DATA_DIR/golden/retrieval_queries.jsonl")
     min_recall_at_5: float = Field(default=0.9, description="the alias moves only at or above this recall@5")
     keep_previous_versions: int = Field(default=2, description="old version collections kept for rollback")
-
-
-def _md_table(header: list[str], rows: list[list[object]]) -> dg.MetadataValue:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v).replace("|", "/").replace("\n", " ") for v in row) + " |" for row in rows]
-    return dg.MetadataValue.md("\n".join(lines))
 
 
 @dg.asset(key=KB_DOCUMENTS_KEY, group_name="knowledge_base", kinds={"delta"},
@@ -81,9 +76,9 @@ def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
         "corpus_dir": str(corpus_dir),
         "files": len(corpus.files),
         "skipped_lines": len(corpus.problems),
-        "skipped_line_details": _md_table(["file", "line", "reason"],
+        "skipped_line_details": markdown_table(["file", "line", "reason"],
                                           [[p.file, p.line, p.reason] for p in corpus.problems[:50]]),
-        "chunks_by_type": _md_table(["type", "chunks"], sorted(by_type.items())),
+        "chunks_by_type": markdown_table(["type", "chunks"], sorted(by_type.items())),
         "table_uri": delta.uri(KB_DOCUMENTS_TABLE),
     })
 
@@ -105,7 +100,7 @@ def _index_metadata(build: KBIndexBuild) -> dict[str, object]:
         "alias_moved": build.alias_moved,
         "previous_alias_collection": build.previous_collection or "none",
         "dropped_collections": ", ".join(build.dropped) or "none",
-        "example_hits": _md_table(["query", "rank", "doc_id", "type", "score"], examples),
+        "example_hits": markdown_table(["query", "rank", "doc_id", "type", "score"], examples),
     }
 
 

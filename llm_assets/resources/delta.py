@@ -45,6 +45,10 @@ class DeltaLakeStorage(dg.ConfigurableResource):
         return delta.read_table(self.uri(key), partition_column=partition_column,
                                 partition_values=partition_values, storage_options=self._opts())
 
+    def scan(self, key: str) -> pl.LazyFrame:
+        """A lazy scan of an existing table, for filters and aggregates pushed down to the files."""
+        return pl.scan_delta(self.uri(key), storage_options=self._opts())
+
     def read_where(self, key: str, column: str, values: Sequence[str]) -> pl.DataFrame:
         """Rows whose `column` is one of `values` (a filtered scan; any column, not only partitions)."""
         return delta.read_table(self.uri(key), partition_column=column, partition_values=values,

@@ -8,6 +8,7 @@ events, resolved KB cases and golden sets.
 from __future__ import annotations
 
 from llm_assets.enrichment.playbook import ACTION_VERBS, ACTIONS_BY_LABEL, BASE_SEVERITY, LABELS  # noqa: F401
+
 SOURCE_SYSTEMS = ("payments-core", "partner-gateway", "fraud-engine", "ticketing", "ledger")
 
 CASE_TEMPLATES: dict[str, tuple[str, ...]] = {

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-# `tests.support` lives beside the package, not inside it; make the repo root importable when
-# pytest was started without it on sys.path (pyproject's `pythonpath = ["."]` would do the same).
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from llm_assets.enrichment.redaction import redact  # noqa: E402
-from llm_assets.enrichment.types import CaseContext  # noqa: E402
-from llm_assets.sample_data.generator import SampleMessage, generate_messages, kb_corpus  # noqa: E402
-from tests.support.openai_test_server import OpenAITestServer  # noqa: E402
+from llm_assets.enrichment.redaction import redact
+from llm_assets.enrichment.types import CaseContext
+from llm_assets.sample_data.generator import SampleMessage, generate_messages, kb_corpus
+from tests.support.openai_test_server import OpenAITestServer
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from tests.support.pipeline import materialize_keys, write_raw_events
 
 UNPARTITIONED = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
                  "models/embedding_gate"]
-_materialize = materialize_keys
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +39,9 @@ def home(tmp_path_factory, kafka_broker):
         create_topics(kafka_broker, {settings.ENRICHED_TOPIC: 3})
         resources = base_resources(root, kafka_broker)
         per_day = write_raw_events(resources["delta"], root / "sample_data")
-        assert _materialize(resources, UNPARTITIONED).success
+        assert materialize_keys(resources, UNPARTITIONED).success
         for day in per_day:
-            assert _materialize(resources, ["curated/cases"], partition_key=day).success
+            assert materialize_keys(resources, ["curated/cases"], partition_key=day).success
         yield root, per_day
 
 
@@ -66,7 +65,7 @@ def env(home, monkeypatch):
 
 
 def _enrich(resources, day, **config):
-    return _materialize(resources, ["enriched/cases"], partition_key=day,
+    return materialize_keys(resources, ["enriched/cases"], partition_key=day,
                         run_config={"ops": {"enriched__cases": {"config": config}}} if config else None)
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import dagster as dg
 import pytest
 
+from llm_assets.enrichment import prompts
 from llm_assets.enrichment.redaction import PII_KINDS, find_pii
 from llm_assets.enrichment.types import ERROR_KINDS, BatchStats, CaseContext, CaseResult
-from llm_assets.enrichment import prompts
+from llm_assets.local_process import free_port
 from llm_assets.resources.llm import (
     CircuitBreaker,
     LLMResource,
@@ -34,11 +34,6 @@ def _cases(n: int, prefix: str = "evt") -> list[CaseContext]:
                           "content": "Fraud handling policy: escalate with supervisor approval."}])
             for i in range(n)]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- requests and answers --------------------------------------------------------------------------
@@ -225,7 +220,7 @@ def test_the_local_backend_delegates_and_still_returns_every_case_in_order():
 
 
 def test_health_check_names_the_url_when_the_server_is_down_unhealthy_or_lacks_the_model(openai_server):
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(LLMServerUnavailable, match=down):
         LLMResource(base_url=down).check_health()
     sick = openai_server(healthy=False)
@@ -238,7 +233,7 @@ def test_health_check_names_the_url_when_the_server_is_down_unhealthy_or_lacks_t
 
 
 def test_an_unreachable_server_flags_cases_instead_of_raising():
-    llm = LLMResource(base_url=f"http://127.0.0.1:{_free_port()}", model="m", max_retries=1, **FAST)
+    llm = LLMResource(base_url=f"http://127.0.0.1:{free_port()}", model="m", max_retries=1, **FAST)
     results = llm.run_cases(_cases(3))
     assert [r.error_kind for r in results] == ["connect"] * 3
 
@@ -256,7 +251,7 @@ def test_an_asset_enriches_through_the_resource_and_a_dead_server_stops_the_run_
     metadata = result.asset_materializations_for_node("enriched_sample")[0].metadata
     assert metadata["llm_ok"].value == 5 and metadata["model_version"].value == "vllm:test-model"
 
-    dead = LLMResource(base_url=f"http://127.0.0.1:{_free_port()}")
+    dead = LLMResource(base_url=f"http://127.0.0.1:{free_port()}")
     failed = dg.materialize([enriched_sample], resources={"llm": dead}, raise_on_error=False)
     assert not failed.success
 

@@ -17,7 +17,8 @@ from llm_assets.ingest.local_runner import (
     ingest_definitions,
     produce_sample_messages,
 )
-from llm_assets.local_broker import create_topics, delete_topic, free_port
+from llm_assets.local_broker import create_topics, delete_topic
+from llm_assets.local_process import free_port
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.sample_data.generator import generate_messages

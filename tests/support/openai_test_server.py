@@ -38,6 +38,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 
+from llm_assets.enrichment import playbook
+
 FAULT_KINDS = ("http_500", "http_429", "timeout", "truncated", "fenced", "prose", "drop")
 
 # Keyword rules for a plausible label: first match wins (routing before fraud: "routed to the fraud queue").
@@ -47,18 +49,6 @@ _LABEL_KEYWORDS = (
     ("partner_mismatch", ("partner", "reconciliation", "remittance", "fee schedule")),
     ("data_quality", ("malformed", "null", "duplicate", "exchange rate", "column", "rejected")),
 )
-_SEVERITY = {"fraud_suspected": 5, "partner_mismatch": 3, "data_quality": 3, "routing_error": 2, "other": 1}
-_ACTIONS = {
-    "data_quality": [("correct", "fix the malformed fields at the source", "analyst"),
-                     ("reprocess", "re-run the affected batch", "analyst")],
-    "partner_mismatch": [("request", "ask the partner for their settlement report", "analyst"),
-                         ("correct", "adjust the ledger once confirmed", "supervisor")],
-    "fraud_suspected": [("escalate", "hand over to fraud investigations", "supervisor"),
-                        ("notify", "warn the customer through a verified channel", "analyst")],
-    "routing_error": [("correct", "reassign to the owning team", "analyst"),
-                      ("notify", "tell the receiving team", "analyst")],
-    "other": [("notify", "answer the customer and close the case", "analyst")],
-}
 _CASE = re.compile(r"<case>\s*(.*?)\s*</case>", re.DOTALL)
 
 
@@ -79,9 +69,9 @@ def _value_for(name: str, spec: dict, label: str, case_text: str) -> Any:
     if name == "confidence":
         return 0.82
     if name == "severity":
-        return _SEVERITY[label]
+        return playbook.BASE_SEVERITY[label]
     if name == "actions":
-        return [{"action": a, "reason": r, "approval_level": lvl} for a, r, lvl in _ACTIONS[label]]
+        return playbook.actions_for(label)
     kind = spec.get("type")
     if "enum" in spec:
         return spec["enum"][0]
