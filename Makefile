@@ -27,8 +27,9 @@ test: venv
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
 ## Dagster UI and daemon on 127.0.0.1:3000 with a local broker, Milvus Lite server and event generator.
+## Quiet: one line when the UI is up; Ctrl-C (or SIGTERM) stops every process it started.
 dev: venv
-	$(PY) -m llm_assets.cli dev
+	@$(PY) -m llm_assets.cli dev
 
 ## Benchmarks: each prints its ratios against the goal.
 bench: venv

@@ -6,7 +6,8 @@
    accuracy of gate-routed cases (goal >= 0.95); calls per case of the combined call mode
    vs the per-skill mode without the gate.
 2. `enriched/cases` materialized twice on the same partition (real Delta, Milvus Lite,
-   tansu): the second run is served from the cache; prints requests sent and the speed-up
+   tansu): the second run is served from the cache (every row keeps the route that decided
+   it, with `served_from_cache`); prints requests sent, the routes and the speed-up
    (goal >= 20x). The server has S slots and latency L per request (defaults 32, 1.0 s: a
    7B model writing ~150 JSON tokens answers in about that under batching).
 
@@ -18,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,11 +27,14 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import polars as pl  # noqa: E402
 
+from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES  # noqa: E402
+
 
 def golden_costs(embedder, server_url: str) -> None:
     from llm_assets.enrichment import pipeline
     from llm_assets.enrichment.gate import texts_fingerprint, train_gate, training_examples
     from llm_assets.enrichment.redaction import redact_cached
+    from llm_assets.enrichment.llm_enricher import LLMEnricher
     from llm_assets.resources.llm import LLMResource
     from llm_assets.sample_data.generator import golden_cases, kb_corpus
 
@@ -45,9 +50,9 @@ def golden_costs(embedder, server_url: str) -> None:
     versions = pipeline.Versions("m", "p", "k")
 
     def run(gate_model, call_mode):
-        llm = LLMResource(base_url=server_url, max_concurrency=32, call_mode=call_mode)
+        llm = LLMEnricher(LLMResource(base_url=server_url, max_concurrency=32), call_mode=call_mode)
         return pipeline.enrich_cases(frame, day="golden", versions=versions, embed=embedder.encode,
-                                     retrieve=lambda v: [[] for _ in range(len(v))], gate=gate_model, llm=llm.run_cases)
+                                     retrieve=lambda v: [[] for _ in range(len(v))], gate=gate_model, llm=llm)
 
     gated_run = run(gate, "combined")
     gated = [r for r in gated_run.rows if r["route"] == "gate"]
@@ -63,13 +68,13 @@ def cache_speedup(embedder, server, events: int) -> None:
     import dagster as dg
 
     from llm_assets import settings
-    from llm_assets.local_broker import create_topics, start_broker
+    from llm_assets.dev.broker import create_topics, start_broker
     from llm_assets.resources.delta import DeltaLakeStorage
     from llm_assets.resources.kafka import KafkaResource
     from llm_assets.resources.llm import LLMResource
     from llm_assets.resources.milvus import MilvusResource
     from llm_assets.sample_data.generator import generate_sample_data
-    from tests.support.pipeline import materialize_keys, write_raw_events
+    from tests.support.pipeline import artifact_resources, materialize_keys, write_raw_events
 
     home = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     os.environ.update(LLM_ASSETS_HOME=str(home), SAMPLE_DATA_DIR=str(home / "sample_data"))
@@ -80,7 +85,7 @@ def cache_speedup(embedder, server, events: int) -> None:
         resources = {"delta": DeltaLakeStorage(root=str(home / "delta")),
                      "milvus": MilvusResource(uri=str(home / "milvus" / "kb.db")), "embedder": embedder,
                      "kafka": KafkaResource(bootstrap_servers=broker.bootstrap),
-                     "llm": LLMResource(base_url=server.base_url, max_concurrency=32)}
+                     "llm": LLMResource(base_url=server.base_url, max_concurrency=32), **artifact_resources(home)}
         day = next(iter(write_raw_events(resources["delta"], home / "sample_data")))
         instance = dg.DagsterInstance.ephemeral()  # one instance for both runs, as a deployment has
         quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -95,7 +100,7 @@ def cache_speedup(embedder, server, events: int) -> None:
         materialize(["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
                      "models/embedding_gate"])
         materialize(["curated/cases"], partition_key=day)
-        cases = resources["delta"].count("curated/cases", partition_column="event_date", partition_value=day)
+        cases = resources["delta"].count(CURATED_CASES, partition_column="event_date", partition_value=day)
 
         timings = []
         for attempt in ("first (cold cache)", "second (unchanged partition)"):
@@ -103,7 +108,10 @@ def cache_speedup(embedder, server, events: int) -> None:
             started = time.perf_counter()
             materialize(["enriched/cases"], partition_key=day, config={"use_gate": False})
             timings.append(time.perf_counter() - started)
-            print(f"  {attempt:<30} {timings[-1]:7.2f} s, {len(server.chat_requests) - before:5d} LLM requests")
+            rows = resources["delta"].read(ENRICHED_CASES, partition_column="event_date", partition_values=[day])
+            routes = dict(sorted(Counter(rows["route"].to_list()).items()))
+            print(f"  {attempt:<30} {timings[-1]:7.2f} s, {len(server.chat_requests) - before:5d} LLM requests, "
+                  f"routes {routes}, served from cache {rows['served_from_cache'].mean():.0%}")
         print(f"cache: {cases} cases; second materialization {timings[0] / timings[1]:.1f}x faster (goal >= 20x)")
     finally:
         broker.stop()

@@ -39,6 +39,7 @@ from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.sample_data.generator import SampleMessage, generate_messages
 from llm_assets.sensors.kafka_events import KafkaSensorSettings, build_kafka_events_sensor
+from llm_assets.asset_keys import RAW_EVENTS, REJECTED_EVENTS
 
 
 def raw_consume(kafka: KafkaResource, topic: str, partitions: int, expected: int, tight: bool = False) -> float:
@@ -87,7 +88,7 @@ def drain(kafka: KafkaResource, topic: str) -> tuple[float, dict, int, int]:
         summary = drain_topic(dg.DagsterInstance.ephemeral(), {"kafka": kafka, "delta": delta}, sensor=sensor,
                               quiet=True)
         drain_s = time.perf_counter() - started
-        return drain_s, summary, delta.count("raw/events"), delta.count("raw/rejected_events")
+        return drain_s, summary, delta.count(RAW_EVENTS), delta.count(REJECTED_EVENTS)
 
 
 def scenario(name: str, bootstrap: str, messages: list[SampleMessage], partitions: int, repeats: int) -> float:

@@ -1,6 +1,12 @@
 """Automation conditions shared by the domains."""
 
+from datetime import timedelta
+from typing import Sequence
+
 import dagster as dg
+
+# Days of daily partitions the automation keeps up to date (late data, older sample days).
+DEFAULT_LOOKBACK_DAYS = 7
 
 
 def build_when_missing() -> dg.AutomationCondition:
@@ -16,3 +22,37 @@ def build_when_missing() -> dg.AutomationCondition:
         & ~dg.AutomationCondition.execution_failed()
         & ~dg.AutomationCondition.any_deps_missing()
     ).with_label("build_when_missing")
+
+
+def build_daily_derived(lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+                        ignore_updates_of: Sequence[dg.AssetKey] = ()) -> dg.AutomationCondition:
+    """Daily assets derived from other tables (`curated/cases`, `enriched/cases`).
+
+    Requests every partition of the last `lookback_days` days (not only the latest one, as
+    `eager()` does) that is
+
+    - missing, unless its last run failed (no retry loop: a failed partition waits for new
+      upstream data or a person), or
+    - behind an upstream partition updated since it was last requested or materialized
+      (updates of `ignore_updates_of` do not count: e.g. a changed signal table or KB
+      version is taken in by a backfill, not by re-running a week of partitions);
+
+    and only when no upstream partition is missing, every blocking check of the upstream
+    partitions passed (a failed check stops it across runs, not only inside one), and the
+    partition itself is not already in a run. Upstream runs in progress do NOT hold it back:
+    the Kafka sensor launches an ingest run every few seconds, and `eager()`'s
+    `~any_deps_in_progress()` starved the curated layer for minutes.
+    """
+    deps_updated = dg.AutomationCondition.any_deps_updated()
+    if ignore_updates_of:
+        deps_updated = deps_updated.ignore(dg.AssetSelection.assets(*ignore_updates_of))
+    missing_not_failed = (
+        dg.AutomationCondition.missing() & ~dg.AutomationCondition.execution_failed()
+    ).with_label("missing_and_not_failed")
+    return (
+        dg.AutomationCondition.in_latest_time_window(timedelta(days=lookback_days))
+        & (missing_not_failed | deps_updated.since_last_handled())
+        & ~dg.AutomationCondition.any_deps_missing()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"daily_derived(lookback={lookback_days}d)")

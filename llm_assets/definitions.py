@@ -1,6 +1,7 @@
 """The llm-assets code location.
 
-Merges each domain's own `Definitions`, binds the resources of the current environment
+Merges each domain's own `Definitions`, registers the sensors (`sensors/`: they stand above
+the domains whose jobs they launch), binds the resources of the current environment
 (`LLM_ASSETS_ENV`, see `resources/environments.py`) and applies cross-cutting policy in
 one place: a freshness policy on every daily asset.
 """
@@ -16,6 +17,7 @@ from llm_assets.ingest import definitions as ingest
 from llm_assets.knowledge_base import definitions as knowledge_base
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.environments import current_environment, resources_for
+from llm_assets.sensors.kafka_events import kafka_events_sensor
 
 # A daily partition that has not been refreshed for a day and a half is late for the analysts.
 DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=36), warn_window=timedelta(hours=26))
@@ -40,5 +42,5 @@ defs = dg.Definitions.merge(
     curated.defs,
     knowledge_base.defs,
     enrichment.defs,
-    dg.Definitions(sensors=[automation_sensor], resources=resources_for(current_environment())),
+    dg.Definitions(sensors=[automation_sensor, kafka_events_sensor], resources=resources_for(current_environment())),
 ).map_resolved_asset_specs(func=_with_daily_freshness)

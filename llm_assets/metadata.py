@@ -1,5 +1,6 @@
 """Markdown tables for materialization metadata (rendered as tables in the Dagster UI)."""
 
+import re
 from typing import Iterable, Sequence
 
 import dagster as dg
@@ -7,19 +8,43 @@ import polars as pl
 
 MAX_CELL_CHARS = 80
 
+# Characters that make markup in a (GFM) table cell: HTML tags and entities (`<EMAIL>` would
+# be swallowed as a tag), emphasis, links and images, strikethrough, the cell separator and
+# the backslash itself; a backslash before ASCII punctuation is always a literal in CommonMark.
+# An underscore inside a word (snake_case) never emphasizes, so it stays readable.
+_MARKDOWN_SIGNIFICANT = re.compile(r"([\\*\[\]<>|~&]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z]))")
+# A code span already shows its text literally (escapes included, so none go inside); only a
+# pipe needs its backslash there, or it would end the table cell.
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+
+
+def escape_markdown(text: str) -> str:
+    """`text` as literal characters in a markdown table cell (one line)."""
+    text = " ".join(text.splitlines())
+    parts, start = [], 0
+    for span in _CODE_SPAN.finditer(text):
+        parts += [_MARKDOWN_SIGNIFICANT.sub(r"\\\1", text[start:span.start()]), span.group(0).replace("|", "\\|")]
+        start = span.end()
+    parts.append(_MARKDOWN_SIGNIFICANT.sub(r"\\\1", text[start:]))
+    return "".join(parts)
+
 
 def _cell(value: object) -> str:
     if value is None:
         return ""
-    return str(value).replace("|", "\\|").replace("\n", " ")[:MAX_CELL_CHARS]
+    text = str(value)
+    if len(text) > MAX_CELL_CHARS:  # cut before escaping, so no escape is cut in half
+        text = text[:MAX_CELL_CHARS - 1] + "…"
+    return escape_markdown(text)
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> dg.MetadataValue:
-    """A markdown table; `_none_` when there are no rows."""
+    """A markdown table whose cells show their text as it is; `_none_` when there are no rows."""
     body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     if not body:
         return dg.MetadataValue.md("_none_")
-    return dg.MetadataValue.md("\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *body]))
+    head = "| " + " | ".join(_cell(h) for h in header) + " |"
+    return dg.MetadataValue.md("\n".join([head, "|" + "---|" * len(header), *body]))
 
 
 def frame_table(df: pl.DataFrame, limit: int = 5) -> dg.MetadataValue:

@@ -1,8 +1,19 @@
-"""Partition definitions shared by every daily asset."""
+"""Partition definitions shared by every daily asset, and per-partition check results.
+
+Dagster (1.13) attributes an `AssetCheckResult` of a partition-range run to no partition
+at all (ARCHITECTURE section 8). A step that covers a range reports one
+`AssetCheckEvaluation` per partition instead, tied to that partition's materialization:
+that is what the UI and `AutomationCondition.all_deps_blocking_checks_passed()` read.
+"""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not re-exported by dagster
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 PARTITIONS_START = "2025-01-01"
 
@@ -11,3 +22,41 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, tim
 
 # One key per candidate model version (never per case).
 model_versions = dg.DynamicPartitionsDefinition(name="model_versions")
+
+
+def _target_materialization(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+                            asset_key: dg.AssetKey, partition: str):
+    """This run's latest materialization of the partition (else the latest one): what the check judged.
+
+    Read from the asset index (never the run's own event log: a sharded storage numbers those apart).
+    """
+    recent = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=10).records
+    if not recent:
+        return None
+    mine = [r for r in recent if r.run_id == context.run_id]
+    target = mine[0] if mine else recent[0]  # newest first
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=target.storage_id, run_id=target.run_id, timestamp=target.timestamp)
+
+
+def partition_check_evaluation(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+    *,
+    asset_key: dg.AssetKey,
+    check_name: str,
+    partition: str,
+    passed: bool,
+    metadata: Mapping[str, object],
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    blocking: bool = True,
+) -> dg.AssetCheckEvaluation:
+    """One partition's check result, linked to the materialization it judged.
+
+    Yield it after the asset's `MaterializeResult` (so this run's materialization exists);
+    a failed blocking ERROR evaluation fails the step, as a returned check result would.
+    """
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key, check_name=check_name, passed=passed, metadata=dict(metadata),
+        severity=severity, blocking=blocking, partition=partition,
+        target_materialization_data=_target_materialization(context, asset_key, partition))

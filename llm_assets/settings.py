@@ -13,21 +13,18 @@ DEFAULT_KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
 EVENTS_TOPIC = "events.raw"
 ENRICHED_TOPIC = "cases.enriched"
 CONSUMER_GROUP = "llm-assets-ingest"
+RATINGS_TOPIC = "cases.ratings"
+RATINGS_CONSUMER_GROUP = "llm-assets-ratings"
 
 
 def llm_assets_home() -> Path:
-    """The local state folder: Delta tables, the Milvus Lite file, audit bundles."""
+    """The local state folder: Delta tables, the Milvus Lite file, artifacts, the local signing key."""
     return Path(os.environ.get("LLM_ASSETS_HOME", ".llm_assets")).resolve()
 
 
 def delta_root() -> str:
     """Root of every Delta table; a local folder by default, `s3://...` in production."""
     return os.environ.get("DELTA_ROOT") or str(llm_assets_home() / "delta")
-
-
-def table_uri(root: str, key: str) -> str:
-    """`{DELTA_ROOT}/{key prefix}/{key name}` for an asset key written `prefix/name`."""
-    return f"{root.rstrip('/')}/{key.strip('/')}"
 
 
 def kafka_bootstrap_servers() -> str:
@@ -44,5 +41,23 @@ def sample_data_dir() -> Path:
     return Path(os.environ.get("SAMPLE_DATA_DIR", str(llm_assets_home() / "sample_data"))).resolve()
 
 
+def ratings_drop_dir() -> Path:
+    """Where analysts drop rating files (CSV or JSONL) for `evaluation/ratings` to import."""
+    return Path(os.environ.get("RATINGS_DROP_DIR") or str(llm_assets_home() / "ratings_inbox")).resolve()
+
+
+def artifact_root() -> str:
+    """Root of the artifact store (gate models, audit bundles): a local folder by default,
+    `s3://...` (or `gs://`, `az://`) in production, where every run's pod reaches it."""
+    return os.environ.get("ARTIFACT_ROOT") or str(llm_assets_home() / "artifacts")
+
+
 def audit_dir() -> Path:
-    return llm_assets_home() / "audit"
+    """The audit bundles' folder when the artifact root is a local folder (the demo lists it)."""
+    return Path(artifact_root()) / "audit"
+
+
+def local_signing_key_file() -> Path:
+    """The local default's audit signing key, generated on first use; never used when
+    `AUDIT_SIGNING_KEY` is set, and never in production."""
+    return llm_assets_home() / "audit" / "signing.key"

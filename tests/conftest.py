@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from llm_assets.local_broker import create_topics, start_broker
+from llm_assets.dev.broker import create_topics, start_broker
 
 
 @pytest.fixture(scope="session")

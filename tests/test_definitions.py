@@ -64,7 +64,8 @@ def test_blocking_quality_gates_exist_on_the_tables_users_rely_on(defs):
 def test_jobs_sensors_and_resources_are_bound(defs):
     assert {s.name for s in defs.sensors} == {"kafka_events_sensor", "llm_assets_automation"}
     assert {"ingest_events_job", "ingest_rejected_events_job"} <= {j.name for j in defs.jobs}
-    assert set(defs.resources) == {"delta", "kafka", "milvus", "embedder", "llm"}
+    assert set(defs.resources) == {"delta", "kafka", "kafka_ingest", "milvus", "embedder", "llm", "artifacts",
+                                  "audit_signer"}
 
 
 def test_production_environment_reads_endpoints_from_env_vars(monkeypatch):

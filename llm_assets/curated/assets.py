@@ -1,21 +1,20 @@
 """Assets of the curated layer: entity signals, upstream exceptions, and `curated/cases`."""
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
-from llm_assets.automation import build_when_missing
-from llm_assets.curated import joining
+from llm_assets.asset_keys import CURATED_CASES, ENTITY_SIGNALS, EXCEPTIONS, RAW_EVENTS
+from llm_assets.automation import build_daily_derived, build_when_missing
+from llm_assets.curated import checks, joining
 from llm_assets.metadata import frame_table
-from llm_assets.partitions import daily_partitions
+from llm_assets.partitions import daily_partitions, partition_check_evaluation
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.settings import sample_data_dir
-
-RAW_EVENTS = dg.AssetKey(["raw", "events"])
-ENTITY_SIGNALS = dg.AssetKey(["features", "entity_signals"])
-EXCEPTIONS = dg.AssetKey(["signals", "exceptions"])
-CURATED_CASES = dg.AssetKey(["curated", "cases"])
 
 
 class SignalSourceConfig(dg.Config):
@@ -30,7 +29,7 @@ def _source(config: SignalSourceConfig, default_name: str) -> Path:
 
 def _replace_snapshot(delta: DeltaLakeStorage, key: dg.AssetKey, df, source: Path, breakdown: str):
     """Replace a snapshot table as a whole; metadata: rows, source, and counts by `breakdown`."""
-    delta.overwrite(key.to_user_string(), df)
+    delta.overwrite(key, df)
     counts = df.group_by(breakdown).len().sort(breakdown)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": df.height,
@@ -62,35 +61,181 @@ def upstream_exceptions(context: dg.AssetExecutionContext, config: SignalSourceC
     return _replace_snapshot(delta, EXCEPTIONS, joining.load_exceptions(source), source, "exception_type")
 
 
+class CuratedCasesConfig(dg.Config):
+    """How a run curates its dates."""
+
+    full_refresh: bool = Field(
+        default=False,
+        description="Recompute and replace each date of the run from raw/events (backfills, changed signal "
+                    "tables) instead of curating only the raw events that are new or changed.")
+
+
+@dataclass
+class _DateOutcome:
+    """One date of a run: what was written, and the snapshot its checks judge."""
+
+    day: str
+    raw_rows: int
+    plan: joining.IncrementalPlan
+    written: pl.DataFrame        # the cases MERGEd (all of the date's on a full refresh)
+    deleted: int
+    version_written: int | None  # the commit of this date's MERGE; None when nothing changed
+    version_checked: int | None  # the version the checks judge: the one written, else the one read
+    cases: pl.DataFrame          # curated/cases of the date at `version_checked`
+    comparison: joining.RawComparison
+
+
+def _stored_hashes(delta: DeltaLakeStorage, version: int | None, days: list[str]) -> tuple[pl.DataFrame, bool]:
+    """curated's (event_date, event_id, source_sha256) of the dates at `version`, and whether
+    the table has the hash column yet (a table written before it gets the column on the next MERGE)."""
+    empty = pl.DataFrame(schema={"event_date": pl.String, "event_id": pl.String, joining.SOURCE_HASH: pl.String})
+    if version is None:
+        return empty, True
+    scan = delta.scan(CURATED_CASES, version=version)
+    has_hash = joining.SOURCE_HASH in scan.collect_schema().names()
+    hash_column = pl.col(joining.SOURCE_HASH) if has_hash else pl.lit(None, dtype=pl.String).alias(joining.SOURCE_HASH)
+    stored = scan.filter(pl.col("event_date").is_in(days)).select("event_date", "event_id", hash_column).collect()
+    return stored, has_hash
+
+
+def _raw_rows(delta: DeltaLakeStorage, days: list[str], version: int | None, event_ids: list[str] | None = None):
+    """raw/events rows of the dates at `version` (optionally only some event_ids), with their source hash."""
+    if version is None:
+        return joining.with_source_hash(pl.DataFrame(schema={c: pl.String for c in joining.RAW_COLUMNS}))
+    scan = delta.scan(RAW_EVENTS, version=version).filter(pl.col("event_date").is_in(days))
+    if event_ids is not None:
+        scan = scan.filter(pl.col("event_id").is_in(event_ids))
+    return joining.with_source_hash(scan.select(list(joining.RAW_COLUMNS)).collect())
+
+
+def _compare_with_raw(delta: DeltaLakeStorage, day: str, cases: pl.DataFrame, raw_day: pl.DataFrame):
+    """The match-raw comparison on the version read; cases it cannot explain are looked up once
+    more in the latest raw/events (a concurrent run of the same date may have curated newer rows)."""
+    comparison = joining.compare_with_raw(cases, raw_day)
+    if comparison.unexplained():
+        newer = _raw_rows(delta, [day], delta.version(RAW_EVENTS), comparison.unexplained())
+        comparison = joining.compare_with_raw(cases, raw_day, newer)
+    return comparison
+
+
+def _curate_date(delta: DeltaLakeStorage, day: str, raw_day: pl.DataFrame, stored_day: pl.DataFrame,
+                 signals: pl.DataFrame, exceptions: pl.DataFrame, *, read_version: int | None,
+                 full_refresh: bool, add_hash_column: bool) -> _DateOutcome:
+    """Curate one date: MERGE its new or changed cases (every case on a full refresh, which also
+    drops cases raw no longer has), then read back the version the checks judge."""
+    plan = joining.plan_incremental(raw_day, stored_day)
+    cases = joining.curate_cases(raw_day if full_refresh else plan.to_curate, signals, exceptions)
+    version_written, deleted = None, 0
+    if not cases.is_empty() or (full_refresh and read_version is not None):
+        result = delta.merge(CURATED_CASES, cases, ["event_id"], partition_column="event_date", partition_value=day,
+                             delete_unmatched=full_refresh, merge_schema=add_hash_column)
+        version_written, deleted = result["version"], int(result["deleted"] or 0)
+    version = read_version if version_written is None else version_written
+    snapshot = (delta.read(CURATED_CASES, partition_column="event_date", partition_values=[day], version=version)
+                if version is not None else cases.clear())
+    return _DateOutcome(day, raw_day.height, plan, cases, deleted, version_written, version, snapshot,
+                        _compare_with_raw(delta, day, snapshot, raw_day))
+
+
 @dg.asset(
     key=CURATED_CASES,
     deps=[RAW_EVENTS, ENTITY_SIGNALS, EXCEPTIONS],
     partitions_def=daily_partitions,
+    check_specs=checks.CURATED_CHECK_SPECS,
     kinds={"delta", "polars"},
     group_name="curated",
-    automation_condition=dg.AutomationCondition.eager(),
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    # Signal-table changes are taken in by a full_refresh backfill: an incremental run would not see them.
+    automation_condition=build_daily_derived(ignore_updates_of=[ENTITY_SIGNALS, EXCEPTIONS]),
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
-def curated_cases(context: dg.AssetExecutionContext, delta: DeltaLakeStorage):
-    """The day's cases: `raw/events` LEFT JOIN entity signals LEFT JOIN upstream exceptions.
+def curated_cases(context: dg.AssetExecutionContext, config: CuratedCasesConfig,
+                  delta: DeltaLakeStorage) -> Iterator:
+    """Cases per day: `raw/events` LEFT JOIN entity signals LEFT JOIN upstream exceptions.
 
     Missing signals default to `partner_risk_tier = unknown`, `is_exception = false`,
-    `exception_type = none`. The partition is recomputed and replaced as a whole, so a
-    late event or a re-run leaves exactly one row per raw event.
+    `exception_type = none`; each case keeps `source_sha256`, the hash of its raw row.
+    Incremental: a run curates only the raw events of its dates that are new or changed
+    (anti-join on `event_id` + `source_sha256`) and MERGEs them on `event_id`, one MERGE
+    per date; unchanged cases are never updated. `full_refresh` recomputes and replaces
+    each date (backfills, changed signal tables). A run may cover a date range (a sensor
+    batch, a backfill). The checks are evaluated here, per date, right after the write, on
+    the exact Delta versions read (`raw/events`) and written (`curated/cases`).
     """
-    day = context.partition_key
-    raw = delta.read("raw/events", partition_column="event_date", partition_values=[day])
-    if raw.is_empty():
-        context.log.info(f"raw/events has no rows for {day}")
-        return dg.MaterializeResult(metadata={"dagster/row_count": 0})
-    cases = joining.curate_cases(raw, delta.read(ENTITY_SIGNALS.to_user_string()), delta.read(EXCEPTIONS.to_user_string()))
-    delta.replace_partition(CURATED_CASES.to_user_string(), cases, partition_column="event_date", partition_value=day)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": cases.height,
-        "raw_rows": raw.height,
-        "with_entity_signals": int(cases["device_id"].is_not_null().sum()),
-        "exceptions": int(cases["is_exception"].sum()),
-        "risk_tiers": frame_table(cases.group_by("partner_risk_tier").len().sort("partner_risk_tier"), limit=10),
-        "preview": frame_table(cases.select("event_id", "source_system", "partner_id", "partner_risk_tier",
-                                         "is_exception", "exception_type")),
-    })
+    days = list(context.partition_keys)
+    raw_version = delta.version(RAW_EVENTS)  # the snapshot this run curates and its checks judge
+    raw = _raw_rows(delta, days, raw_version)
+    signal_versions = {ENTITY_SIGNALS: delta.version(ENTITY_SIGNALS), EXCEPTIONS: delta.version(EXCEPTIONS)}
+    signals, exceptions = (delta.read(key, version=v) for key, v in signal_versions.items())
+    read_version = delta.version(CURATED_CASES)  # after raw's: nothing in it is newer than what this run read
+    stored, has_hash = _stored_hashes(delta, read_version, days)
+    outcomes = []
+    for day in days:
+        outcome = _curate_date(delta, day, raw.filter(pl.col("event_date") == day),
+                               stored.filter(pl.col("event_date") == day), signals, exceptions,
+                               read_version=read_version, full_refresh=config.full_refresh,
+                               add_hash_column=not has_hash)
+        has_hash = has_hash or outcome.version_written is not None
+        outcomes.append(outcome)
+        context.log.info(f"curated/cases {day}: {outcome.plan.added} added, {outcome.plan.changed} changed, "
+                         f"{outcome.plan.unchanged} unchanged, {outcome.deleted} deleted; raw/events v{raw_version}"
+                         f" -> curated/cases " + (f"v{outcome.version_written}" if outcome.version_written is not None
+                                                  else "not written"))
+
+    metadata = _metadata(outcomes, raw_version, read_version, config.full_refresh)
+    metadata.update({f"{key.path[-1]}_version_read": -1 if v is None else v for key, v in signal_versions.items()})
+    yield dg.MaterializeResult(metadata=metadata)
+    yield from _check_evaluations(context, outcomes, raw_version)
+
+
+def _metadata(outcomes: list[_DateOutcome], raw_version: int | None, read_version: int | None,
+              full_refresh: bool) -> dict:
+    written = pl.concat([o.written for o in outcomes], how="diagonal_relaxed")
+    by_date = pl.DataFrame([{
+        "event_date": o.day, "raw_rows": o.raw_rows, "added": o.plan.added, "changed": o.plan.changed,
+        "unchanged": o.plan.unchanged, "deleted": o.deleted, "curated_rows": o.cases.height,
+        "curated_version_written": o.version_written} for o in outcomes],
+        schema={"event_date": pl.String, "raw_rows": pl.Int64, "added": pl.Int64, "changed": pl.Int64,
+                "unchanged": pl.Int64, "deleted": pl.Int64, "curated_rows": pl.Int64,
+                "curated_version_written": pl.Int64})
+    partition_rows = sum(o.cases.height for o in outcomes)
+    metadata = {
+        "mode": "full_refresh" if full_refresh else "incremental",
+        "rows_added": int(by_date["added"].sum()),
+        "rows_changed": int(by_date["changed"].sum()),
+        "rows_unchanged": int(by_date["unchanged"].sum()),
+        "raw_events_version_read": -1 if raw_version is None else raw_version,
+        "curated_cases_version_read": -1 if read_version is None else read_version,
+        "curated_cases_versions_written": dg.MetadataValue.json(
+            {o.day: o.version_written for o in outcomes}),
+        "by_date": frame_table(by_date, limit=by_date.height),
+        "preview": frame_table(written.select("event_id", "source_system", "partner_id", "partner_risk_tier",
+                                              "is_exception", "exception_type") if written.height else written),
+    }
+    if len(outcomes) == 1:  # a range run's metadata is shared by its partitions: no per-partition count then
+        cases = outcomes[0].cases
+        metadata.update({
+            "dagster/row_count": partition_rows,
+            "with_entity_signals": int(cases["device_id"].is_not_null().sum()) if cases.height else 0,
+            "exceptions": int(cases["is_exception"].sum()) if cases.height else 0,
+            "risk_tiers": frame_table(cases.group_by("partner_risk_tier").len().sort("partner_risk_tier")
+                                      if cases.height else cases, limit=10),
+        })
+    return metadata
+
+
+def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOutcome],
+                       raw_version: int | None) -> Iterator:
+    """One evaluation per check and date (a range run's plain check result would have no partition),
+    then the check outputs Dagster expects (downstream steps wait on the blocking ones)."""
+    selected = {key.name for key in context.selected_asset_check_keys}
+    for o in outcomes:
+        versions = {"partition": o.day, "curated_cases_version": -1 if o.version_checked is None else o.version_checked,
+                    "raw_events_version": -1 if raw_version is None else raw_version}
+        for name, (passed, details) in ((checks.CONTRACT, checks.contract_outcome(o.cases)),
+                                        (checks.UNIQUE_EVENT_ID, checks.unique_outcome(o.cases)),
+                                        (checks.MATCH_RAW_EVENTS, checks.match_raw_outcome(o.comparison))):
+            if name in selected:
+                yield partition_check_evaluation(context, asset_key=CURATED_CASES, check_name=name,
+                                                 partition=o.day, passed=passed, metadata={**versions, **details})
+    for key in context.selected_asset_check_keys:
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))

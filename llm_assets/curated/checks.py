@@ -1,51 +1,49 @@
-"""Quality gates on `curated/cases`, evaluated per partition (they read the partition
-themselves: the dagster-deltalake IO manager checks the wrong partition)."""
+"""Quality gates on `curated/cases`, evaluated by the asset itself right after its write.
+
+The asset judges each date of its run on the exact Delta versions it read (`raw/events`)
+and wrote (`curated/cases`), so concurrent ingest cannot fail a check, and the checks are
+evaluated in every run that materializes the asset. All three block downstream assets
+(`enriched/cases` in the same run; across runs through the automation condition).
+"""
 
 import dagster as dg
+import polars as pl
 
+from llm_assets.asset_keys import CURATED_CASES, RAW_EVENTS
 from llm_assets.curated import joining
-from llm_assets.curated.assets import CURATED_CASES
 from llm_assets.partitions import daily_partitions
-from llm_assets.resources.delta import DeltaLakeStorage
+
+CONTRACT = "curated_cases_contract"
+UNIQUE_EVENT_ID = "curated_cases_unique_event_id"
+MATCH_RAW_EVENTS = "curated_cases_match_raw_events"
+EXAMPLES = 10
+
+CURATED_CHECK_SPECS = [
+    dg.AssetCheckSpec(CONTRACT, asset=CURATED_CASES, blocking=True, partitions_def=daily_partitions,
+                      description="Required columns present and non-null, risk tier and exception fields valid, "
+                                  "source hash present."),
+    dg.AssetCheckSpec(UNIQUE_EVENT_ID, asset=CURATED_CASES, blocking=True, partitions_def=daily_partitions,
+                      description="Exactly one curated row per event_id."),
+    dg.AssetCheckSpec(MATCH_RAW_EVENTS, asset=CURATED_CASES, blocking=True, partitions_def=daily_partitions,
+                      additional_deps=[RAW_EVENTS],
+                      description="No case lost, invented or stale: every raw/events row of the day (at the "
+                                  "version read) has one case curated from its current content."),
+]
 
 
-def _cases(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage):
-    return delta.read(CURATED_CASES.to_user_string(), partition_column="event_date",
-                      partition_values=[context.partition_key])
-
-
-@dg.asset_check(asset=CURATED_CASES, partitions_def=daily_partitions, blocking=True,
-                description="Required columns present and non-null, risk tier and exception fields valid.")
-def curated_cases_contract(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> dg.AssetCheckResult:
-    cases = _cases(context, delta)
+def contract_outcome(cases: pl.DataFrame) -> tuple[bool, dict]:
     violations = joining.contract_violations(cases)
-    return dg.AssetCheckResult(
-        passed=not violations,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"rows": cases.height, "violations": dg.MetadataValue.json(violations)},
-    )
+    return not violations, {"rows": cases.height, "violations": dg.MetadataValue.json(violations)}
 
 
-@dg.asset_check(asset=CURATED_CASES, partitions_def=daily_partitions, blocking=True,
-                description="Exactly one curated row per event_id.")
-def curated_cases_unique_event_id(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> dg.AssetCheckResult:
-    cases = _cases(context, delta)
-    duplicates = cases.height - cases["event_id"].n_unique() if cases.height else 0
-    return dg.AssetCheckResult(passed=duplicates == 0, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={"rows": cases.height, "duplicate_event_ids": duplicates})
+def unique_outcome(cases: pl.DataFrame) -> tuple[bool, dict]:
+    duplicates = joining.duplicate_event_ids(cases)
+    return duplicates == 0, {"rows": cases.height, "duplicate_event_ids": duplicates}
 
 
-def row_count_result(curated_rows: int, raw_rows: int) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=curated_rows == raw_rows, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={"curated_rows": curated_rows, "raw_rows": raw_rows,
-                                         "difference": curated_rows - raw_rows})
-
-
-@dg.asset_check(asset=CURATED_CASES, partitions_def=daily_partitions, blocking=True,
-                additional_deps=[dg.AssetKey(["raw", "events"])],
-                description="No case lost or invented: curated rows equal raw/events rows for the day.")
-def curated_cases_match_raw_events(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> dg.AssetCheckResult:
-    day = context.partition_key
-    curated = delta.count(CURATED_CASES.to_user_string(), partition_column="event_date", partition_value=day)
-    raw = delta.count("raw/events", partition_column="event_date", partition_value=day)
-    return row_count_result(curated, raw)
+def match_raw_outcome(comparison: joining.RawComparison) -> tuple[bool, dict]:
+    return comparison.passed, {
+        "curated_rows": comparison.curated_rows, "raw_rows": comparison.raw_rows,
+        "lost": len(comparison.lost), "invented": len(comparison.invented), "stale": len(comparison.stale),
+        "examples": ", ".join((comparison.lost + comparison.invented + comparison.stale)[:EXAMPLES]) or "none",
+    }

@@ -1,11 +1,11 @@
-"""The curated domain's definitions (resources are bound by the root definitions)."""
+"""The curated domain's definitions (resources are bound by the root definitions).
+
+The checks of `curated/cases` are part of the asset (`check_specs`): it evaluates them itself
+right after each write, on the Delta versions it read and wrote.
+"""
 
 import dagster as dg
 
-from llm_assets.curated import assets, checks
+from llm_assets.curated import assets
 
-defs = dg.Definitions(
-    assets=[assets.entity_signals, assets.upstream_exceptions, assets.curated_cases],
-    asset_checks=[checks.curated_cases_contract, checks.curated_cases_unique_event_id,
-                  checks.curated_cases_match_raw_events],
-)
+defs = dg.Definitions(assets=[assets.entity_signals, assets.upstream_exceptions, assets.curated_cases])

@@ -8,19 +8,28 @@ row to `cases.enriched` after the Delta write succeeded, and reports quality che
 import json
 import os
 from collections import Counter
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from llm_assets import settings
-from llm_assets.enrichment import audit, local_rules, pipeline, quality
-from llm_assets.enrichment.cache import CACHE_TABLE
+from llm_assets.asset_keys import (
+    CURATED_CASES,
+    EMBEDDING_GATE,
+    ENRICHED_CASES,
+    EVALUATION_RATINGS,
+    KB_DOCUMENTS,
+    KB_INDEX,
+    RESULT_CACHE,
+)
+from llm_assets.automation import build_daily_derived
+from llm_assets.enrichment import audit, llm_enricher, model_versions, pipeline, quality
 from llm_assets.enrichment.gate import (
     DEFAULT_THRESHOLD,
+    GateModel,
     GateNotFound,
-    load_latest_gate,
+    load_gate,
     save_gate,
     texts_fingerprint,
     train_gate,
@@ -30,37 +39,30 @@ from llm_assets.enrichment.redaction import redact_cached
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.partitions import daily_partitions
+from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.resources.llm import LLMResource
 from llm_assets.resources.milvus import MilvusResource
-
-ENRICHED_CASES = dg.AssetKey(["enriched", "cases"])
-EMBEDDING_GATE = dg.AssetKey(["models", "embedding_gate"])
-KB_DOCUMENTS = dg.AssetKey(["kb", "documents"])
-KB_INDEX = dg.AssetKey(["kb", "index"])
-CURATED_CASES = dg.AssetKey(["curated", "cases"])
-RATINGS = "evaluation/ratings"
-
-
-def gate_directory() -> Path:
-    return settings.llm_assets_home() / "models" / "embedding_gate"
+from llm_assets.resources.signing import AuditSigner
 
 
 @dg.asset(key=EMBEDDING_GATE, deps=[KB_DOCUMENTS], kinds={"scikit-learn", "sentence-transformers"},
           group_name="models", automation_condition=dg.AutomationCondition.eager())
-def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, embedder: EmbedderResource):
+def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, embedder: EmbedderResource,
+                   artifacts: ArtifactStore):
     """The embedding gate: a classifier on sentence embeddings of redacted case texts.
 
     Trained on the labelled resolved cases of the knowledge base (and on analyst ratings
     in `evaluation/ratings` when they exist). When its confidence for a case reaches the
     threshold, `enriched/cases` skips the LLM for that case (route `gate`). Each training
-    is stored under `$LLM_ASSETS_HOME/models/embedding_gate/<version>/` with its metadata.
+    is stored in the artifact store under `models/embedding_gate/<version>/` with its metadata;
+    `enriched/cases` loads the `gate_version` of this asset's latest materialization.
     """
-    chunks = delta.read(KB_DOCUMENTS.to_user_string())
+    chunks = delta.read(KB_DOCUMENTS)
     resolved = chunks.filter(pl.col("type") == "resolved_case").to_dicts() if chunks.height else []
-    ratings = delta.read(RATINGS) if delta.exists(RATINGS) else pl.DataFrame()
+    ratings = delta.read(EVALUATION_RATINGS) if delta.exists(EVALUATION_RATINGS) else pl.DataFrame()
     extra = [(t, lab) for t, lab in ratings.select("text", "label").iter_rows()] if {"text", "label"} <= set(
         ratings.columns) else []
     examples = training_examples(resolved, extra)
@@ -69,11 +71,12 @@ def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, e
     texts = [redact_cached(t) for t in examples.texts]
     model = train_gate(embedder.encode(texts), examples.labels, texts_sha256=texts_fingerprint(texts),
                        source_description=f"{len(resolved)} KB resolved cases + {len(extra)} analyst ratings")
-    path = save_gate(model, gate_directory())
+    folder = save_gate(model, artifacts)
     cv = model.metadata.get("cross_validation", {})
-    return dg.MaterializeResult(metadata={
+    # enriched/cases reads gate_version from this materialization: lineage, not a folder scan.
+    return dg.MaterializeResult(data_version=dg.DataVersion(model.version), metadata={
         "gate_version": model.version,
-        "path": dg.MetadataValue.path(str(path)),
+        "artifact_uri": dg.MetadataValue.path(artifacts.uri(folder)),
         "training_examples": len(texts),
         "label_counts": dg.MetadataValue.json(model.metadata["label_counts"]),
         "cross_validation": dg.MetadataValue.json(cv),
@@ -87,6 +90,8 @@ class EnrichmentConfig(dg.Config):
     top_k: int = Field(default=4, description="KB chunks retrieved per case")
     max_fallback_rate: float = Field(default=0.05, description="above it the fallback-rate check warns")
     publish: bool = Field(default=True, description="publish every row to cases.enriched")
+    call_mode: str = Field(default="combined", description="combined: one LLM call per case; per_skill: three "
+                                                           "(summarize, classify, propose actions)")
 
 
 ENRICHED_CHECKS = [
@@ -103,6 +108,9 @@ ENRICHED_CHECKS = [
                       description="Exactly one enriched row per curated case: nothing dropped or duplicated."),
     dg.AssetCheckSpec("fallback_rate_below_threshold", asset=ENRICHED_CASES,
                       description="Share of cases on the fallback route (WARN above the configured rate)."),
+    dg.AssetCheckSpec("routes_say_what_decided", asset=ENRICHED_CASES, blocking=True,
+                      description="Every route is gate, llm, local or fallback; a fallback says why; gate and "
+                                  "local rows made no LLM call; served_from_cache is set."),
 ]
 
 
@@ -114,6 +122,7 @@ def _check_results(rows: pl.DataFrame, curated_ids: pl.Series, max_fallback_rate
         "no_pii_in_outputs": quality.no_pii_in_outputs(rows),
         "one_row_per_curated_case": quality.one_row_per_case(rows, curated_ids),
         "fallback_rate_below_threshold": quality.fallback_rate(rows, max_fallback_rate),
+        "routes_say_what_decided": quality.routes_say_what_decided(rows),
     }
     return [
         dg.AssetCheckResult(check_name=name, passed=passed, metadata={k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v for k, v in details.items()},
@@ -124,8 +133,26 @@ def _check_results(rows: pl.DataFrame, curated_ids: pl.Series, max_fallback_rate
 
 def _cached_results(delta: DeltaLakeStorage, keys: list[str]) -> dict[str, dict]:
     """The stored results for `keys` (a filtered scan: the cache grows across partitions)."""
-    found = delta.read_where(CACHE_TABLE, "cache_key", keys)
+    found = delta.read_where(RESULT_CACHE, "cache_key", keys)
     return {r["cache_key"]: r for r in found.to_dicts()} if found.height else {}
+
+
+def _materialized_gate(context: dg.AssetExecutionContext, artifacts: ArtifactStore) -> GateModel | None:
+    """The gate version of `models/embedding_gate`'s latest materialization, loaded from the artifact store.
+
+    Lineage, not a folder scan: every run (a fresh pod in production) uses exactly the version
+    the instance recorded. None (with a warning) when the gate was never materialized.
+    """
+    event = context.instance.get_latest_materialization_event(EMBEDDING_GATE)
+    recorded = event.asset_materialization.metadata.get("gate_version") if event and event.asset_materialization else None
+    if recorded is None:
+        context.log.warning("models/embedding_gate has not been materialized yet: every case goes to the LLM backend")
+        return None
+    try:
+        return load_gate(artifacts, str(recorded.value))
+    except GateNotFound as exc:
+        raise dg.Failure(f"models/embedding_gate recorded gate_version {recorded.value}, but the artifact store "
+                         f"does not have it ({exc}); check ARTIFACT_ROOT or rematerialize models/embedding_gate") from exc
 
 
 def _gpu_op_tags() -> dict:
@@ -145,35 +172,34 @@ def _gpu_op_tags() -> dict:
     kinds={"vllm", "milvus", "delta", "kafka"},
     group_name="enrichment",
     op_tags={"llm_assets/stage": "enrichment", **_gpu_op_tags()},
-    automation_condition=dg.AutomationCondition.eager(),
+    pool="llm",  # LLM work, one step at a time locally: dagster.yaml `concurrency.pools`
+    automation_condition=build_daily_derived(ignore_updates_of=[KB_INDEX, EMBEDDING_GATE]),  # versions: backfills
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
 )
 def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, delta: DeltaLakeStorage,
-                   llm: LLMResource, milvus: MilvusResource, embedder: EmbedderResource, kafka: KafkaResource):
+                   llm: LLMResource, milvus: MilvusResource, embedder: EmbedderResource, kafka: KafkaResource,
+                   artifacts: ArtifactStore, audit_signer: AuditSigner):
     """Every curated case with a summary, a label and confidence, severity and allowed next actions.
 
-    Per case, the cheapest route that is good enough: `cache` (same redacted input and the
-    same model, prompt and KB index versions), `gate` (the embedding gate is confident: no
-    LLM call), `llm` (vLLM with KB context, or the local backend without `LLM_BASE_URL`),
-    `fallback` (the LLM failed after retries: rules decide, and the row says why).
+    Per case, the cheapest way that is good enough, and `route` says which decided the row:
+    `gate` (the embedding gate is confident: no LLM call), `llm` (vLLM answered, with KB
+    context), `local` (no `LLM_BASE_URL`: rules and the gate's classifier decide), `fallback`
+    (the LLM failed after retries: rules decide, and `fallback_reason` says why). A case whose
+    redacted input and model, prompt and KB index versions are unchanged is served from the
+    result cache with its original route and `served_from_cache` set, without new work.
     PII is redacted before anything else sees the text. Writes a signed audit bundle and
     publishes every row to `cases.enriched` once the Delta write succeeded.
     """
     day = context.partition_key
-    cases = delta.read(CURATED_CASES.to_user_string(), partition_column="event_date", partition_values=[day])
-    backend = llm.resolved_backend()
+    cases = delta.read(CURATED_CASES, partition_column="event_date", partition_values=[day])
+    backend = llm_enricher.model_backend(llm)
     kb_version = current_kb_index_version(milvus) or "none"
-    try:
-        gate = load_latest_gate(gate_directory()) if config.use_gate else None
-    except GateNotFound:
-        context.log.warning("no embedding gate model yet: every case goes to the LLM backend")
-        gate = None
-    # The local backend's "model" is the rules plus the gate's classifier: a new gate is a new model.
-    model_version = (f"{local_rules.LOCAL_RULES_VERSION}+gate:{gate.version if gate else 'none'}"
-                     if backend == "local" else llm.model_version())
+    gate = _materialized_gate(context, artifacts) if config.use_gate else None
+    named = model_versions.versions_for(llm_enricher.describe(
+        llm, call_mode=config.call_mode, gate_version=gate.version if gate else None))
     versions = pipeline.Versions(
-        model_version=model_version,
-        prompt_version=local_rules.LOCAL_RULES_VERSION if backend == "local" else llm.prompt_version(),
+        model_version=named.model_version,
+        prompt_version=named.prompt_version,
         kb_index_version=kb_version,
         gate_version=gate.version if gate else None,
     )
@@ -186,23 +212,23 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     run = pipeline.enrich_cases(
         cases, day=day, versions=versions, retrieve=retrieve_context, embed=embedder.encode, gate=gate,
         gate_threshold=config.gate_threshold,
-        llm=None if backend == "local" else (lambda ctxs: llm.run_cases(ctxs)),
+        llm=llm_enricher.LLMEnricher(llm, call_mode=config.call_mode) if llm.configured else None,
         cache_lookup=(lambda keys: _cached_results(delta, keys)) if config.use_cache else None,
     )
     rows = pipeline.rows_frame(run.rows, pipeline.ENRICHED_SCHEMA)
-    delta.replace_partition(ENRICHED_CASES.to_user_string(), rows, partition_column="event_date", partition_value=day)
+    delta.replace_partition(ENRICHED_CASES, rows, partition_column="event_date", partition_value=day)
     if run.new_cache_rows:
-        delta.merge(CACHE_TABLE, pipeline.rows_frame(run.new_cache_rows, pipeline.CACHE_SCHEMA), ["cache_key"])
+        delta.merge(RESULT_CACHE, pipeline.rows_frame(run.new_cache_rows, pipeline.CACHE_SCHEMA), ["cache_key"])
 
     check_results = _check_results(rows, cases["event_id"] if cases.height else pl.Series([], dtype=pl.String),
                                    config.max_fallback_rate)
     blocking_failed = [c.check_name for c in check_results
                        if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
 
-    key = audit.resolve_signing_key(os.environ, settings.llm_assets_home())
-    bundle_path = audit.write_bundle(settings.audit_dir(),
-                                     audit.build_bundle(day, run.rows, run_id=context.run.run_id), key.key)
-    context.log.info(f"audit bundle {bundle_path} signed with the key from {key.source}")
+    signing_key = audit_signer.signing_key  # resolved when the resource was set up, before any write
+    bundle_uri = artifacts.uri(audit.write_bundle(
+        artifacts, audit.build_bundle(day, run.rows, run_id=context.run.run_id), signing_key.key))
+    context.log.info(f"audit bundle {bundle_uri} signed with key {signing_key.key_id} from {signing_key.source}")
 
     published = 0
     if blocking_failed:
@@ -221,19 +247,23 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
             "prompt_version": versions.prompt_version,
             "kb_index_version": versions.kb_index_version,
             "gate_version": versions.gate_version or "none",
-            "routes": markdown_table(["route", "cases"], sorted(run.routes.items())),
+            "routes": markdown_table(["route", "decided now", "served from cache", "cases"], run.route_table()),
+            "served_from_cache": run.served_from_cache,
+            "served_from_cache_share": round(run.served_from_cache_share(), 4),
             "labels": markdown_table(["label", "cases"], sorted(labels.items())),
             "gate_threshold": run.gate_threshold,
             "gated_share_of_uncached": round(run.gated_share, 4),
             "llm_calls_per_case": round(run.calls_per_case(), 4),
             **run.llm_stats.as_metadata(),
             "llm_errors_by_kind": dg.MetadataValue.md(run.llm_stats.errors_markdown()),
+            **({"llm_transport": dg.MetadataValue.json(llm.stats())} if llm.configured else {}),
             "fallback_reasons": dg.MetadataValue.json(dict(run.fallback_reasons)),
             "pii_redacted": dg.MetadataValue.json(dict(run.redactions)),
             "cache_rows_added": len(run.new_cache_rows),
-            "audit_bundle": dg.MetadataValue.path(str(bundle_path)),
+            "audit_bundle": dg.MetadataValue.path(bundle_uri),
             "published_to_cases_enriched": published,
-            "preview": frame_table(rows.select("event_id", "route", "label", "confidence", "severity", "summary")),
+            "preview": frame_table(rows.select("event_id", "route", "served_from_cache", "label", "confidence",
+                                               "severity", "summary")),
         },
         check_results=check_results,
     )

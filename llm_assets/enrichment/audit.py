@@ -1,17 +1,17 @@
-"""Signed audit bundles for `enriched/cases` partitions, their signing key, and their verification.
+"""Signed audit bundles for `enriched/cases` partitions, and their verification.
 
 A bundle records, per case, the route taken, the model / prompt / KB index versions, the
 retrieved documents, the chosen actions with their approval levels and the hash of the
 redacted prompt. It is signed with HMAC-SHA256 over its canonical JSON serialization and
-written as ONE file:
+written as ONE file in the artifact store (so it outlives the run's pod):
 
-    <audit dir>/enriched_cases/<partition>/<run id or timestamp>.json
+    <artifact root>/audit/enriched_cases/<partition>/<run id or timestamp>.json
     {"bundle": {...}, "signature": {"alg": "HMAC-SHA256", "key_id": "<sha256(key)[:12]>", "value": "<hex>"}}
 
 The file itself is written in canonical form (sorted keys, no spaces, one trailing newline),
 so verification covers every byte: the signature covers the bundle, the key id is checked
 against the key, and the file must be exactly the canonical form of what it parses to.
-Pure logic: no Dagster import.
+The key comes from the `AuditSigner` resource (`resources/signing.py`); no Dagster API here.
 """
 
 from __future__ import annotations
@@ -21,43 +21,23 @@ import hmac
 import json
 import os
 import re
-import secrets
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping, TextIO
+from typing import TYPE_CHECKING, Iterable, Mapping, TextIO
 
-from llm_assets.storage.files import atomic_write_bytes
+from llm_assets.resources.signing import SIGNING_KEY_VARIABLE, MissingSigningKey, key_id, load_signing_key
+
+if TYPE_CHECKING:
+    from llm_assets.resources.artifacts import ArtifactStore
 
 BUNDLE_FORMAT = "llm-assets-audit/1"
 SIGNATURE_ALG = "HMAC-SHA256"
-SIGNING_KEY_ENV = "AUDIT_SIGNING_KEY"
-ENVIRONMENT_ENV = "LLM_ASSETS_ENV"
-LOCAL_ENVIRONMENTS = ("", "local")
-KEY_FILE = Path("audit") / "signing.key"
+AUDIT_PREFIX = "audit"
 MAX_EVENT_IDS_SHOWN = 20
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
-
-
-class MissingSigningKey(RuntimeError):
-    """No audit signing key where one is required."""
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    key: bytes
-    source: str  # where the key came from, for logs; never the key itself
-
-    @property
-    def key_id(self) -> str:
-        return key_id(self.key)
-
-    def __repr__(self) -> str:  # keep the secret out of logs and tracebacks
-        return f"SigningKey(key_id={self.key_id!r}, source={self.source!r})"
 
 
 @dataclass(frozen=True)
@@ -74,11 +54,6 @@ class VerificationResult:
 def canonical_bytes(obj: object) -> bytes:
     """The one serialization that is signed: sorted keys, no whitespace, UTF-8, no NaN."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def key_id(key: bytes) -> str:
-    """A public name for a key: the first 12 hex digits of its sha256."""
-    return hashlib.sha256(key).hexdigest()[:12]
 
 
 def sign(bundle: dict, key: bytes) -> dict:
@@ -174,23 +149,21 @@ def _safe_component(value: str, what: str) -> str:
     return name
 
 
-def bundle_path(directory: str | Path, bundle: Mapping) -> Path:
-    """`<directory>/<asset key with _>/<partition>/<run id or created_at>.json`."""
+def bundle_path(bundle: Mapping) -> str:
+    """`audit/<asset key with _>/<partition>/<run id or created_at>.json`, relative to the artifact root."""
     asset_dir = _safe_component(str(bundle["asset_key"]).replace("/", "_"), "asset key")
     partition_dir = _safe_component(str(bundle["partition"]), "partition")
     stem = bundle.get("run_id") or re.sub(r"[-:]", "", str(bundle["created_at"]))
-    return Path(directory) / asset_dir / partition_dir / f"{_safe_component(str(stem), 'run id')}.json"
+    return f"{AUDIT_PREFIX}/{asset_dir}/{partition_dir}/{_safe_component(str(stem), 'run id')}.json"
 
 
-def write_bundle(directory: str | Path, bundle: dict, key: bytes) -> Path:
-    """Sign `bundle` and write it atomically (temp file + rename); returns the file's path.
+def write_bundle(store: ArtifactStore, bundle: dict, key: bytes) -> str:
+    """Sign `bundle` and write it atomically to `store`; returns its path in the store.
 
     A second write for the same run replaces the first, so a retried step leaves one bundle.
     """
-    path = bundle_path(directory, bundle)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    content = canonical_bytes({"bundle": bundle, "signature": sign(bundle, key)}) + b"\n"
-    atomic_write_bytes(path, content)
+    path = bundle_path(bundle)
+    store.write_bytes(path, canonical_bytes({"bundle": bundle, "signature": sign(bundle, key)}) + b"\n")
     return path
 
 
@@ -201,13 +174,8 @@ def _fail(reason: str) -> VerificationResult:
     return VerificationResult(ok=False, reason=reason)
 
 
-def verify_bundle(path: str | Path, key: bytes) -> VerificationResult:
-    """Check a bundle file against `key`. Never raises: a failure comes back with its reason."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return _fail(f"cannot read {path}: {exc.strerror or exc}")
+def verify_bundle(raw: bytes, key: bytes) -> VerificationResult:
+    """Check the bytes of a bundle file against `key`. Never raises: a failure comes back with its reason."""
     try:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -249,118 +217,69 @@ def verify_bundle(path: str | Path, key: bytes) -> VerificationResult:
                               partition=bundle.get("partition"), event_ids=event_ids)
 
 
-# --- signing key ------------------------------------------------------------------------------
-
-
-def _key_from_text(text: str) -> bytes:
-    """Hex text (even length) is decoded to bytes; any other text is used as UTF-8 bytes."""
-    text = text.strip()
-    return bytes.fromhex(text) if _HEX.match(text) else text.encode()
-
-
-def _read_key_file(path: Path) -> bytes:
-    text = path.read_text().strip()
-    if not _HEX.match(text) or len(text) < 32:
-        raise MissingSigningKey(f"the audit signing key file {path} is damaged (expected hex text); "
-                                f"restore it or set {SIGNING_KEY_ENV}")
-    return bytes.fromhex(text)
-
-
-def _create_key_file(path: Path) -> bool:
-    """Write a fresh random key at `path` unless one exists; True when this call created it.
-
-    The key goes to a private temp file first and is linked into place, so two processes
-    starting at once agree on one key and nobody ever reads a half-written file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".signing.key.", suffix=".tmp")  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def resolve_signing_key(env: Mapping[str, str], home: str | Path, *, create: bool = True) -> SigningKey:
-    """The audit signing key.
-
-    1. `AUDIT_SIGNING_KEY` when set (hex is decoded; any other text is used as its bytes).
-    2. On the local default (`LLM_ASSETS_ENV` unset or `local`): the key at
-       `<home>/audit/signing.key`, generated (32 random bytes, mode 0600) on first use when
-       `create` is true.
-    3. Anywhere else: `MissingSigningKey`, naming the variable.
-    """
-    text = env.get(SIGNING_KEY_ENV)
-    if text and text.strip():
-        return SigningKey(_key_from_text(text), source=f"environment variable {SIGNING_KEY_ENV}")
-    environment = (env.get(ENVIRONMENT_ENV) or "").strip().lower()
-    if environment not in LOCAL_ENVIRONMENTS:
-        raise MissingSigningKey(
-            f"{SIGNING_KEY_ENV} is not set but {ENVIRONMENT_ENV}={env.get(ENVIRONMENT_ENV)!r}: outside the local "
-            f"default the audit signing key must come from {SIGNING_KEY_ENV} (e.g. 64 hex digits from a secret store)"
-        )
-    path = Path(home) / KEY_FILE
-    if path.exists():
-        return SigningKey(_read_key_file(path), source=f"local key file {path}")
-    if not create:
-        raise MissingSigningKey(f"{SIGNING_KEY_ENV} is not set and there is no local key file at {path}")
-    created = _create_key_file(path)
-    return SigningKey(_read_key_file(path),
-                      source=f"local key file {path}" + (" (generated on first use)" if created else ""))
-
-
 # --- command ----------------------------------------------------------------------------------
 
 
-def _bundle_files(target: Path) -> list[Path]:
-    if target.is_dir():
-        return sorted(p for p in target.rglob("*.json") if not p.name.startswith("."))
-    return [target]
+def _is_bundle_name(name: str) -> bool:
+    return name == "" or name.endswith(".json")  # "": the target is one file
+
+
+def _bundles_at(target: str) -> tuple[ArtifactStore, list[str]]:
+    """The store rooted at `target` and the bundle files in it: one file, a folder of bundles,
+    or an artifact root (then only its `audit/` folder: models live beside the bundles)."""
+    from llm_assets.resources.artifacts import ArtifactStore
+
+    store = ArtifactStore(root=target)
+    prefix = AUDIT_PREFIX if store.list(AUDIT_PREFIX) else ""
+    return store, [name for name in store.list(prefix) if _is_bundle_name(name)]
 
 
 def verify_command(
-    path: str,
+    target: str,
     env: Mapping[str, str] = os.environ,
-    home: str | Path | None = None,
+    key_file: str | Path | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """`llm-assets audit verify PATH`: verify one bundle file, or every bundle under a folder.
+    """`llm-assets verify-audit PATH_OR_URI`: verify one bundle file, every bundle under a folder,
+    or every bundle of an artifact root (a local folder or `s3://...`).
 
-    Prints the verdict, partition, case count and covered event ids (first 20 and the count)
-    for each bundle; returns 0 when all verify, 1 otherwise.
+    The key is `AUDIT_SIGNING_KEY`, else the local key file (`key_file`, default the one the
+    local default generated); verification never creates a key. Prints the verdict,
+    partition, case count and covered event ids (first 20 and the count) for each bundle;
+    returns 0 when all verify, 1 otherwise.
     """
     out = out or sys.stdout
-    if home is None:
-        from llm_assets.settings import llm_assets_home
+    if key_file is None:
+        from llm_assets.settings import local_signing_key_file
 
-        home = llm_assets_home()
+        key_file = local_signing_key_file()
     try:
-        signing_key = resolve_signing_key(env, home, create=False)
+        signing_key = load_signing_key(env.get(SIGNING_KEY_VARIABLE), key_file, create=False)
     except MissingSigningKey as exc:
         print(f"FAILED: no signing key to verify with: {exc}", file=out)
         return 1
-    files = _bundle_files(Path(path))
-    if not files:
-        print(f"FAILED: no bundle files under {path}", file=out)
+    try:
+        store, names = _bundles_at(target)
+    except (ImportError, ValueError, OSError) as exc:  # unknown scheme, missing filesystem package, bad path
+        print(f"FAILED: cannot open {target}: {exc}", file=out)
+        return 1
+    if not names:
+        print(f"FAILED: no bundle files under {target}", file=out)
         return 1
     all_ok = True
-    for file in files:
-        result = verify_bundle(file, signing_key.key)
+    for name in names:
+        where = store.uri(name)
+        try:
+            result = verify_bundle(store.read_bytes(name), signing_key.key)
+        except OSError as exc:
+            result = _fail(f"cannot read {where}: {exc.strerror or exc}")
         all_ok &= result.ok
         if not result.ok:
-            print(f"FAILED {file}: {result.reason}", file=out)
+            print(f"FAILED {where}: {result.reason}", file=out)
             continue
         shown = ", ".join(result.event_ids[:MAX_EVENT_IDS_SHOWN])
         more = len(result.event_ids) - MAX_EVENT_IDS_SHOWN
-        print(f"OK {file}: {result.reason}", file=out)
+        print(f"OK {where}: {result.reason}", file=out)
         print(f"  partition: {result.partition}", file=out)
         print(f"  cases: {len(result.event_ids)}", file=out)
         print(f"  event ids: {shown}" + (f" ... (+{more} more)" if more > 0 else ""), file=out)

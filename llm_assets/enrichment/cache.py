@@ -2,12 +2,13 @@
 
 A case is served from the cache when its redacted input, the model version, the prompt
 version and the KB index version are all unchanged: bumping any of them invalidates
-exactly the rows that used the old value.
+exactly the rows that used the old value. Each cached result keeps the route that decided it
+(`source_route`: gate, llm or local; fallbacks are never cached), and a row served from the
+cache carries that route with `served_from_cache` set.
 """
 
 import hashlib
 
-CACHE_TABLE = "enrichment/result_cache"
 CACHED_FIELDS = ("summary", "label", "confidence", "actions", "severity", "retrieved_doc_ids",
                  "redacted_prompt_sha256")
 

@@ -4,31 +4,31 @@ A multinomial logistic regression over normalized sentence embeddings (384-d, fr
 packaged all-MiniLM-L6-v2) predicts the case label with a confidence. A case whose
 confidence reaches the threshold (default 0.85) takes the `gate` route; the rest go to
 the LLM. This module owns training (with out-of-fold metrics as training metadata),
-prediction, and versioned, integrity-checked storage of the model. Pure logic: no
-Dagster and no embedding-model import (callers pass embeddings in).
+prediction, and versioned, integrity-checked storage of the model in the artifact store
+(`models/embedding_gate/<version>/`). Pure logic: no Dagster and no embedding-model import
+(callers pass embeddings and the store in).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from llm_assets.storage.files import atomic_write_bytes
+if TYPE_CHECKING:
+    from llm_assets.resources.artifacts import ArtifactStore
 
 DEFAULT_THRESHOLD = 0.85
 # C=10 measured on the sample KB: out-of-fold and golden accuracy stay ~1.0 while the share
 # of golden cases above 0.85 goes from 0.18 (C=1) to ~0.97; see tests/enrichment/test_gate.py.
 DEFAULT_C = 10.0
-MODEL_FILE = "model.joblib"
+ARTIFACT_PREFIX = "models/embedding_gate"
 METADATA_FILE = "training.json"
 FORMAT = "llm-assets-gate/1"
 
@@ -246,87 +246,66 @@ def train_gate(
     return GateModel(classifier=classifier, version=version, metadata=metadata)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def gate_folder(version: str) -> str:
+    """The artifact-store folder of one gate version: `models/embedding_gate/<version>`."""
+    return f"{ARTIFACT_PREFIX}/{version}"
 
 
-def save_gate(model: GateModel, directory: str | Path) -> Path:
-    """Store the gate under `<directory>/<version>/` (model.joblib + training.json); returns that folder.
+def save_gate(model: GateModel, store: ArtifactStore) -> str:
+    """Store the gate under `models/embedding_gate/<version>/` in `store`; returns that folder's path.
 
-    The joblib file's sha256 goes into training.json, and `load_gate` refuses a file that
-    no longer matches it (joblib files are pickles: never unpickle an unchecked one).
+    The model file is named by its sha256 (`model-<sha256[:16]>.joblib`) and the full sha256
+    goes into training.json, written last: a reader never pairs a new training.json with an
+    old model file, and `load_gate` refuses a file that no longer matches (joblib files are
+    pickles: never unpickle an unchecked one).
     """
     import joblib
 
-    folder = Path(directory) / model.version
-    folder.mkdir(parents=True, exist_ok=True)
-    model_path = folder / MODEL_FILE
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MODEL_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        joblib.dump(model.classifier, tmp)
-        model_sha = _sha256_file(Path(tmp))
-        os.replace(tmp, model_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    metadata = {**model.metadata, "version": model.version, "model_file": MODEL_FILE, "model_sha256": model_sha}
+    buffer = io.BytesIO()
+    joblib.dump(model.classifier, buffer)
+    model_bytes = buffer.getvalue()
+    model_sha = hashlib.sha256(model_bytes).hexdigest()
+    model_file = f"model-{model_sha[:16]}.joblib"
+    folder = gate_folder(model.version)
+    store.write_bytes(f"{folder}/{model_file}", model_bytes)
+    metadata = {**model.metadata, "version": model.version, "model_file": model_file, "model_sha256": model_sha}
     # training.json last: a folder without it is an interrupted save and is never loaded.
-    atomic_write_bytes(folder / METADATA_FILE, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
+    store.write_bytes(f"{folder}/{METADATA_FILE}", (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
     model.metadata = metadata
     return folder
 
 
-def load_gate(path: str | Path) -> GateModel:
-    """Load a gate from its version folder (or its `model.joblib` / `training.json`), checking integrity."""
+def load_gate(store: ArtifactStore, version: str) -> GateModel:
+    """Load exactly gate `version` from `store`, checking the model file's sha256 before unpickling it."""
     import joblib
 
-    folder = Path(path)
-    if folder.is_file():
-        folder = folder.parent
-    metadata_path = folder / METADATA_FILE
-    if not metadata_path.is_file():
-        raise GateNotFound(f"no gate model at {folder} ({METADATA_FILE} missing)")
+    folder = gate_folder(version)
+    metadata_path = f"{folder}/{METADATA_FILE}"
     try:
-        metadata = json.loads(metadata_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise GateIntegrityError(f"gate metadata {metadata_path} is unreadable: {exc}") from exc
-    model_path = folder / metadata.get("model_file", MODEL_FILE)
-    if not model_path.is_file():
-        raise GateNotFound(f"gate model file {model_path} is missing")
+        raw = store.read_bytes(metadata_path)
+    except FileNotFoundError as exc:
+        raise GateNotFound(f"no gate {version} at {store.uri(folder)} ({METADATA_FILE} missing)") from exc
+    try:
+        metadata = json.loads(raw)
+    except ValueError as exc:
+        raise GateIntegrityError(f"gate metadata {store.uri(metadata_path)} is unreadable: {exc}") from exc
+    if str(metadata.get("version")) != version:
+        raise GateIntegrityError(f"{store.uri(metadata_path)} describes gate {metadata.get('version')!r}, "
+                                 f"not {version!r}")
+    model_file = str(metadata.get("model_file") or "")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", model_file) or model_file.startswith("."):
+        raise GateIntegrityError(f"{store.uri(metadata_path)} names no valid model file ({model_file!r})")
+    model_path = f"{folder}/{model_file}"
+    try:
+        model_bytes = store.read_bytes(model_path)
+    except FileNotFoundError as exc:
+        raise GateNotFound(f"gate model file {store.uri(model_path)} is missing") from exc
     expected = metadata.get("model_sha256")
-    actual = _sha256_file(model_path)
+    actual = hashlib.sha256(model_bytes).hexdigest()
     if not expected or actual != expected:
         raise GateIntegrityError(
-            f"gate model file {model_path} was modified after it was saved: sha256 {actual} does not match "
-            f"{expected} recorded in {metadata_path}; refusing to load it (retrain or restore the file)"
+            f"gate model file {store.uri(model_path)} was modified after it was saved: sha256 {actual} does not "
+            f"match {expected} recorded in {METADATA_FILE}; refusing to load it (retrain or restore the file)"
         )
-    classifier = joblib.load(model_path)
-    return GateModel(classifier=classifier, version=str(metadata["version"]), metadata=metadata)
-
-
-def list_gates(directory: str | Path) -> list[dict]:
-    """Metadata of every completely saved gate under `directory`, oldest first."""
-    root = Path(directory)
-    if not root.is_dir():
-        return []
-    found = []
-    for metadata_path in root.glob(f"*/{METADATA_FILE}"):
-        try:
-            metadata = json.loads(metadata_path.read_text())
-        except (OSError, ValueError):
-            continue
-        found.append({**metadata, "path": str(metadata_path.parent)})
-    return sorted(found, key=lambda m: (m.get("trained_at", ""), m.get("version", "")))
-
-
-def load_latest_gate(directory: str | Path) -> GateModel:
-    """The most recently trained gate saved under `directory`; `GateNotFound` when there is none."""
-    gates = list_gates(directory)
-    if not gates:
-        raise GateNotFound(f"no gate model saved under {directory}")
-    return load_gate(gates[-1]["path"])
+    classifier = joblib.load(io.BytesIO(model_bytes))
+    return GateModel(classifier=classifier, version=version, metadata=metadata)

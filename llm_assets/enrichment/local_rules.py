@@ -2,8 +2,9 @@
 
 The label comes from the embedding gate's classifier (or, when no gate model exists
 yet, from keyword rules with a low confidence); the summary is extractive from the
-redacted text; actions and severity come from the playbook. Used for every case when
-`LLM_BASE_URL` is unset, for gate-routed cases, and as the fallback when the LLM fails.
+redacted text; actions and severity come from the playbook. Used for gate-routed cases
+(route `gate`), for every other case when no LLM is configured (route `local`), and as the
+fallback when the LLM fails (route `fallback`). Its version is named by `model_versions`.
 """
 
 import hashlib

@@ -1,11 +1,14 @@
 """Enrichment of one day of curated cases, as pure orchestration over small callables.
 
     curated rows -> redact -> cache lookup -> retrieve KB context -> embedding gate
-                 -> LLM (or the local backend) -> fallback for failures -> enriched rows
+                 -> LLM (or the local strategy) -> fallback for failures -> enriched rows
 
-Nothing is dropped: every input case leaves with exactly one row and one route
-(`cache`, `gate`, `llm`, `fallback`). The Dagster asset binds the callables to
-resources; the benchmarks call `enrich_cases` directly.
+Nothing is dropped: every input case leaves with exactly one row, and its `route` says what
+decided it: `gate` (the embedding gate was confident, no LLM call), `llm` (an LLM answered),
+`local` (no LLM configured: rules and the gate's classifier decided), `fallback` (the LLM failed
+after retries; rules decided, `fallback_reason` says why). A row served from the result cache
+keeps the route of the result it reuses and has `served_from_cache` set. The Dagster asset binds
+the callables to resources; the benchmarks call `enrich_cases` directly.
 """
 
 import json
@@ -28,6 +31,10 @@ Embedder = Callable[[list[str]], np.ndarray]
 LLMRunner = Callable[[list[CaseContext]], list[CaseResult]]
 CacheLookup = Callable[[list[str]], Mapping[str, Mapping]]  # cache keys -> stored results found
 
+ROUTES = ("gate", "llm", "local", "fallback")
+# Fallback rows are not cached: the next run tries the LLM again.
+CACHED_ROUTES = ("gate", "llm", "local")
+
 
 @dataclass(frozen=True)
 class Versions:
@@ -43,17 +50,30 @@ class Versions:
 class EnrichmentRun:
     rows: list[dict]
     new_cache_rows: list[dict]
-    llm_stats: BatchStats
-    routes: Counter
+    llm_stats: BatchStats  # of the cases sent to an LLM in this run (none with the local strategy)
+    routes: Counter  # rows by route, cached or not
     redactions: Counter
     fallback_reasons: Counter
     gate_threshold: float
     gated_share: float = 0.0
     llm_calls: int = 0
+    routes_from_cache: Counter = field(default_factory=Counter)
     extra: dict = field(default_factory=dict)
 
     def calls_per_case(self) -> float:
         return self.llm_calls / len(self.rows) if self.rows else 0.0
+
+    @property
+    def served_from_cache(self) -> int:
+        return sum(self.routes_from_cache.values())
+
+    def served_from_cache_share(self) -> float:
+        return self.served_from_cache / len(self.rows) if self.rows else 0.0
+
+    def route_table(self) -> list[tuple[str, int, int, int]]:
+        """(route, decided in this run, served from the cache, total) per route that occurred."""
+        return [(route, self.routes[route] - self.routes_from_cache[route], self.routes_from_cache[route],
+                 self.routes[route]) for route in ROUTES if self.routes[route]]
 
 
 def build_contexts(cases: pl.DataFrame) -> tuple[list[CaseContext], Counter]:
@@ -69,7 +89,7 @@ def build_contexts(cases: pl.DataFrame) -> tuple[list[CaseContext], Counter]:
 
 def _row(day: str, ctx: CaseContext, result: CaseResult, route: str, versions: Versions, *,
          input_sha256: str, retrieved_doc_ids: list[str], fallback_reason: str | None = None,
-         gate_confidence: float | None = None) -> dict:
+         gate_confidence: float | None = None, served_from_cache: bool = False) -> dict:
     return {
         "event_id": ctx.event_id,
         "event_date": day,
@@ -89,8 +109,21 @@ def _row(day: str, ctx: CaseContext, result: CaseResult, route: str, versions: V
         "redacted_prompt_sha256": result.redacted_prompt_sha256,
         "input_sha256": input_sha256,
         "llm_calls": result.calls,
+        "served_from_cache": served_from_cache,
         "enriched_at": datetime.now(timezone.utc),
     }
+
+
+def align_results(cases: Sequence[CaseContext], results: Sequence[CaseResult], origin: str) -> list[CaseResult]:
+    """One result per case, in case order; a case without a result gets a flagged one (never dropped)."""
+    if len(results) == len(cases) and all(r.event_id == c.event_id for r, c in zip(results, cases)):
+        return list(results)
+    by_id: dict[str, list[CaseResult]] = {}
+    for r in results:
+        by_id.setdefault(r.event_id, []).append(r)
+    return [by_id[c.event_id].pop(0) if by_id.get(c.event_id)
+            else CaseResult.failed(c.event_id, "backend_error", f"{origin} returned no result for this case")
+            for c in cases]
 
 
 def _from_cache(ctx: CaseContext, cached: Mapping) -> CaseResult:
@@ -112,7 +145,7 @@ def enrich_cases(
     llm: LLMRunner | None = None,
     cache_lookup: CacheLookup | None = None,
 ) -> EnrichmentRun:
-    """Enrich `cases` (rows of `curated/cases`); `llm=None` means the local backend."""
+    """Enrich `cases` (rows of `curated/cases`); `llm=None` means no LLM: the local strategy decides."""
     contexts, redactions = build_contexts(cases)
     input_hashes = [local_rules.input_sha256(c) for c in contexts]
     keys = [cache_key(h, versions.model_version, versions.prompt_version, versions.kb_index_version)
@@ -120,13 +153,16 @@ def enrich_cases(
     cache = cache_lookup(keys) if cache_lookup else {}
 
     rows: dict[int, dict] = {}
-    routes, reasons = Counter(), Counter()
+    routes, reasons, from_cache = Counter(), Counter(), Counter()
     todo = []
     for i, ctx in enumerate(contexts):
         cached = cache.get(keys[i])
-        if cached is not None:
-            rows[i] = _row(day, ctx, _from_cache(ctx, cached), "cache", versions, input_sha256=input_hashes[i],
-                           retrieved_doc_ids=list(cached["retrieved_doc_ids"] or []))
+        if cached is not None and cached.get("source_route") in CACHED_ROUTES:
+            # The cached result's route: what decided the content, not where it was read from.
+            rows[i] = _row(day, ctx, _from_cache(ctx, cached), cached["source_route"], versions,
+                           input_sha256=input_hashes[i], retrieved_doc_ids=list(cached["retrieved_doc_ids"] or []),
+                           served_from_cache=True)
+            from_cache[cached["source_route"]] += 1
         else:
             todo.append(i)
 
@@ -154,9 +190,12 @@ def enrich_cases(
         preds = [predictions[i] for i in indices] if gate is not None else None
         return local_rules.enrich_locally([contexts[i] for i in indices], preds)
 
-    llm_results = llm([contexts[i] for i in undecided]) if (llm and undecided) else []
-    if llm is None:
-        llm_results = local(undecided)
+    if llm is None:  # no LLM configured: the local strategy decides what the gate did not
+        for i, result in zip(undecided, local(undecided)):
+            rows[i] = _row(day, contexts[i], result, "local", versions, input_sha256=input_hashes[i],
+                           retrieved_doc_ids=doc_ids[i], gate_confidence=predictions.get(i, (None, None))[1])
+    sent = [contexts[i] for i in undecided]
+    llm_results = align_results(sent, llm(sent), "the LLM strategy") if (llm and undecided) else []
     failed = [i for i, r in zip(undecided, llm_results) if not r.ok]
     fallbacks = dict(zip(failed, local(failed)))
     for i, result in zip(undecided, llm_results):
@@ -182,13 +221,13 @@ def enrich_cases(
                                                             "input_sha256", "model_version", "prompt_version",
                                                             "kb_index_version")},
          "source_route": ordered[i]["route"], "cached_at": ordered[i]["enriched_at"]}
-        for i in todo if ordered[i]["route"] in ("gate", "llm")
+        for i in todo if ordered[i]["route"] in CACHED_ROUTES
     ]
     return EnrichmentRun(
-        rows=ordered, new_cache_rows=new_cache, llm_stats=BatchStats.from_results(llm_results if llm else []),
+        rows=ordered, new_cache_rows=new_cache, llm_stats=BatchStats.from_results(llm_results),
         routes=routes, redactions=redactions, fallback_reasons=reasons, gate_threshold=gate_threshold,
         gated_share=len(gated) / len(todo) if todo else 0.0,
-        llm_calls=sum(r.calls for r in llm_results) if llm else 0,
+        llm_calls=sum(r.calls for r in llm_results), routes_from_cache=from_cache,
     )
 
 
@@ -198,7 +237,7 @@ ENRICHED_SCHEMA = {
     "fallback_reason": pl.String, "model_version": pl.String, "prompt_version": pl.String,
     "kb_index_version": pl.String, "gate_version": pl.String, "gate_confidence": pl.Float64,
     "retrieved_doc_ids": pl.List(pl.String), "redacted_prompt_sha256": pl.String, "input_sha256": pl.String,
-    "llm_calls": pl.Int32, "enriched_at": pl.Datetime("us", "UTC"),
+    "llm_calls": pl.Int32, "served_from_cache": pl.Boolean, "enriched_at": pl.Datetime("us", "UTC"),
 }
 CACHE_SCHEMA = {
     "cache_key": pl.String, "summary": pl.String, "label": pl.String, "confidence": pl.Float64,

@@ -9,6 +9,7 @@ import json
 import polars as pl
 
 from llm_assets.enrichment import playbook
+from llm_assets.enrichment.pipeline import ROUTES
 from llm_assets.enrichment.redaction import find_pii
 
 VERSION_COLUMNS = ("model_version", "prompt_version", "kb_index_version")
@@ -55,5 +56,24 @@ def one_row_per_case(rows: pl.DataFrame, curated_event_ids: pl.Series) -> tuple[
 
 
 def fallback_rate(rows: pl.DataFrame, max_rate: float) -> tuple[bool, dict]:
-    rate = rows.filter(pl.col("route") == "fallback").height / rows.height if rows.height else 0.0
-    return rate <= max_rate, {"fallback_rate": round(rate, 4), "max_fallback_rate": max_rate}
+    """Share of rows the rules decided because the LLM failed (cached rows are never fallbacks)."""
+    fallbacks = rows.filter(pl.col("route") == "fallback").height
+    rate = fallbacks / rows.height if rows.height else 0.0
+    return rate <= max_rate, {"fallback_rate": round(rate, 4), "max_fallback_rate": max_rate,
+                              "fallback_rows": fallbacks}
+
+
+def routes_say_what_decided(rows: pl.DataFrame) -> tuple[bool, dict]:
+    """Every route is one of `ROUTES`; `fallback_reason` is set exactly on fallback rows; gate and
+    local rows made no LLM call; a cached row is never a fallback; `served_from_cache` is set."""
+    route = pl.col("route")
+    problems = {
+        "unknown_routes": rows.filter(route.is_null() | ~route.is_in(ROUTES)).height,
+        "fallbacks_without_reason": rows.filter((route == "fallback") & pl.col("fallback_reason").is_null()).height,
+        "reasons_outside_fallback": rows.filter((route != "fallback") & pl.col("fallback_reason").is_not_null()).height,
+        "llm_calls_on_gate_or_local": rows.filter(route.is_in(["gate", "local"]) & (pl.col("llm_calls") > 0)).height,
+        "cached_fallbacks": rows.filter((route == "fallback") & pl.col("served_from_cache")).height,
+        "missing_served_from_cache": rows.filter(pl.col("served_from_cache").is_null()).height,
+    }
+    counts = rows.group_by("route").len().sort("route").rows() if rows.height else []
+    return not any(problems.values()), {**problems, "routes": {str(r): n for r, n in counts}}

@@ -1,5 +1,5 @@
-"""The data the LLM layer takes and gives: one `CaseContext` in, one `CaseResult` out, and
-`BatchStats` to report a batch in materialization metadata. Pure dataclasses, no Dagster."""
+"""The data of enrichment: one `CaseContext` in, one `CaseResult` out, and `BatchStats` to
+report the cases sent to an LLM in materialization metadata. Pure dataclasses, no Dagster."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-# Why a case did not get an LLM answer; the enrichment asset routes every one of them to the fallback.
+# Why a case did not get an LLM answer; the pipeline routes every one of them to the fallback.
+# The transport's kinds (`resources.llm.ERROR_KINDS`) plus the two of reading answers.
 ERROR_KINDS = (
-    "timeout",         # the server did not answer within request_timeout_s (after retries)
-    "http_5xx",        # the server failed (after retries)
-    "http_429",        # the server shed load (after retries)
+    "timeout",         # no answer within the request timeout (after retries, or the overload patience)
+    "http_5xx",        # the server failed, or stayed overloaded (503), after retries
+    "http_429",        # the server shed load past the overload patience
     "http_4xx",        # the request was rejected (bad schema, auth): not retried
-    "invalid_output",  # the answer was not the JSON the schema asks for (after one retry)
-    "truncated",       # the answer stopped mid-JSON (max_tokens too small; after one retry)
-    "circuit_open",    # the breaker was open: failed fast, nothing sent
-    "connect",         # the server could not be reached
+    "connect",         # the server could not be reached or dropped the connection (after retries)
+    "circuit_open",    # the breaker was open (the server is down): failed fast, nothing sent
     "backend_error",   # the offline engine raised for the whole batch
+    "invalid_output",  # the answer was not the JSON the schema asks for (after one re-ask)
+    "truncated",       # the answer stopped mid-JSON (max_tokens too small; after one re-ask)
 )
 
 
@@ -72,7 +73,7 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class BatchStats:
-    """Totals of one `run_cases` batch, for materialization metadata and logs."""
+    """Totals of the cases one run sent to an LLM, for materialization metadata and logs."""
 
     cases: int
     ok: int

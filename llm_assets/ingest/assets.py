@@ -11,7 +11,8 @@ message with the pure contract (`contract.validate_values`) and writes
   written (Dagster still records the range's materialization for it); a run without any
   valid event of its dates materializes nothing;
 - every invalid message of the ranges to `raw/rejected_events` (unpartitioned), MERGEd on
-  (topic, partition, offset).
+  (topic, partition, offset, message_sha256): a replay is the same row, and a different
+  message at an offset reused after the topic was recreated is a new one.
 
 So a duplicate delivery is one row, a re-run writes nothing, and the valid events of a
 batch are never lost because of its invalid ones. Reading the batch once is what lets the
@@ -24,8 +25,8 @@ The per-partition checks of `raw/events` are in `checks.py` (they evaluate every
 of a range run on its own).
 """
 
-from collections import Counter
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Iterator
 
@@ -33,18 +34,15 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from llm_assets.asset_keys import RAW_EVENTS, REJECTED_EVENTS
 from llm_assets.ingest import contract
 from llm_assets.ingest.contract import PartitionWindow
-from llm_assets.metadata import frame_table
+from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource, OffsetRange
 from llm_assets.settings import EVENTS_TOPIC
 
-RAW_EVENTS_KEY = "raw/events"
-REJECTED_EVENTS_KEY = "raw/rejected_events"
-RAW_EVENTS = dg.AssetKey(["raw", "events"])
-REJECTED_EVENTS = dg.AssetKey(["raw", "rejected_events"])
 READ_CHUNK = 50_000  # messages validated per call (polars' per-call cost dominates below this)
 
 
@@ -75,31 +73,33 @@ def current_partition_window(last_partition_date: str | None = None) -> Partitio
 
 @dataclass
 class ReadBatch:
-    """One read of a batch's ranges: the valid events as rows, the invalid messages as dead letters."""
+    """One read of a batch's ranges: the valid events as `raw/events` rows, the others as dead letters."""
 
     events: pl.DataFrame
-    rejected: list[dict] = field(default_factory=list)
+    rejected: pl.DataFrame
     messages_read: int = 0
+    read_seconds: float = 0.0  # reading and validating
 
 
 def read_batch(kafka: KafkaResource, config: KafkaBatchConfig, now: datetime) -> ReadBatch:
-    """Read and validate every message of the configured ranges, once."""
+    """Read and validate every message of the configured ranges, once, chunk by chunk."""
+    started = time.perf_counter()
     window = current_partition_window(config.last_partition_date)
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
-    frames, rejected, read = [], [], 0
+    events, rejected, read = [], [], 0
     with contract.gc_paused():  # 100k messages read in bulk: no cyclic garbage, no GC passes
-        for chunk in kafka.iter_range_columns(config.topic, ranges, batch_size=READ_CHUNK):
+        for chunk in kafka.read_ranges(config.topic, ranges, chunk_size=READ_CHUNK):
             read += len(chunk.offsets)
             checked = contract.validate_values(chunk.values, max_payload_bytes=config.max_payload_bytes,
                                                window=window)
-            frames.append(contract.valid_events_frame(checked, topic=config.topic, partitions=chunk.partitions,
+            events.append(contract.valid_events_frame(checked, topic=config.topic, partitions=chunk.partitions,
                                                       offsets=chunk.offsets, ingested_at=now))
-            rejected += [contract.rejected_row(topic=config.topic, partition=chunk.partitions[i],
-                                               offset=chunk.offsets[i], key=chunk.keys[i], value=chunk.values[i],
-                                               reason=reason, seen_at=now)
-                         for i, reason in checked.invalid]
-    events = pl.concat(frames) if frames else contract.events_frame([])
-    return ReadBatch(events=events, rejected=rejected, messages_read=read)
+            rejected.append(contract.rejected_events_frame(
+                checked, topic=config.topic, partitions=chunk.partitions, offsets=chunk.offsets, keys=chunk.keys,
+                values=chunk.values, seen_at=now))
+    return ReadBatch(events=pl.concat(events) if events else contract.events_frame([]),
+                     rejected=pl.concat(rejected) if rejected else contract.rejected_frame([]), messages_read=read,
+                     read_seconds=time.perf_counter() - started)
 
 
 def _ranges_text(config: KafkaBatchConfig) -> str:
@@ -108,9 +108,9 @@ def _ranges_text(config: KafkaBatchConfig) -> str:
 
 def _stored_content(delta: DeltaLakeStorage, incoming: pl.DataFrame, days: list[str]) -> pl.DataFrame:
     """The stored rows of the incoming event_ids in the touched partitions (to skip unchanged ones)."""
-    if incoming.is_empty() or not delta.exists(RAW_EVENTS_KEY):
+    if incoming.is_empty() or not delta.exists(RAW_EVENTS):
         return pl.DataFrame(schema={c: contract.RAW_EVENTS_SCHEMA[c] for c in contract.EVENT_CONTENT_COLUMNS})
-    return (delta.scan(RAW_EVENTS_KEY)
+    return (delta.scan(RAW_EVENTS)
             .filter(pl.col("event_date").is_in(days) & pl.col("event_id").is_in(incoming["event_id"].implode()))
             .select(list(contract.EVENT_CONTENT_COLUMNS)).collect())
 
@@ -122,6 +122,7 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
     None when the batch holds no valid event of these dates (the sensor dated an invalid
     message there): then nothing is materialized.
     """
+    started = time.perf_counter()
     run_days = set(context.partition_keys)
     in_run = batch.events.filter(pl.col("event_date").is_in(sorted(run_days)))
     if in_run.is_empty():
@@ -135,12 +136,12 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
     per_day = []
     for day in touched:
         rows = to_write.filter(pl.col("event_date") == day)
-        counts = delta.merge(RAW_EVENTS_KEY, rows, ["event_id"], partition_column="event_date", partition_value=day)
+        counts = delta.merge(RAW_EVENTS, rows, ["event_id"], partition_column="event_date", partition_value=day)
         per_day.append({"event_date": day, "valid": int((incoming["event_date"] == day).sum()),
                         "inserted": counts["inserted"], "updated": counts["updated"]})
     stored_counts = {}
     if touched:
-        stored_counts = dict(delta.scan(RAW_EVENTS_KEY)
+        stored_counts = dict(delta.scan(RAW_EVENTS)
                              .filter(pl.col("event_date").is_in(touched)).group_by("event_date").len()
                              .collect().iter_rows())
     for row in per_day:
@@ -156,12 +157,14 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
         "messages_read": batch.messages_read,
         "valid_in_range": incoming.height,
         "valid_other_dates": batch.events.height - in_run.height,
-        "invalid": len(batch.rejected),
+        "invalid": batch.rejected.height,
         "dates_touched": len(touched),
         "dates_in_range": len(run_days),
         "rows_inserted": inserted,
         "rows_updated": updated,
         "rows_unchanged": incoming.height - to_write.height,
+        "read_seconds": round(batch.read_seconds, 3),
+        "write_seconds": round(time.perf_counter() - started, 3),
         "by_date": frame_table(pl.DataFrame(per_day, schema={"event_date": pl.String, "valid": pl.Int64,
                                                             "inserted": pl.Int64, "updated": pl.Int64,
                                                             "partition_rows": pl.Int64}), limit=100),
@@ -169,35 +172,41 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
     })
 
 
+def _stored_rejection_keys(delta: DeltaLakeStorage, config: KafkaBatchConfig) -> pl.DataFrame:
+    """The dead letters already stored for the configured ranges (their identity columns)."""
+    empty = pl.DataFrame(schema={k: contract.REJECTED_EVENTS_SCHEMA[k] for k in contract.REJECTED_KEY_COLUMNS})
+    if not delta.exists(REJECTED_EVENTS):
+        return empty
+    table = delta.scan(REJECTED_EVENTS)
+    if "message_sha256" not in table.collect_schema().names():
+        return empty  # written before the identity included the content: the MERGE adds the column
+    in_ranges = pl.lit(False)
+    for r in config.ranges:
+        in_ranges = in_ranges | ((pl.col("partition") == r.partition)
+                                 & pl.col("offset").is_between(r.start, r.end, closed="left"))
+    return table.filter((pl.col("topic") == config.topic) & in_ranges).select(
+        list(contract.REJECTED_KEY_COLUMNS)).collect()
+
+
 def write_rejected_events(context: dg.AssetExecutionContext, batch: ReadBatch, config: KafkaBatchConfig,
                           delta: DeltaLakeStorage) -> dg.MaterializeResult:
     """MERGE the batch's invalid messages into the dead letter; already present ones are skipped."""
-    incoming = contract.rejected_frame(batch.rejected)
-    stored_keys = pl.DataFrame(schema={k: contract.REJECTED_EVENTS_SCHEMA[k] for k in contract.REJECTED_KEY_COLUMNS})
-    if not incoming.is_empty() and delta.exists(REJECTED_EVENTS_KEY):
-        in_ranges = pl.lit(False)
-        for r in config.ranges:
-            in_ranges = in_ranges | ((pl.col("partition") == r.partition) & pl.col("offset").is_between(
-                r.start, r.end, closed="left"))
-        stored_keys = (delta.scan(REJECTED_EVENTS_KEY)
-                       .filter((pl.col("topic") == config.topic) & in_ranges)
-                       .select(list(contract.REJECTED_KEY_COLUMNS)).collect())
-    to_write = contract.unseen_rejections(incoming, stored_keys)
-    counts = delta.merge(REJECTED_EVENTS_KEY, to_write, list(contract.REJECTED_KEY_COLUMNS))
-    by_reason = Counter(r["error"] for r in batch.rejected)
-    context.log.info(f"raw/rejected_events: {len(batch.rejected)} invalid of {batch.messages_read} read, "
+    incoming = batch.rejected
+    stored = _stored_rejection_keys(delta, config) if incoming.height else None
+    to_write = contract.unseen_rejections(incoming, stored) if stored is not None else incoming
+    counts = delta.merge(REJECTED_EVENTS, to_write, list(contract.REJECTED_KEY_COLUMNS), merge_schema=True)
+    by_reason = incoming.group_by("error").len().sort(["len", "error"], descending=[True, False])
+    context.log.info(f"raw/rejected_events: {incoming.height} invalid of {batch.messages_read} read, "
                      f"{counts['inserted']} new in the dead letter")
-    reasons_md = "| reason | messages |\n|---|---|\n" + "\n".join(
-        f"| {reason.replace('|', '/')[:120]} | {n} |" for reason, n in by_reason.most_common(20))
     return dg.MaterializeResult(asset_key=REJECTED_EVENTS, metadata={
         "kafka_topic": config.topic,
         "kafka_ranges": _ranges_text(config),
         "messages_read": batch.messages_read,
-        "rejected": len(batch.rejected),
+        "rejected": incoming.height,
         "rows_inserted": counts["inserted"],
         "rows_already_present": incoming.height - to_write.height,
-        "table_row_count": delta.count(REJECTED_EVENTS_KEY),
-        "reasons": dg.MetadataValue.md(reasons_md),
+        "table_row_count": delta.count(REJECTED_EVENTS),
+        "reasons": markdown_table(["reason", "messages"], by_reason.head(20).iter_rows()),
     })
 
 
@@ -215,7 +224,8 @@ def write_rejected_events(context: dg.AssetExecutionContext, batch: ReadBatch, c
         dg.AssetSpec(
             REJECTED_EVENTS, kinds={"kafka", "delta"}, group_name="ingest",
             description="Dead letter of `events.raw`: every message that breaks the contract, one row per "
-                        "(topic, partition, offset) with the key, the raw value (base64) and a readable error. "
+                        "(topic, partition, offset, message_sha256 of key and value) with the key, the raw value "
+                        "(base64) and a readable error. "
                         "Written by the same run as `raw/events` from the same read, MERGEd on its key and "
                         "never rewritten, so re-runs are idempotent."),
     ],
@@ -234,10 +244,10 @@ def ingest_kafka_batch(context: dg.AssetExecutionContext, config: KafkaBatchConf
         yield write_rejected_events(context, batch, config, delta)
 
 
+# Partitioned by daily_partitions through its selection (raw/events); a run covers a key range.
 ingest_events_job = dg.define_asset_job(
     "ingest_events_job",
     selection=dg.AssetSelection.assets(ingest_kafka_batch),
-    partitions_def=daily_partitions,
     description="Write one Kafka batch into the raw/events partitions of its date range (one run per range) "
                 "and its invalid messages into raw/rejected_events.",
 )

@@ -8,7 +8,7 @@ A batch becomes as few runs as possible: one run per cluster of touched `event_d
 (dates at most `max_date_gap_days` apart share a run, as one partition key range), each run
 reading once the offsets that hold its dates. The run of the cluster with the most messages
 also writes the batch's invalid messages, so it reads the whole batch span (usually what it
-reads anyway); a batch without any dated message becomes one dead-letter-only run.
+reads anyway); a batch without any valid message becomes one dead-letter-only run.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def _spans(df: pl.DataFrame) -> dict[int, tuple[int, int]]:
     return {p: (s, last + 1) for p, s, last in spans.iter_rows()}
 
 
-def plan_batch(partitions: Sequence[int], offsets: Sequence[int], dates: Sequence[str | None],
-               max_date_gap_days: int = 3) -> BatchPlan:
-    """Group a batch's messages (`event_date` None = certainly invalid) into runs (module docstring).
+def plan_batch(partitions: Sequence[int] | pl.Series, offsets: Sequence[int] | pl.Series,
+               dates: Sequence[str | None] | pl.Series, max_date_gap_days: int = 3) -> BatchPlan:
+    """Group a batch's messages (`event_date` None: invalid) into runs (module docstring).
 
     A run's ranges are the smallest per-partition spans holding its messages, so a run for a
     late date re-reads little more than it writes; a run keeps only its own dates anyway.
@@ -104,8 +104,8 @@ def plan_batch(partitions: Sequence[int], offsets: Sequence[int], dates: Sequenc
     for cluster in date_clusters(valid["event_date"].unique().to_list(), max_date_gap_days):
         rows = valid.filter(pl.col("event_date").is_in(cluster))
         runs.append(PlannedRun(cluster[0], cluster[-1], _spans(rows), dead_letters=False, messages=rows.height))
-    # The sensor's dates are exact for valid messages only (`contract.event_dates`): an invalid one
-    # may carry a date, so the dead-letter run reads the whole batch, not just the undated offsets.
+    # Invalid messages lie anywhere in the batch: the run that dead-letters them reads its whole span
+    # (one read of every offset instead of many seeks to scattered ones, about 40 ms each on tansu).
     if runs:
         main = max(range(len(runs)), key=lambda i: runs[i].messages)
         r = runs[main]

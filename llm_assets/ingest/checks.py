@@ -6,8 +6,9 @@ wrong partition, ARCHITECTURE section 8) and block downstream assets in the same
 
 An ingest run covers a partition key range, and Dagster (1.13) attributes an
 `AssetCheckResult` of a range run to no partition at all. So each check evaluates every
-partition key of its run and reports one `AssetCheckEvaluation` per partition, tied to that
-partition's latest materialization; a failed one fails the run (the checks are blocking).
+partition key of its run and reports one `AssetCheckEvaluation` per partition (public API:
+no materialization pointer; Dagster matches an evaluation to the partition's materialization
+of the same run); a failed one fails the run (the checks are blocking).
 In a single-partition run this is the same as returning one result.
 """
 
@@ -15,11 +16,8 @@ from typing import Iterator, Mapping
 
 import dagster as dg
 import polars as pl
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not re-exported by dagster
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
-from llm_assets.ingest.assets import RAW_EVENTS, RAW_EVENTS_KEY
+from llm_assets.asset_keys import RAW_EVENTS
 from llm_assets.ingest.contract import REQUIRED_FIELDS
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
@@ -49,9 +47,9 @@ def duplicate_event_ids(df: pl.DataFrame) -> pl.DataFrame:
 
 def _partitions(delta: DeltaLakeStorage, partition_keys: list[str], columns: list[str]) -> dict[str, pl.DataFrame]:
     """The given columns of each partition, read in one scan (empty frame for an empty partition)."""
-    if not delta.exists(RAW_EVENTS_KEY):
+    if not delta.exists(RAW_EVENTS):
         return {key: pl.DataFrame() for key in partition_keys}
-    table = delta.scan(RAW_EVENTS_KEY)
+    table = delta.scan(RAW_EVENTS)
     present = set(table.collect_schema().names())  # a missing column is a violation, not a crash
     df = (table.filter(pl.col("event_date").is_in(partition_keys))
           .select([c for c in columns if c in present]).collect())
@@ -59,17 +57,13 @@ def _partitions(delta: DeltaLakeStorage, partition_keys: list[str], columns: lis
     return {key: by_day.get(key, df.clear()) for key in partition_keys}
 
 
-def _evaluation(context: dg.AssetCheckExecutionContext, check_name: str, partition_key: str, passed: bool,
+def _evaluation(check_name: str, partition_key: str, passed: bool,
                 metadata: Mapping[str, object]) -> dg.AssetCheckEvaluation:
-    """One partition's result, linked to that partition's latest materialization like Dagster does."""
-    latest = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=RAW_EVENTS, asset_partitions=[partition_key]), limit=1).records
-    target = (AssetCheckEvaluationTargetMaterializationData(storage_id=latest[0].storage_id,
-                                                            run_id=latest[0].event_log_entry.run_id,
-                                                            timestamp=latest[0].timestamp) if latest else None)
+    """One partition's result. Dagster ties it to that partition's materialization of this same run
+    (an evaluation without a target is matched to the latest materialization by run)."""
     return dg.AssetCheckEvaluation(asset_key=RAW_EVENTS, check_name=check_name, passed=passed,
                                    severity=dg.AssetCheckSeverity.ERROR, blocking=True, partition=partition_key,
-                                   metadata=metadata, target_materialization_data=target)
+                                   metadata=metadata)
 
 
 CONTRACT_COLUMNS = list(dict.fromkeys([*NON_NULL_COLUMNS, "event_ts", "event_date"]))
@@ -81,7 +75,7 @@ def raw_events_contract(context: dg.AssetCheckExecutionContext, delta: DeltaLake
     for key, df in _partitions(delta, list(context.partition_keys), CONTRACT_COLUMNS).items():
         violations = contract_violations(df, key)
         md = "| rule | rows |\n|---|---|\n" + "\n".join(f"| {rule} | {n} |" for rule, n in violations.items())
-        yield _evaluation(context, "raw_events_contract", key, not violations, {
+        yield _evaluation("raw_events_contract", key, not violations, {
             "partition": key, "rows_checked": df.height,
             "violations": dg.MetadataValue.md(md if violations else "none")})
     yield dg.Output(None)  # the check op's own output (emitted for us only when returning an AssetCheckResult)
@@ -92,7 +86,7 @@ def raw_events_contract(context: dg.AssetCheckExecutionContext, delta: DeltaLake
 def raw_events_unique_event_id(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> Iterator:
     for key, df in _partitions(delta, list(context.partition_keys), ["event_id", "event_date"]).items():
         dupes = duplicate_event_ids(df)
-        yield _evaluation(context, "raw_events_unique_event_id", key, dupes.is_empty(), {
+        yield _evaluation("raw_events_unique_event_id", key, dupes.is_empty(), {
             "partition": key, "rows_checked": df.height, "duplicated_event_ids": dupes.height,
             "examples": ", ".join(dupes["event_id"].head(10).to_list()) or "none"})
     yield dg.Output(None)

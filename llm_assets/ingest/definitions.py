@@ -1,4 +1,8 @@
-"""The ingest domain's definitions (resources are bound by `llm_assets/definitions.py`)."""
+"""The ingest domain's definitions: assets, checks and jobs.
+
+`kafka_events_sensor` (sensors/) targets these jobs and is registered by the root
+`llm_assets/definitions.py`, which also binds the resources.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,9 @@ import dagster as dg
 
 from llm_assets.ingest.assets import ingest_events_job, ingest_kafka_batch, ingest_rejected_events_job
 from llm_assets.ingest.checks import raw_events_checks
-from llm_assets.sensors.kafka_events import kafka_events_sensor
 
 defs = dg.Definitions(
     assets=[ingest_kafka_batch],
     asset_checks=raw_events_checks,
     jobs=[ingest_events_job, ingest_rejected_events_job],
-    sensors=[kafka_events_sensor],
 )

@@ -11,12 +11,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from llm_assets.asset_keys import KB_DOCUMENTS, KB_INDEX
 from llm_assets.automation import build_when_missing
 from llm_assets.knowledge_base.checks import (
-    KB_DOCUMENTS_KEY,
-    KB_DOCUMENTS_TABLE,
     KB_INDEX_CHECK_SPECS,
-    KB_INDEX_KEY,
     recall_result,
     vector_count_result,
 )
@@ -46,7 +44,7 @@ class KBIndexConfig(dg.Config):
     keep_previous_versions: int = Field(default=2, description="old version collections kept for rollback")
 
 
-@dg.asset(key=KB_DOCUMENTS_KEY, group_name="knowledge_base", kinds={"delta"},
+@dg.asset(key=KB_DOCUMENTS, group_name="knowledge_base", kinds={"delta"},
           automation_condition=build_when_missing())
 def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
                  delta: DeltaLakeStorage) -> dg.MaterializeResult:
@@ -66,7 +64,7 @@ def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
     for problem in corpus.problems:
         context.log.warning(f"KB line skipped: {problem.file}:{problem.line}: {problem.reason}")
     chunks = chunk_documents(corpus.documents, params)
-    delta.overwrite(KB_DOCUMENTS_TABLE, chunks_frame(chunks))
+    delta.overwrite(KB_DOCUMENTS, chunks_frame(chunks))
     by_type = Counter(c.type for c in chunks)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(chunks),
@@ -79,7 +77,7 @@ def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
         "skipped_line_details": markdown_table(["file", "line", "reason"],
                                           [[p.file, p.line, p.reason] for p in corpus.problems[:50]]),
         "chunks_by_type": markdown_table(["type", "chunks"], sorted(by_type.items())),
-        "table_uri": delta.uri(KB_DOCUMENTS_TABLE),
+        "table_uri": delta.uri(KB_DOCUMENTS),
     })
 
 
@@ -104,9 +102,9 @@ def _index_metadata(build: KBIndexBuild) -> dict[str, object]:
     }
 
 
-@dg.asset(key=KB_INDEX_KEY, deps=[KB_DOCUMENTS_KEY], group_name="knowledge_base", kinds={"milvus"},
+@dg.asset(key=KB_INDEX, deps=[KB_DOCUMENTS], group_name="knowledge_base", kinds={"milvus"},
           automation_condition=dg.AutomationCondition.eager(),
-          check_specs=KB_INDEX_CHECK_SPECS)
+          check_specs=KB_INDEX_CHECK_SPECS, pool="milvus")  # index builds: dagster.yaml `concurrency.pools`
 def kb_index(context: dg.AssetExecutionContext, config: KBIndexConfig, delta: DeltaLakeStorage,
              milvus: MilvusResource, embedder: EmbedderResource) -> dg.MaterializeResult:
     """Vectors of `kb/documents` in Milvus, one collection per index version, served through the alias `kb`.
@@ -118,7 +116,7 @@ def kb_index(context: dg.AssetExecutionContext, config: KBIndexConfig, delta: De
     pass (blue-green); a failed candidate is kept and recorded, and retrieval stays on
     the previous version. Old versions beyond `keep_previous_versions` are dropped.
     """
-    chunks = delta.read(KB_DOCUMENTS_TABLE).to_dicts()
+    chunks = delta.read(KB_DOCUMENTS).to_dicts()
     if not chunks:
         raise dg.Failure(description="kb/documents is empty or missing: materialize it first")
     golden_path = (Path(config.golden_queries_path) if config.golden_queries_path

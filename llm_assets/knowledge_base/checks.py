@@ -8,17 +8,15 @@ check on its stored table: chunk ids are unique (they are the Milvus primary key
 
 import dagster as dg
 
+from llm_assets.asset_keys import KB_DOCUMENTS, KB_INDEX
 from llm_assets.knowledge_base.indexing import KBIndexBuild
 from llm_assets.resources.delta import DeltaLakeStorage
 
-KB_DOCUMENTS_KEY = dg.AssetKey(["kb", "documents"])
-KB_INDEX_KEY = dg.AssetKey(["kb", "index"])
-KB_DOCUMENTS_TABLE = "kb/documents"
 
 KB_INDEX_CHECK_SPECS = [
-    dg.AssetCheckSpec("vector_count_matches_chunks", asset=KB_INDEX_KEY,
+    dg.AssetCheckSpec("vector_count_matches_chunks", asset=KB_INDEX,
                       description="The candidate collection holds exactly one vector per kb/documents chunk."),
-    dg.AssetCheckSpec("retrieval_recall_at_5", asset=KB_INDEX_KEY,
+    dg.AssetCheckSpec("retrieval_recall_at_5", asset=KB_INDEX,
                       description="recall@5 of the candidate collection on the golden retrieval queries is at "
                                   "least the threshold (0.9 by default); the alias `kb` moves only if it passes."),
 ]
@@ -33,7 +31,7 @@ def _recall_misses_md(build: KBIndexBuild, limit: int = 10) -> str:
 
 def vector_count_result(build: KBIndexBuild) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        check_name="vector_count_matches_chunks", asset_key=KB_INDEX_KEY, passed=build.vector_count_ok,
+        check_name="vector_count_matches_chunks", asset_key=KB_INDEX, passed=build.vector_count_ok,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"vectors": build.vector_count, "chunks": build.chunk_count, "collection": build.collection},
     )
@@ -42,7 +40,7 @@ def vector_count_result(build: KBIndexBuild) -> dg.AssetCheckResult:
 def recall_result(build: KBIndexBuild) -> dg.AssetCheckResult:
     recall = build.recall.recall if build.recall else 0.0
     return dg.AssetCheckResult(
-        check_name="retrieval_recall_at_5", asset_key=KB_INDEX_KEY, passed=build.recall_ok,
+        check_name="retrieval_recall_at_5", asset_key=KB_INDEX, passed=build.recall_ok,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "recall_at_5": dg.MetadataValue.float(round(recall, 4)),
@@ -54,9 +52,9 @@ def recall_result(build: KBIndexBuild) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=KB_DOCUMENTS_KEY, description="Every chunk id in kb/documents is unique (Milvus primary key).")
+@dg.asset_check(asset=KB_DOCUMENTS, description="Every chunk id in kb/documents is unique (Milvus primary key).")
 def kb_chunk_ids_are_unique(delta: DeltaLakeStorage) -> dg.AssetCheckResult:
-    df = delta.read(KB_DOCUMENTS_TABLE)
+    df = delta.read(KB_DOCUMENTS)
     duplicates = int(df.height - df["chunk_id"].n_unique()) if df.height else 0
     return dg.AssetCheckResult(passed=duplicates == 0,
                                metadata={"chunks": df.height, "duplicate_chunk_ids": duplicates})

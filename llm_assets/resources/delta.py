@@ -8,7 +8,6 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from llm_assets.settings import table_uri
 from llm_assets.storage import delta
 
 
@@ -22,41 +21,51 @@ class DeltaLakeStorage(dg.ConfigurableResource):
     root: str = Field(description="DELTA_ROOT: a local folder or s3://bucket/prefix")
     storage_options: dict[str, str] = Field(default_factory=dict)
 
-    def uri(self, key: str) -> str:
-        return table_uri(self.root, key)
+    def uri(self, key: dg.AssetKey) -> str:
+        """The table of an asset key: `{root}/{key prefix}/{key name}` (the one place this mapping lives)."""
+        if not isinstance(key, dg.AssetKey):
+            raise TypeError(f"DeltaLakeStorage takes an AssetKey, got {key!r}")
+        return f"{self.root.rstrip('/')}/{'/'.join(key.path)}"
 
     def _opts(self) -> dict[str, str] | None:
         return dict(self.storage_options) or None
 
-    def merge(self, key: str, df: pl.DataFrame, keys: Sequence[str], *, partition_column: str | None = None,
-              partition_value: str | None = None) -> dict[str, int]:
+    def merge(self, key: dg.AssetKey, df: pl.DataFrame, keys: Sequence[str], *, partition_column: str | None = None,
+              partition_value: str | None = None, delete_unmatched: bool = False,
+              merge_schema: bool = False) -> dict[str, int | None]:
+        """MERGE on `keys`; returns `inserted`, `updated`, `deleted` and the `version` committed."""
         return delta.merge_rows(df, self.uri(key), keys, partition_column=partition_column,
-                                partition_value=partition_value, storage_options=self._opts())
+                                partition_value=partition_value, storage_options=self._opts(),
+                                delete_unmatched=delete_unmatched, merge_schema=merge_schema)
 
-    def replace_partition(self, key: str, df: pl.DataFrame, *, partition_column: str, partition_value: str) -> int:
+    def replace_partition(self, key: dg.AssetKey, df: pl.DataFrame, *, partition_column: str, partition_value: str) -> int:
         return delta.replace_partition(df, self.uri(key), partition_column=partition_column,
                                        partition_value=partition_value, storage_options=self._opts())
 
-    def overwrite(self, key: str, df: pl.DataFrame) -> None:
+    def overwrite(self, key: dg.AssetKey, df: pl.DataFrame) -> None:
         delta.overwrite(df, self.uri(key), storage_options=self._opts())
 
-    def read(self, key: str, *, partition_column: str | None = None,
-             partition_values: Sequence[str] | None = None) -> pl.DataFrame:
+    def read(self, key: dg.AssetKey, *, partition_column: str | None = None,
+             partition_values: Sequence[str] | None = None, version: int | None = None) -> pl.DataFrame:
         return delta.read_table(self.uri(key), partition_column=partition_column,
-                                partition_values=partition_values, storage_options=self._opts())
+                                partition_values=partition_values, storage_options=self._opts(), version=version)
 
-    def scan(self, key: str) -> pl.LazyFrame:
-        """A lazy scan of an existing table, for filters and aggregates pushed down to the files."""
-        return pl.scan_delta(self.uri(key), storage_options=self._opts())
+    def scan(self, key: dg.AssetKey, version: int | None = None) -> pl.LazyFrame:
+        """A lazy scan of an existing table (at `version`, else the latest), for pushed-down filters."""
+        return pl.scan_delta(self.uri(key), version=version, storage_options=self._opts())
 
-    def read_where(self, key: str, column: str, values: Sequence[str]) -> pl.DataFrame:
+    def version(self, key: dg.AssetKey) -> int | None:
+        """The table's current version, None without a table (pin reads to it for a consistent snapshot)."""
+        return delta.table_version(self.uri(key), self._opts())
+
+    def read_where(self, key: dg.AssetKey, column: str, values: Sequence[str]) -> pl.DataFrame:
         """Rows whose `column` is one of `values` (a filtered scan; any column, not only partitions)."""
         return delta.read_table(self.uri(key), partition_column=column, partition_values=values,
                                 storage_options=self._opts())
 
-    def count(self, key: str, *, partition_column: str | None = None, partition_value: str | None = None) -> int:
+    def count(self, key: dg.AssetKey, *, partition_column: str | None = None, partition_value: str | None = None) -> int:
         return delta.count_rows(self.uri(key), partition_column=partition_column, partition_value=partition_value,
                                 storage_options=self._opts())
 
-    def exists(self, key: str) -> bool:
+    def exists(self, key: dg.AssetKey) -> bool:
         return delta.table_exists(self.uri(key), self._opts())

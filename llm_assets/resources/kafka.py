@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import dagster as dg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicCollection, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from pydantic import Field
+
+from llm_assets.settings import CONSUMER_GROUP, EVENTS_TOPIC
 
 _log = logging.getLogger("llm_assets.kafka")
 
@@ -45,7 +56,6 @@ class KafkaRecord(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int | None = None
 
 
 class RecordColumns(NamedTuple):
@@ -64,6 +74,169 @@ class OffsetRange:
     partition: int
     start: int
     end: int
+
+
+@dataclass
+class ReadProgress:
+    """Where a `TopicRead` stands: the offsets to resume from and why it stopped."""
+
+    next_offsets: dict[int, int]  # per partition read from, the offset after the last message read
+    high_watermarks: dict[int, int] = field(default_factory=dict)  # log ends reported by the fetches
+    at_end: set[int] = field(default_factory=set)  # partitions whose log end was reached
+    messages: int = 0
+    stopped_by: str = "caught up"
+    errors: list[str] = field(default_factory=list)
+
+
+class TopicRead:
+    """One bounded read of a topic (`KafkaResource.read`): iterate it for `RecordColumns` chunks.
+
+    The one consume loop of llm-assets: `assign()` + explicit offsets (no group join), large
+    `consume()` calls that never ask for more than is left (it waits for its count or its
+    timeout), columns built straight from the batch. Progress comes from the offsets consumed
+    and the high watermarks cached from fetch responses (uncached ones are wrong on tansu).
+    """
+
+    def __init__(self, kafka: "KafkaResource", topic: str, start_offsets: dict[int, int | None],
+                 end_offsets: dict[int, int] | None, *, chunk_size: int, max_messages: int | None,
+                 deadline: float | None, idle_timeout_s: float, first_answer_timeout_s: float | None) -> None:
+        self._kafka, self.topic = kafka, topic
+        self._starts, self._ends = start_offsets, end_offsets
+        self._chunk_size, self._max_messages, self._deadline = chunk_size, max_messages, deadline
+        self._idle_timeout_s = idle_timeout_s
+        self._first_answer_timeout_s = first_answer_timeout_s if first_answer_timeout_s is not None else idle_timeout_s
+        self.progress = ReadProgress(next_offsets={p: o for p, o in start_offsets.items() if o is not None})
+
+    def __iter__(self) -> Iterator[RecordColumns]:
+        chunk = RecordColumns([], [], [], [])
+        for messages, partitions, offsets in self._batches():
+            chunk.partitions.extend(partitions)
+            chunk.offsets.extend(offsets)
+            chunk.keys.extend(map(Message.key, messages))  # map over the C methods: no bytecode per message
+            chunk.values.extend(map(Message.value, messages))
+            if len(chunk.offsets) >= self._chunk_size:
+                yield chunk
+                chunk = RecordColumns([], [], [], [])
+        if chunk.offsets:
+            yield chunk
+
+    def _left(self, consumer: Consumer, remaining: set[int]) -> int | None:
+        """Messages still to read: exact for ranges; for an open read, up to the cached high
+        watermarks (None while one is unknown)."""
+        position = self.progress.next_offsets
+        if self._ends is not None:
+            return sum(self._ends[p] - position.get(p, self._starts[p] or 0) for p in remaining)
+        left = 0
+        for p in remaining:
+            if p not in position:
+                return None
+            _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+            if high is None or high < 0:
+                return None
+            left += max(0, high - position[p])
+        return left
+
+    def _batches(self) -> Iterator[tuple[list[Message], list[int], list[int]]]:
+        exact = self._ends is not None
+        progress, topic = self.progress, self.topic
+        remaining = set(self._ends if exact else self._starts)
+        if not remaining:
+            return
+        consumer = self._consumer = self._kafka.consumer()
+        try:
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING if self._starts[p] is None else self._starts[p])
+                             for p in sorted(remaining)])
+            answered, idle_since = False, time.monotonic()
+            while remaining:
+                if self._max_messages is not None and progress.messages >= self._max_messages:
+                    progress.stopped_by = f"max_messages ({self._max_messages})"
+                    break
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    progress.stopped_by = "time budget"
+                    break
+                left = self._left(consumer, remaining)
+                if left == 0:
+                    break  # caught up with the log end of the last fetch
+                wanted = self._chunk_size if left is None else min(self._chunk_size, left)
+                if self._max_messages is not None:
+                    wanted = min(wanted, self._max_messages - progress.messages)
+                messages = consumer.consume(num_messages=max(1, wanted), timeout=0.2)
+                now = time.monotonic()
+                if messages:
+                    answered, idle_since = True, now
+                else:
+                    limit = self._idle_timeout_s if answered else self._first_answer_timeout_s
+                    if now - idle_since > limit:
+                        if exact:
+                            missing = ", ".join(f"p{p}:{progress.next_offsets.get(p, self._starts[p])}-"
+                                                f"{self._ends[p]}" for p in sorted(remaining))
+                            raise OffsetRangeUnavailableError(
+                                f"no data for {topic} {missing} within {limit:g}s "
+                                f"(broker down, or offsets beyond the log end)")
+                        progress.stopped_by = f"no message for {limit:g}s"
+                        break
+                    continue
+                batch, partitions, offsets = self._keep(messages, remaining, exact)
+                if batch:
+                    progress.messages += len(batch)
+                    yield batch, partitions, offsets
+                if not exact and progress.at_end >= remaining:
+                    break
+        finally:
+            for p in self._starts:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+                if high is not None and high >= 0:
+                    progress.high_watermarks[p] = high
+            consumer.close()
+
+    def _keep(self, messages: list[Message], remaining: set[int],
+              exact: bool) -> tuple[list[Message], list[int], list[int]]:
+        """The messages of one `consume()` that belong to the read, with their partitions and
+        offsets; updates the progress."""
+        progress = self.progress
+        if any(map(Message.error, messages)):
+            kept = []
+            for m in messages:
+                err = m.error()
+                if err is None:
+                    kept.append(m)
+                    continue
+                p, offset = m.partition(), m.offset()
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if exact and p in remaining and offset < self._ends[p]:
+                        raise OffsetRangeUnavailableError(
+                            f"{self.topic}[{p}] ends at offset {offset} but the range {self._starts[p]}-"
+                            f"{self._ends[p]} was requested (topic truncated or recreated?)")
+                    progress.at_end.add(p)
+                elif exact:
+                    raise OffsetRangeUnavailableError(f"reading {self.topic}[{p}] failed: {err.str()}")
+                else:
+                    progress.errors.append(f"p{p}: {err.str()}")
+            messages = kept
+        if self._max_messages is not None:
+            # Later messages stay unread, so every partition's read span stays contiguous.
+            messages = messages[: self._max_messages - progress.messages]
+        partitions = list(map(Message.partition, messages))
+        offsets = list(map(Message.offset, messages))
+        last = dict(zip(partitions, offsets))  # offsets grow within a partition: the last one wins
+        if exact:
+            ends = self._ends
+            if any(p not in remaining or offset >= ends[p] - 1 for p, offset in last.items()):
+                # A fetch may run past a range's end: keep what lies in the ranges, stop the finished ones.
+                keep = [p in remaining and o < ends[p] for p, o in zip(partitions, offsets)]
+                messages = [m for m, k in zip(messages, keep) if k]
+                partitions = [p for p, k in zip(partitions, keep) if k]
+                offsets = [o for o, k in zip(offsets, keep) if k]
+                finished = [p for p, offset in last.items() if p in remaining and offset >= ends[p] - 1]
+                remaining.difference_update(finished)
+                if finished:  # stop fetching past their ends
+                    self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in finished])
+                last = dict(zip(partitions, offsets))
+        elif progress.at_end:
+            progress.at_end.difference_update(last)  # new messages: not at the end any more
+        for p, offset in last.items():
+            progress.next_offsets[p] = offset + 1
+        return messages, partitions, offsets
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -131,96 +304,43 @@ class KafkaResource(dg.ConfigurableResource):
             raise KafkaUnavailableError(f"Kafka broker at {self.bootstrap_servers}: {exc.args[0].str()}") from exc
 
     # -- reading ---------------------------------------------------------------------------
-    def _iter_range_messages(self, topic: str, ranges: Iterable[OffsetRange | tuple[int, int, int]],
-                             batch_size: int) -> Iterator[list[Message]]:
-        """The messages of the given offset ranges (librdkafka objects), in lists of at most `batch_size`."""
-        wanted: dict[int, OffsetRange] = {}
+    def read(self, topic: str, start_offsets: Mapping[int, int | None], *,
+             end_offsets: Mapping[int, int] | None = None, chunk_size: int = 50_000,
+             max_messages: int | None = None, deadline: float | None = None,
+             idle_timeout_s: float | None = None, first_answer_timeout_s: float | None = None) -> TopicRead:
+        """A bounded read of `topic` from `start_offsets` (None: the earliest offset), in columnar chunks.
+
+        With `end_offsets` the read covers exactly `[start, end)` of each partition and raises
+        `OffsetRangeUnavailableError` when a range cannot be read to its end (the log was
+        truncated or recreated), so a run never silently writes a partial range. Without it,
+        the read goes up to the log end (as the fetches report it) and stops early at
+        `max_messages`, at `deadline` (`time.monotonic()`), or after `idle_timeout_s` without
+        a message (`first_answer_timeout_s` before the first one); `TopicRead.progress` then
+        says where it stopped and why. Memory stays bounded by `chunk_size` messages however
+        long the log is: chunks are yielded as they fill.
+        """
+        return TopicRead(self, topic, dict(start_offsets), None if end_offsets is None else dict(end_offsets),
+                         chunk_size=chunk_size, max_messages=max_messages, deadline=deadline,
+                         idle_timeout_s=self.request_timeout_s if idle_timeout_s is None else idle_timeout_s,
+                         first_answer_timeout_s=first_answer_timeout_s)
+
+    def read_ranges(self, topic: str, ranges: Iterable[OffsetRange | tuple[int, int, int]],
+                    chunk_size: int = 50_000) -> TopicRead:
+        """`read` of exact offset ranges (one per partition; an empty range is skipped)."""
+        starts: dict[int, int | None] = {}
+        ends: dict[int, int] = {}
         for r in (x if isinstance(x, OffsetRange) else OffsetRange(*x) for x in ranges):
-            if r.partition in wanted:
+            if r.partition in ends:
                 raise ValueError(f"two ranges for {topic}[{r.partition}]: merge them into one")
             if r.end > r.start:
-                wanted[r.partition] = r
-        if not wanted:
-            return
-        consumer = self.consumer()
-        try:
-            consumer.assign([TopicPartition(topic, p, r.start) for p, r in wanted.items()])
-            remaining = set(wanted)
-            position = {p: r.start for p, r in wanted.items()}
-            idle_since = time.monotonic()
-            while remaining:
-                # Ask for no more than the ranges still hold: consume() waits for its count or the timeout.
-                left = sum(wanted[p].end - position[p] for p in remaining)
-                messages = consumer.consume(num_messages=max(1, min(batch_size, left)), timeout=0.2)
-                batch: list[Message] = []
-                finished: list[int] = []
-                for msg in messages:
-                    err = msg.error()
-                    if err is not None:
-                        p, offset = msg.partition(), msg.offset()
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            if p in remaining and offset < wanted[p].end:
-                                raise OffsetRangeUnavailableError(
-                                    f"{topic}[{p}] ends at offset {offset} but the range "
-                                    f"{wanted[p].start}-{wanted[p].end} was requested (topic truncated or recreated?)")
-                            continue
-                        raise OffsetRangeUnavailableError(f"reading {topic}[{p}] failed: {err.str()}")
-                    batch.append(msg)
-                # Keep what lies in the ranges (a fetch may run past a range's end).
-                kept = []
-                for msg in batch:
-                    p = msg.partition()
-                    if p not in remaining:
-                        continue
-                    offset = msg.offset()
-                    r = wanted[p]
-                    position[p] = offset + 1
-                    if offset < r.end:
-                        if offset >= r.start:
-                            kept.append(msg)
-                        if offset == r.end - 1:
-                            remaining.discard(p)
-                            finished.append(p)
-                    else:
-                        remaining.discard(p)
-                        finished.append(p)
-                batch = kept
-                if finished:  # stop fetching past the end of finished ranges
-                    consumer.incremental_unassign([TopicPartition(topic, p) for p in finished])
-                if messages:
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > self.request_timeout_s:
-                    missing = ", ".join(f"p{p}:{wanted[p].start}-{wanted[p].end}" for p in sorted(remaining))
-                    raise OffsetRangeUnavailableError(
-                        f"no data for {topic} {missing} within {self.request_timeout_s:g}s "
-                        f"(broker down, or offsets beyond the log end)")
-                if batch:
-                    yield batch
-        finally:
-            consumer.close()
+                starts[r.partition], ends[r.partition] = r.start, r.end
+        return self.read(topic, starts, end_offsets=ends, chunk_size=chunk_size)
 
     def iter_range_batches(self, topic: str, ranges: Iterable[OffsetRange | tuple[int, int, int]],
                            batch_size: int = 10_000) -> Iterator[list[KafkaRecord]]:
-        """Every message of the given offset ranges, in lists of at most `batch_size`.
-
-        Raises `OffsetRangeUnavailableError` when a range cannot be read to its end (the log
-        was truncated or recreated), so a run never silently writes a partial range.
-        """
-        new_record = tuple.__new__
-        for messages in self._iter_range_messages(topic, ranges, batch_size):
-            batch = []
-            for msg in messages:
-                ts_type, ts = msg.timestamp()
-                batch.append(new_record(KafkaRecord, (topic, msg.partition(), msg.offset(), msg.key(), msg.value(),
-                                                      ts if ts_type else None)))
-            yield batch
-
-    def iter_range_columns(self, topic: str, ranges: Iterable[OffsetRange | tuple[int, int, int]],
-                           batch_size: int = 10_000) -> Iterator[RecordColumns]:
-        """`iter_range_batches` as columns (partitions, offsets, keys, values): cheaper for bulk ingest."""
-        for messages in self._iter_range_messages(topic, ranges, batch_size):
-            yield RecordColumns(partitions=[m.partition() for m in messages], offsets=[m.offset() for m in messages],
-                                keys=[m.key() for m in messages], values=[m.value() for m in messages])
+        """Every message of the given offset ranges as records, in lists of at most `batch_size`."""
+        for chunk in self.read_ranges(topic, ranges, chunk_size=batch_size):
+            yield [KafkaRecord(topic, p, o, k, v) for p, o, k, v in zip(*chunk)]
 
     def read_range(self, topic: str, partition: int, start: int, end: int) -> list[KafkaRecord]:
         """Messages `start` (inclusive) to `end` (exclusive) of one partition."""
@@ -279,3 +399,39 @@ class KafkaResource(dg.ConfigurableResource):
 
     def produce(self, topic: str, key: bytes | str | None, value: bytes | str | None) -> None:
         self.produce_batch(topic, [(key, value)])
+
+
+class KafkaIngestSettings(dg.ConfigurableResource):
+    """How `kafka_events_sensor` reads its topic: batch limits, timeouts, the payload limit.
+
+    Bound per environment in `resources/environments.py` (from the variables in
+    `VARIABLES` when set), so the sensor reads no environment itself and a test binds its own.
+    """
+
+    topic: str = Field(default=EVENTS_TOPIC, description="KAFKA_EVENTS_TOPIC: the topic of raw events")
+    # One run per batch costs a run launch (a pod on k8s): keep batches large. A batch is also
+    # what a run holds in memory (about 0.5 KB a message), so this bounds a run's memory.
+    max_messages: int = Field(default=250_000, description="KAFKA_SENSOR_MAX_MESSAGES: messages per batch")
+    time_budget_s: float = Field(default=20.0, description="KAFKA_SENSOR_TIME_BUDGET_S: reading time per tick "
+                                                           "(ticks time out at 60 s)")
+    idle_timeout_s: float = Field(default=1.0, description="stop reading after this long without a message")
+    connect_timeout_s: float = Field(default=3.0, description="how long a tick waits for the broker's first answer")
+    max_pending_batches: int = Field(default=50, description="KAFKA_SENSOR_MAX_PENDING_BATCHES: stop reading while "
+                                                             "this many batches wait for their runs")
+    max_date_gap_days: int = Field(default=3, description="KAFKA_SENSOR_MAX_DATE_GAP_DAYS: touched dates farther "
+                                                          "apart get runs of their own")
+    max_payload_bytes: int = Field(default=16_384, description="KAFKA_MAX_PAYLOAD_BYTES: larger values are rejected")
+    consumer_group: str = Field(default=CONSUMER_GROUP, description="receives the committed offsets (lag dashboards)")
+
+    VARIABLES: ClassVar[dict[str, str]] = {
+        "KAFKA_EVENTS_TOPIC": "topic", "KAFKA_SENSOR_MAX_MESSAGES": "max_messages",
+        "KAFKA_SENSOR_TIME_BUDGET_S": "time_budget_s", "KAFKA_SENSOR_MAX_PENDING_BATCHES": "max_pending_batches",
+        "KAFKA_SENSOR_MAX_DATE_GAP_DAYS": "max_date_gap_days", "KAFKA_MAX_PAYLOAD_BYTES": "max_payload_bytes",
+    }
+
+    @classmethod
+    def from_variables(cls, variables: Mapping[str, str]) -> "KafkaIngestSettings":
+        """The settings with every variable of `VARIABLES` that is set (e.g. `os.environ`)."""
+        types = {name: type(info.default) for name, info in cls.model_fields.items()}
+        return cls(**{field: types[field](variables[var]) for var, field in cls.VARIABLES.items()
+                      if variables.get(var)})

@@ -4,7 +4,7 @@ Owns the chunk-collection schema, index parameters (HNSW by default, IVF_FLAT as
 option; inner product on unit vectors = cosine) and the collection/alias operations the
 blue-green `kb/index` needs. `pymilvus` is imported lazily. A Milvus Lite *file* admits
 one process at a time: for concurrent runs point `MILVUS_URI` at `milvus-lite server`
-(`llm_assets.local_milvus.start_milvus_server`) or a Milvus server.
+(`llm_assets.dev.milvus.start_milvus_server`) or a Milvus server.
 """
 
 from __future__ import annotations

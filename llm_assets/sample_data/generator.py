@@ -81,10 +81,11 @@ def _event_ts(rng: random.Random, start: date, days: int) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _event(i: int, rng: random.Random, start: date, days: int, n_entities: int) -> tuple[dict, CaseText]:
+def _event(i: int, rng: random.Random, start: date, days: int, n_entities: int,
+           id_prefix: str = "evt-") -> tuple[dict, CaseText]:
     case = case_text(rng)
     event = {
-        "event_id": f"evt-{i:07d}",
+        "event_id": f"{id_prefix}{i:07d}",
         "source_system": rng.choice(catalog.SOURCE_SYSTEMS),
         "event_ts": _event_ts(rng, start, days),
         "partner_id": f"P-{rng.randint(1, 40):03d}",
@@ -125,12 +126,16 @@ def generate_messages(
     duplicate_share: float = 0.03,
     n_entities: int = 500,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    id_prefix: str = "evt-",
 ) -> list[SampleMessage]:
-    """`n_events` distinct valid events, plus duplicates and malformed messages of every kind."""
+    """`n_events` distinct valid events, plus duplicates and malformed messages of every kind.
+
+    Event ids are `{id_prefix}{n:07d}`: give each stream its own prefix so ids never collide.
+    """
     rng = random.Random(seed)
     messages: list[SampleMessage] = []
     for i in range(n_events):
-        event, case = _event(i, rng, start_date, days, n_entities)
+        event, case = _event(i, rng, start_date, days, n_entities, id_prefix)
         msg = SampleMessage(event["event_id"].encode(), json.dumps(event).encode(), "valid", case.pii, case.label)
         messages.append(msg)
         if rng.random() < duplicate_share:

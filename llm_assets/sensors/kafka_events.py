@@ -4,17 +4,17 @@ Each tick (bounded by `max_messages` and a time budget, well under Dagster's 60 
 
 1. reads the topic's partitions and topic id (short timeouts: a broker that does not
    answer is a `SkipReason`, never a hung tick);
-2. commits to the consumer group (`CONSUMER_GROUP`) the offsets of the earlier batches
-   whose runs have all succeeded, oldest first;
-3. reads new messages with `assign()` + seek from the cursor's offsets (no group join) and
-   learns each message's `event_date` with `contract.event_dates` (for every valid message
-   the date the run's validation gives, found by a vectorized scan instead of a parse). It
-   then requests ONE `ingest_events_job` run per batch whose `raw/events` partition key
+2. commits to the consumer group the offsets of the earlier batches whose runs have all
+   succeeded, oldest first;
+3. reads new messages through `KafkaResource.read` (`assign()` + seek from the cursor's
+   offsets, no group join, chunk by chunk so memory stays bounded) and learns each
+   message's `event_date` with `contract.validate_values`, the very decision the run makes.
+   It then requests ONE `ingest_events_job` run per batch whose `raw/events` partition key
    range covers the touched dates (`dagster/asset_partition_range_start|end` tags; a single
    date is a plain `partition_key`); dates more than `max_date_gap_days` apart (a late event
    of last month) get a run of their own, selecting `raw/events` only and reading only the
    offsets that hold them. The main run reads the whole batch once and also writes its
-   invalid messages to `raw/rejected_events`; a batch without a dated message is one
+   invalid messages to `raw/rejected_events`; a batch without a valid message is one
    `ingest_rejected_events_job` run. Run config holds the offset ranges, never payloads;
    run keys are unique per batch and run (`events.raw:g0:p0:100-200:2026-11-17..2026-11-18`);
 4. reports consumer lag per partition as an `AssetObservation` of `raw/events`.
@@ -31,24 +31,19 @@ the sensor says so, bumps the cursor's generation (so no run key is ever reused)
 the pending batches of the old log and reads the affected partitions again from their
 earliest offset. MERGE on `event_id` makes the re-read harmless: nothing is written twice.
 
-tansu quirk: uncached watermark offsets are wrong there, so progress comes from the offsets
-consumed; lag uses the high watermark cached from the fetch responses.
-
-Settings come from the environment (`KafkaSensorSettings.from_env`): `KAFKA_EVENTS_TOPIC`,
-`KAFKA_SENSOR_MAX_MESSAGES`, `KAFKA_SENSOR_TIME_BUDGET_S`, `KAFKA_SENSOR_MAX_PENDING_BATCHES`,
-`KAFKA_SENSOR_MAX_DATE_GAP_DAYS`, `KAFKA_MAX_PAYLOAD_BYTES`.
+Settings (topic, limits, timeouts, payload limit) come from the `kafka_ingest` resource
+(`KafkaIngestSettings`), bound per environment in `resources/environments.py`.
 """
 
-import os
 import time
 from dataclasses import dataclass, field
 
 import dagster as dg
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+import polars as pl
 
+from llm_assets.asset_keys import RAW_EVENTS
 from llm_assets.ingest import contract
 from llm_assets.ingest.assets import (
-    RAW_EVENTS,
     current_partition_window,
     ingest_events_job,
     ingest_kafka_batch,
@@ -64,50 +59,23 @@ from llm_assets.ingest.batches import (
     ranges_text,
     run_key,
 )
-from llm_assets.resources.kafka import KafkaResource, KafkaUnavailableError, TopicNotFoundError
-from llm_assets.settings import CONSUMER_GROUP, EVENTS_TOPIC
+from llm_assets.resources.kafka import KafkaIngestSettings, KafkaResource, KafkaUnavailableError, TopicNotFoundError
 
-# Dagster's tags for a run over a partition key range (what a single-run backfill sets).
+# Dagster's tags for a run over a partition key range (what a single-run backfill sets);
+# tests/ingest/test_partition_range_tags.py fails if Dagster changes what they mean.
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 BATCH_TAG = "llm_assets/kafka_batch"
-DATING_CHUNK = 50_000  # messages dated per `contract.event_dates` call (its cost is mostly per call below this)
+READ_CHUNK = 50_000  # messages dated per `validate_values` call (its cost is mostly per call below this)
 RUN_KEY_TAG = "llm_assets/kafka_run_key"
 TOPIC_TAG = "llm_assets/kafka_topic"
 
 
-@dataclass(frozen=True)
-class KafkaSensorSettings:
-    topic: str = EVENTS_TOPIC
-    max_messages: int = 250_000  # one run per batch costs a run launch (a pod on k8s): keep batches large
-    time_budget_s: float = 20.0
-    idle_timeout_s: float = 1.0  # stop reading after this long without a message
-    connect_timeout_s: float = 3.0
-    max_pending_batches: int = 50
-    max_date_gap_days: int = 3  # touched dates farther apart than this get runs of their own
-    max_payload_bytes: int = contract.DEFAULT_MAX_PAYLOAD_BYTES
-    consumer_group: str = CONSUMER_GROUP
-
-    @classmethod
-    def from_env(cls) -> "KafkaSensorSettings":
-        env = os.environ
-        return cls(
-            topic=env.get("KAFKA_EVENTS_TOPIC", EVENTS_TOPIC),
-            max_messages=int(env.get("KAFKA_SENSOR_MAX_MESSAGES", cls.max_messages)),
-            time_budget_s=float(env.get("KAFKA_SENSOR_TIME_BUDGET_S", cls.time_budget_s)),
-            max_pending_batches=int(env.get("KAFKA_SENSOR_MAX_PENDING_BATCHES", cls.max_pending_batches)),
-            max_date_gap_days=int(env.get("KAFKA_SENSOR_MAX_DATE_GAP_DAYS", cls.max_date_gap_days)),
-            max_payload_bytes=int(env.get("KAFKA_MAX_PAYLOAD_BYTES", cls.max_payload_bytes)),
-        )
-
-
 @dataclass
 class TickRead:
-    """What one tick read, per message: partition, offset and `event_date` (None: invalid)."""
+    """What one tick read, per message: partition, offset and `event_date` (null: invalid)."""
 
-    partitions: list[int] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    dates: list[str | None] = field(default_factory=list)
+    dated: pl.DataFrame
     next_offsets: dict[int, int] = field(default_factory=dict)
     high_watermarks: dict[int, int] = field(default_factory=dict)
     beyond_end: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (cursor, log end)
@@ -115,100 +83,40 @@ class TickRead:
     stopped_by: str = "caught up"
 
 
-def _left_before_high_watermark(consumer, topic: str, partitions: list[int], next_offsets: dict[int, int],
-                                 at_end: set[int]) -> int | None:
-    """Messages between the next offsets and the high watermarks of the last fetch; None when unknown.
-
-    Only the watermarks cached from fetch responses are used (uncached ones are wrong on tansu).
-    """
-    left = 0
-    for p in partitions:
-        if p in at_end:
-            continue
-        if p not in next_offsets:
-            return None
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
-        if high is None or high < 0:
-            return None
-        left += max(0, high - next_offsets[p])
-    return left
-
-
-def read_new_messages(kafka: KafkaResource, settings: KafkaSensorSettings, partitions: list[int],
+def read_new_messages(kafka: KafkaResource, settings: KafkaIngestSettings, partitions: list[int],
                       start_offsets: dict[int, int], deadline: float, window: contract.PartitionWindow) -> TickRead:
     """Read from `start_offsets` (earliest where absent) until caught up, a limit, or the deadline."""
-    read = TickRead(next_offsets=dict(start_offsets))
-    consumer = kafka.consumer()
-    try:
-        consumer.assign([TopicPartition(settings.topic, p, start_offsets.get(p, OFFSET_BEGINNING))
-                         for p in partitions])
-        at_end: set[int] = set()
-        answered = False
-        undated: list[bytes | None] = []  # values read but not dated yet (dated in large vectorized chunks)
-        idle_since = time.monotonic()
-        while True:
-            if len(read.offsets) >= settings.max_messages:
-                read.stopped_by = f"max_messages ({settings.max_messages})"
-                break
-            if time.monotonic() >= deadline:
-                read.stopped_by = f"time budget ({settings.time_budget_s:g}s)"
-                break
-            if at_end >= set(partitions):
-                break
-            # Before the first answer, allow for the offset lookup (about 0.6 s on tansu).
-            idle_limit = settings.idle_timeout_s if answered else settings.connect_timeout_s
-            if time.monotonic() - idle_since > idle_limit:
-                read.stopped_by = f"no message for {idle_limit:g}s"
-                break
-            wanted = min(10_000, settings.max_messages - len(read.offsets))
-            left = _left_before_high_watermark(consumer, settings.topic, partitions, read.next_offsets, at_end)
-            if left == 0:
-                break  # caught up with the log end of the last fetch
-            # consume() waits for its count or the timeout: ask for no more than the log holds.
-            messages = consumer.consume(num_messages=min(wanted, left or wanted), timeout=0.1)
-            if messages:
-                idle_since = time.monotonic()
-                answered = True
-            chunk = []
-            room = settings.max_messages - len(read.offsets)
-            for msg in messages:
-                err = msg.error()
-                if err is None:
-                    if len(chunk) >= room:
-                        break  # later messages stay unread, so every partition's read span is contiguous
-                    if at_end:
-                        at_end.discard(msg.partition())
-                    chunk.append(msg)
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
-                else:
-                    read.errors.append(f"p{msg.partition()}: {err.str()}")
-            if chunk:
-                chunk_partitions = [m.partition() for m in chunk]
-                chunk_offsets = [m.offset() for m in chunk]
-                read.partitions += chunk_partitions
-                read.offsets += chunk_offsets
-                undated += [m.value() for m in chunk]
-                read.next_offsets.update({p: o + 1 for p, o in zip(chunk_partitions, chunk_offsets)})
-            if len(undated) >= DATING_CHUNK:
-                read.dates += contract.event_dates(undated, window=window, max_payload_bytes=settings.max_payload_bytes)
-                undated = []
-        if undated:
-            read.dates += contract.event_dates(undated, window=window, max_payload_bytes=settings.max_payload_bytes)
-        for p in partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(settings.topic, p), cached=True)
-            if high is None or high < 0:
-                continue
-            read.high_watermarks[p] = high
-            cursor_at = start_offsets.get(p)
-            if cursor_at is not None and cursor_at > high and p not in at_end and read.next_offsets[p] == cursor_at:
-                read.beyond_end[p] = (cursor_at, high)
-    finally:
-        consumer.close()
-    return read
+    read = kafka.read(settings.topic, {p: start_offsets.get(p) for p in partitions}, chunk_size=READ_CHUNK,
+                      max_messages=settings.max_messages, deadline=deadline, idle_timeout_s=settings.idle_timeout_s,
+                      # before the first answer, allow for the offset lookup (about 0.6 s on tansu)
+                      first_answer_timeout_s=settings.connect_timeout_s)
+    frames = []
+    for chunk in read:
+        checked = contract.validate_values(chunk.values, max_payload_bytes=settings.max_payload_bytes,
+                                           window=window, columns=("event_date",))
+        dates = pl.repeat(None, len(chunk.offsets), dtype=pl.String, eager=True).scatter(
+            checked.events["position"], checked.events["event_date"])
+        frames.append(pl.DataFrame({"partition": pl.Series(chunk.partitions, dtype=pl.Int64),
+                                    "offset": pl.Series(chunk.offsets, dtype=pl.Int64), "event_date": dates}))
+    progress = read.progress
+    dated = pl.concat(frames) if frames else pl.DataFrame(
+        schema={"partition": pl.Int64, "offset": pl.Int64, "event_date": pl.String})
+    tick = TickRead(dated=dated, next_offsets={**start_offsets, **progress.next_offsets},
+                    high_watermarks=progress.high_watermarks, errors=progress.errors,
+                    stopped_by=_stopped_by(progress.stopped_by, settings))
+    for p, high in progress.high_watermarks.items():
+        cursor_at = start_offsets.get(p)
+        if cursor_at is not None and cursor_at > high and p not in progress.at_end \
+                and tick.next_offsets.get(p) == cursor_at:
+            tick.beyond_end[p] = (cursor_at, high)
+    return tick
 
 
-def _run_config(settings: KafkaSensorSettings, ranges: dict[int, tuple[int, int]], last_partition_date: str) -> dict:
+def _stopped_by(reason: str, settings: KafkaIngestSettings) -> str:
+    return f"time budget ({settings.time_budget_s:g}s)" if reason == "time budget" else reason
+
+
+def _run_config(settings: KafkaIngestSettings, ranges: dict[int, tuple[int, int]], last_partition_date: str) -> dict:
     return {"ops": {ingest_kafka_batch.op.name: {"config": {
         "topic": settings.topic,
         "ranges": [{"partition": p, "start": s, "end": e} for p, (s, e) in sorted(ranges.items())],
@@ -217,7 +125,7 @@ def _run_config(settings: KafkaSensorSettings, ranges: dict[int, tuple[int, int]
     }}}}
 
 
-def _run_request(run: PlannedRun, key: str, settings: KafkaSensorSettings, last_partition_date: str,
+def _run_request(run: PlannedRun, key: str, settings: KafkaIngestSettings, last_partition_date: str,
                  tags: dict[str, str]) -> dg.RunRequest:
     """The run of one planned date range (or of the dead letters alone)."""
     tags = {**tags, RUN_KEY_TAG: key}
@@ -250,7 +158,7 @@ def _finished_batches(instance: dg.DagsterInstance, cursor: IngestCursor) -> tup
 
 
 def _commit_finished(context: dg.SensorEvaluationContext, kafka: KafkaResource, cursor: IngestCursor,
-                     settings: KafkaSensorSettings, notes: list[str]) -> IngestCursor:
+                     settings: KafkaIngestSettings, notes: list[str]) -> IngestCursor:
     if not cursor.pending:
         return cursor
     finished, failed = _finished_batches(context.instance, cursor)
@@ -285,7 +193,7 @@ def _lag_observation(read: TickRead, cursor: IngestCursor, messages: int) -> dg.
 
 
 def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResource,
-                        settings: KafkaSensorSettings) -> dg.SensorResult | dg.SkipReason:
+                        settings: KafkaIngestSettings) -> dg.SensorResult | dg.SkipReason:
     """One sensor tick (see the module docstring)."""
     deadline = time.monotonic() + settings.time_budget_s
     topic = settings.topic
@@ -328,7 +236,7 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     for note in notes:
         context.log.warning(note)
 
-    if not read.offsets:
+    if read.dated.is_empty():
         cursor = cursor.model_copy(update={"next_offsets": read.next_offsets})
         offsets = ", ".join(f"p{p}:{cursor.next_offsets.get(p, 0)}" for p in partitions)
         errors = f" Errors: {'; '.join(read.errors[:3])}." if read.errors else ""
@@ -337,7 +245,8 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
         return dg.SensorResult(skip_reason=reason, cursor=cursor.dump(),
                                asset_events=[_lag_observation(read, cursor, 0)])
 
-    plan = plan_batch(read.partitions, read.offsets, read.dates, settings.max_date_gap_days)
+    plan = plan_batch(read.dated["partition"], read.dated["offset"], read.dated["event_date"],
+                      settings.max_date_gap_days)
     generation = cursor.generation
     batch_id = f"{topic}:g{generation}:{ranges_text(plan.read)}"
     last_partition_date = window.last.isoformat()
@@ -353,27 +262,16 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     })
     dates = len(plan.counts) - (REJECTED in plan.counts)
     context.log.info(f"{plan.message_count} messages ({ranges_text(plan.read)}), stopped by {read.stopped_by}: "
-                     f"{dates} date(s), {plan.counts.get(REJECTED, 0)} unreadable or undated -> "
+                     f"{dates} date(s), {plan.counts.get(REJECTED, 0)} invalid -> "
                      f"{', '.join(r.target for r in plan.runs)}")
     return dg.SensorResult(run_requests=run_requests, cursor=cursor.dump(),
                            asset_events=[_lag_observation(read, cursor, plan.message_count)])
 
 
-def build_kafka_events_sensor(settings: KafkaSensorSettings | None = None, *, name: str = "kafka_events_sensor",
-                              minimum_interval_seconds: int = 30,
-                              default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
-                              ) -> dg.SensorDefinition:
-    """The sensor over `settings.topic` (from the environment when None)."""
-    settings = settings or KafkaSensorSettings.from_env()
-
-    @dg.sensor(name=name, jobs=[ingest_events_job, ingest_rejected_events_job],
-               minimum_interval_seconds=minimum_interval_seconds, default_status=default_status,
-               description=f"New {settings.topic} offsets -> one run per batch over the touched event_date range "
-                           f"(raw/events + raw/rejected_events); commits offsets after the runs succeed.")
-    def _kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
-        return evaluate_kafka_tick(context, kafka, settings)
-
-    return _kafka_events_sensor
-
-
-kafka_events_sensor = build_kafka_events_sensor()
+@dg.sensor(name="kafka_events_sensor", jobs=[ingest_events_job, ingest_rejected_events_job],
+           minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="New events.raw offsets (the topic of the `kafka_ingest` resource) -> one run per batch over "
+                       "the touched event_date range (raw/events + raw/rejected_events); commits offsets after the "
+                       "runs succeed.")
+def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, kafka_ingest: KafkaIngestSettings):
+    return evaluate_kafka_tick(context, kafka, kafka_ingest)

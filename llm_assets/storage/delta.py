@@ -19,6 +19,13 @@ def table_exists(uri: str, storage_options: dict[str, str] | None = None) -> boo
     return DeltaTable.is_deltatable(uri, storage_options=storage_options)
 
 
+def table_version(uri: str, storage_options: dict[str, str] | None = None) -> int | None:
+    """The table's current version (None when there is no table): read a snapshot with it."""
+    if not table_exists(uri, storage_options):
+        return None
+    return DeltaTable(uri, storage_options=storage_options).version()
+
+
 def _merge_predicate(keys: Sequence[str], partition_column: str | None, partition_value: str | None) -> str:
     clauses = [f"t.{k} = s.{k}" for k in keys]
     if partition_column is not None and partition_value is not None:
@@ -34,44 +41,57 @@ def merge_rows(
     partition_column: str | None = None,
     partition_value: str | None = None,
     storage_options: dict[str, str] | None = None,
-) -> dict[str, int]:
+    delete_unmatched: bool = False,
+    merge_schema: bool = False,
+) -> dict[str, int | None]:
     """Upsert `df` into the table at `uri` on `keys`; creates the table on first write.
 
-    Returns the merge counts (`inserted`, `updated`). Rows are de-duplicated on `keys`
-    first (the last one wins) so one batch can never insert a key twice.
+    Returns the merge counts (`inserted`, `updated`, `deleted`) and `version`, the table
+    version this write committed (the current one when nothing was written; None without
+    a table), so a reader can check exactly what was written. Rows are de-duplicated on
+    `keys` first (the last one wins) so one batch can never insert a key twice.
+    `delete_unmatched` (with a partition) also deletes the partition's rows absent from
+    `df`: the partition is replaced in one commit. `merge_schema` adds new columns of `df`.
     """
     df = df.unique(subset=list(keys), keep="last", maintain_order=True)
     partition_by = [partition_column] if partition_column else None
+    if delete_unmatched and (partition_column is None or partition_value is None):
+        raise ValueError("delete_unmatched replaces one partition: give partition_column and partition_value")
     if df.is_empty() and not table_exists(uri, storage_options):
-        return {"inserted": 0, "updated": 0}
+        return {"inserted": 0, "updated": 0, "deleted": 0, "version": None}
     if not table_exists(uri, storage_options):
         try:
             df.write_delta(uri, mode="error", storage_options=storage_options,
                            delta_write_options={"partition_by": partition_by} if partition_by else None)
-            return {"inserted": df.height, "updated": 0}
+            return {"inserted": df.height, "updated": 0, "deleted": 0, "version": 0}
         except (DeltaError, CommitFailedError, FileExistsError, ValueError):
             # Another run created the table first: fall through to an ordinary merge.
             if not table_exists(uri, storage_options):
                 raise
-    if df.is_empty():
-        return {"inserted": 0, "updated": 0}
-    metrics = (
+    table = DeltaTable(uri, storage_options=storage_options)  # after the merge: the version it committed
+    if df.is_empty() and not delete_unmatched:
+        return {"inserted": 0, "updated": 0, "deleted": 0, "version": table.version()}
+    merger = (
         df.write_delta(
-            uri,
+            table,
             mode="merge",
-            storage_options=storage_options,
             delta_merge_options={
                 "predicate": _merge_predicate(keys, partition_column, partition_value),
                 "source_alias": "s",
                 "target_alias": "t",
+                "merge_schema": merge_schema,
             },
         )
         .when_matched_update_all()
         .when_not_matched_insert_all()
-        .execute()
     )
+    if delete_unmatched:
+        merger = merger.when_not_matched_by_source_delete(predicate=f"t.{partition_column} = '{partition_value}'")
+    metrics = merger.execute()
     return {"inserted": int(metrics.get("num_target_rows_inserted", 0)),
-            "updated": int(metrics.get("num_target_rows_updated", 0))}
+            "updated": int(metrics.get("num_target_rows_updated", 0)),
+            "deleted": int(metrics.get("num_target_rows_deleted", 0)),
+            "version": table.version()}
 
 
 def overwrite(df: pl.DataFrame, uri: str, storage_options: dict[str, str] | None = None) -> None:
@@ -86,11 +106,13 @@ def read_table(
     partition_column: str | None = None,
     partition_values: Sequence[str] | None = None,
     storage_options: dict[str, str] | None = None,
+    version: int | None = None,
 ) -> pl.DataFrame:
-    """Read a table, or only the given partitions of it; an absent table reads as empty."""
+    """Read a table (at `version`, else the latest), or only the given partitions of it;
+    an absent table reads as empty."""
     if not table_exists(uri, storage_options):
         return pl.DataFrame()
-    lf = pl.scan_delta(uri, storage_options=storage_options)
+    lf = pl.scan_delta(uri, version=version, storage_options=storage_options)
     if partition_column and partition_values is not None:
         lf = lf.filter(pl.col(partition_column).is_in(list(partition_values)))
     return lf.collect()

@@ -1,4 +1,5 @@
-"""Fixtures of the enrichment tests: the OpenAI-compatible stand-in for vLLM, and sample cases."""
+"""Fixtures of the enrichment tests: the OpenAI-compatible stand-in for vLLM, the embedding model,
+and sample cases."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def openai_server():
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The packaged embedding model, loaded once (about 10 s) for the tests that enrich through the pipeline."""
+    from llm_assets.resources.embedder import EmbedderResource
+
+    return EmbedderResource()
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,21 @@
-"""Signed audit bundles: they verify, any changed byte or another key fails, and keys are managed per environment."""
+"""Signed audit bundles in the artifact store: they verify, any changed byte or another key fails,
+and `verify-audit` checks a file, a folder or a whole artifact root."""
 
 from __future__ import annotations
 
 import json
 import os
-import stat
+import subprocess
+import sys
+import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from llm_assets.enrichment import audit
+from llm_assets.resources.artifacts import ArtifactStore
+from llm_assets.resources.signing import load_signing_key
 from llm_assets.sample_data import catalog
 
 KEY = bytes.fromhex("11" * 32)
@@ -32,9 +38,15 @@ def _rows(n: int = 30) -> list[dict]:
 
 
 @pytest.fixture
-def bundle_file(tmp_path):
+def store(tmp_path) -> ArtifactStore:
+    return ArtifactStore(root=str(tmp_path / "artifacts"))
+
+
+@pytest.fixture
+def bundle_file(store) -> Path:
+    """The local file of a written bundle, to damage byte by byte."""
     bundle = audit.build_bundle("2026-11-18", _rows(), run_id="run-1234")
-    return audit.write_bundle(tmp_path / "audit", bundle, KEY)
+    return Path(store.uri(audit.write_bundle(store, bundle, KEY)))
 
 
 def test_bundle_lists_audited_fields_sorted_by_event_id():
@@ -59,30 +71,30 @@ def test_duplicate_event_in_a_partition_is_refused():
 
 
 def test_written_bundle_verifies(bundle_file, tmp_path):
-    assert bundle_file == tmp_path / "audit" / "enriched_cases" / "2026-11-18" / "run-1234.json"
+    assert bundle_file == tmp_path / "artifacts" / "audit" / "enriched_cases" / "2026-11-18" / "run-1234.json"
     document = json.loads(bundle_file.read_text())
     assert document["signature"]["alg"] == "HMAC-SHA256"
     assert document["signature"]["key_id"] == audit.key_id(KEY)
-    result = audit.verify_bundle(bundle_file, KEY)
+    result = audit.verify_bundle(bundle_file.read_bytes(), KEY)
     assert result.ok, result.reason
     assert result.partition == "2026-11-18"
     assert result.event_ids == [f"evt-{i:07d}" for i in range(30)]
     assert not list(bundle_file.parent.glob(".*.tmp"))  # atomic write leaves no temp file
 
 
-def test_bundle_without_run_id_is_named_by_its_timestamp(tmp_path):
+def test_bundle_without_run_id_is_named_by_its_timestamp(store):
     bundle = audit.build_bundle("2026-11-18", _rows(2), run_id=None,
                                 created_at=datetime(2026, 11, 19, 3, 4, 5, tzinfo=timezone.utc))
-    path = audit.write_bundle(tmp_path, bundle, KEY)
-    assert path.name == "20261119T030405Z.json"
-    assert audit.verify_bundle(path, KEY).ok
+    path = audit.write_bundle(store, bundle, KEY)
+    assert path == "audit/enriched_cases/2026-11-18/20261119T030405Z.json"
+    assert audit.verify_bundle(store.read_bytes(path), KEY).ok
 
 
 def test_flipped_digit_in_an_event_id_fails_verification(bundle_file):
     raw = bundle_file.read_bytes()
     at = raw.index(b"evt-0000017") + len(b"evt-000001")
     bundle_file.write_bytes(raw[:at] + b"8" + raw[at + 1:])  # still valid JSON
-    result = audit.verify_bundle(bundle_file, KEY)
+    result = audit.verify_bundle(bundle_file.read_bytes(), KEY)
     assert not result.ok
     assert "changed after it was signed" in result.reason
     assert result.event_ids == [] and result.partition is None
@@ -92,7 +104,7 @@ def test_corrupted_json_fails_verification_with_a_reason(bundle_file):
     raw = bundle_file.read_bytes()
     at = raw.index(b":")  # the colon after "bundle": the file no longer parses
     bundle_file.write_bytes(raw[:at] + b";" + raw[at + 1:])
-    result = audit.verify_bundle(bundle_file, KEY)
+    result = audit.verify_bundle(bundle_file.read_bytes(), KEY)
     assert not result.ok
     assert "not valid JSON" in result.reason
 
@@ -100,88 +112,87 @@ def test_corrupted_json_fails_verification_with_a_reason(bundle_file):
 def test_whitespace_added_to_the_file_fails_verification(bundle_file):
     raw = bundle_file.read_bytes()
     bundle_file.write_bytes(raw.replace(b'"cases":', b'"cases": ', 1))  # same meaning, other bytes
-    result = audit.verify_bundle(bundle_file, KEY)
+    result = audit.verify_bundle(bundle_file.read_bytes(), KEY)
     assert not result.ok
     assert "bytes were changed" in result.reason
 
 
-def test_every_single_byte_change_fails_verification(tmp_path):
-    bundle_file = audit.write_bundle(tmp_path, audit.build_bundle("2026-11-18", _rows(2), run_id="r"), KEY)
-    raw = bundle_file.read_bytes()
+def test_every_single_byte_change_fails_verification(store):
+    raw = store.read_bytes(audit.write_bundle(store, audit.build_bundle("2026-11-18", _rows(2), run_id="r"), KEY))
     for at in range(len(raw)):
         changed = bytearray(raw)
         changed[at] = (changed[at] + 1) % 256
-        bundle_file.write_bytes(bytes(changed))
-        result = audit.verify_bundle(bundle_file, KEY)
+        result = audit.verify_bundle(bytes(changed), KEY)
         assert not result.ok, f"byte {at} changed and still verified"
         assert result.reason
 
 
 def test_bundle_verified_with_another_key_fails(bundle_file):
-    result = audit.verify_bundle(bundle_file, bytes.fromhex("22" * 32))
+    result = audit.verify_bundle(bundle_file.read_bytes(), bytes.fromhex("22" * 32))
     assert not result.ok
     assert "wrong key" in result.reason
 
 
-def test_missing_file_fails_without_raising(tmp_path):
-    result = audit.verify_bundle(tmp_path / "nope.json", KEY)
-    assert not result.ok and "cannot read" in result.reason
-
-
-def test_local_key_is_generated_on_first_use_and_reused(tmp_path):
-    first = audit.resolve_signing_key({}, tmp_path)
-    key_file = tmp_path / "audit" / "signing.key"
-    assert key_file.is_file()
-    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
-    assert len(first.key) == 32
-    assert "generated on first use" in first.source and str(key_file) in first.source
-    second = audit.resolve_signing_key({"LLM_ASSETS_ENV": "local"}, tmp_path)
-    assert second.key == first.key
-    assert "generated on first use" not in second.source
-    assert first.key.hex() not in repr(first)
-
-
-def test_environment_key_wins_and_hex_is_decoded(tmp_path):
-    from_hex = audit.resolve_signing_key({"AUDIT_SIGNING_KEY": "ab" * 32, "LLM_ASSETS_ENV": "prod"}, tmp_path)
-    assert from_hex.key == bytes.fromhex("ab" * 32) and "AUDIT_SIGNING_KEY" in from_hex.source
-    from_text = audit.resolve_signing_key({"AUDIT_SIGNING_KEY": "a passphrase"}, tmp_path)
-    assert from_text.key == b"a passphrase"
-    assert not (tmp_path / "audit" / "signing.key").exists()
-
-
-def test_prod_without_key_raises_naming_the_variable(tmp_path):
-    with pytest.raises(audit.MissingSigningKey, match="AUDIT_SIGNING_KEY"):
-        audit.resolve_signing_key({"LLM_ASSETS_ENV": "prod"}, tmp_path)
-    assert not (tmp_path / "audit" / "signing.key").exists()
-
-
-def test_verify_command_reports_partition_cases_and_event_ids(tmp_path, capsys):
-    signing = audit.resolve_signing_key({}, tmp_path)
-    bundle = audit.build_bundle("2026-11-18", _rows(25), run_id="run-9")
-    path = audit.write_bundle(audit.Path(tmp_path) / "audit", bundle, signing.key)
-    assert audit.verify_command(str(path), env={}, home=tmp_path) == 0
+def test_verify_command_reports_partition_cases_and_event_ids(store, tmp_path, capsys):
+    key_file = tmp_path / "home" / "audit" / "signing.key"
+    signing = load_signing_key(None, key_file, create=True)  # as the local default generates it
+    path = audit.write_bundle(store, audit.build_bundle("2026-11-18", _rows(25), run_id="run-9"), signing.key)
+    assert audit.verify_command(store.uri(path), env={}, key_file=key_file) == 0
     out = capsys.readouterr().out
     assert out.startswith("OK ") and "partition: 2026-11-18" in out and "cases: 25" in out
     assert "evt-0000019" in out and "evt-0000020" not in out and "(+5 more)" in out
 
     other = {"AUDIT_SIGNING_KEY": "33" * 32}
-    assert audit.verify_command(str(path), env=other, home=tmp_path) == 1
+    assert audit.verify_command(store.uri(path), env=other, key_file=key_file) == 1
     assert capsys.readouterr().out.startswith("FAILED ")
 
 
-def test_verify_command_checks_every_bundle_in_a_folder(tmp_path, capsys):
+def test_verify_command_checks_every_bundle_in_a_folder(store, tmp_path, capsys):
     for day in ("2026-11-18", "2026-11-19"):
-        audit.write_bundle(tmp_path / "audit", audit.build_bundle(day, _rows(3), run_id="r"), KEY)
+        audit.write_bundle(store, audit.build_bundle(day, _rows(3), run_id="r"), KEY)
     env = {"AUDIT_SIGNING_KEY": KEY.hex()}
-    assert audit.verify_command(str(tmp_path / "audit"), env=env, home=tmp_path) == 0
+    folder = store.uri("audit/enriched_cases")
+    assert audit.verify_command(folder, env=env, key_file=tmp_path / "none") == 0
     assert capsys.readouterr().out.count("OK ") == 2
-    broken = tmp_path / "audit" / "enriched_cases" / "2026-11-19" / "r.json"
+    broken = Path(store.uri("audit/enriched_cases/2026-11-19/r.json"))
     broken.write_bytes(broken.read_bytes()[:-20])
-    assert audit.verify_command(str(tmp_path / "audit"), env=env, home=tmp_path) == 1
-    assert "FAILED" in capsys.readouterr().out
+    assert audit.verify_command(folder, env=env, key_file=tmp_path / "none") == 1
+    out = capsys.readouterr().out
+    assert out.count("OK ") == 1 and f"FAILED {broken}" in out
+
+
+def test_verify_command_on_an_artifact_root_checks_only_the_bundles(store, tmp_path, capsys):
+    audit.write_bundle(store, audit.build_bundle("2026-11-18", _rows(3), run_id="r"), KEY)
+    store.write_bytes("models/embedding_gate/abc/training.json", b"{}")  # not a bundle: never verified
+    assert audit.verify_command(store.uri(), env={"AUDIT_SIGNING_KEY": KEY.hex()}, key_file=tmp_path / "none") == 0
+    out = capsys.readouterr().out
+    assert out.count("OK ") == 1 and "training.json" not in out
+
+
+def test_verify_command_reads_bundles_from_a_non_local_artifact_root(tmp_path, capsys):
+    remote = ArtifactStore(root=f"memory://audit-test-{uuid.uuid4().hex}")
+    audit.write_bundle(remote, audit.build_bundle("2026-11-18", _rows(4), run_id="r"), KEY)
+    env = {"AUDIT_SIGNING_KEY": KEY.hex()}
+    assert audit.verify_command(remote.uri(), env=env, key_file=tmp_path / "none") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("OK memory://") and "cases: 4" in out
+
+
+def test_verify_audit_command_line_accepts_an_artifact_root(store, tmp_path):
+    audit.write_bundle(store, audit.build_bundle("2026-11-18", _rows(3), run_id="r"), KEY)
+    env = {**os.environ, "AUDIT_SIGNING_KEY": KEY.hex(), "LLM_ASSETS_HOME": str(tmp_path / "home")}
+    ok = subprocess.run([sys.executable, "-m", "llm_assets.cli", "verify-audit", store.uri()],
+                        env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "partition: 2026-11-18" in ok.stdout
+    missing = subprocess.run([sys.executable, "-m", "llm_assets.cli", "verify-audit", str(tmp_path / "nothing")],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "no bundle files" in missing.stdout
 
 
 def test_verify_command_without_any_key_fails_cleanly(bundle_file, tmp_path, capsys):
-    assert audit.verify_command(str(bundle_file), env={}, home=tmp_path / "fresh-home") == 1
-    assert "no signing key" in capsys.readouterr().out
-    assert not (tmp_path / "fresh-home" / "audit" / "signing.key").exists()
+    fresh = tmp_path / "fresh-home" / "audit" / "signing.key"
+    assert audit.verify_command(str(bundle_file), env={}, key_file=fresh) == 1
+    out = capsys.readouterr().out
+    assert "no signing key" in out and "AUDIT_SIGNING_KEY" in out
+    assert not fresh.exists()

@@ -2,7 +2,6 @@
 broker, and the OpenAI-compatible test server (the one stand-in for vLLM)."""
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -12,15 +11,17 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from llm_assets import settings
-from llm_assets.enrichment import audit
-from llm_assets.local_broker import create_topics
+from llm_assets.enrichment import audit, pipeline, quality
+from llm_assets.enrichment.model_versions import ModelDescription, versions_for
+from llm_assets.dev.broker import create_topics
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.resources.llm import LLMResource
 from llm_assets.resources.milvus import MilvusResource
 from llm_assets.sample_data.generator import generate_sample_data, load_messages
-from tests.support.pipeline import materialize_keys, write_raw_events
+from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES
+from tests.support.pipeline import artifact_resources, materialize_keys, write_raw_events
 
 UNPARTITIONED = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
                  "models/embedding_gate"]
@@ -52,6 +53,7 @@ def base_resources(root: Path, bootstrap: str, llm: LLMResource | None = None) -
         "embedder": EmbedderResource(),
         "kafka": KafkaResource(bootstrap_servers=bootstrap),
         "llm": llm or LLMResource(),
+        **artifact_resources(root),
     }
 
 
@@ -70,7 +72,7 @@ def _enrich(resources, day, **config):
 
 
 def _rows(resources, day) -> pl.DataFrame:
-    return resources["delta"].read("enriched/cases", partition_column="event_date", partition_values=[day])
+    return resources["delta"].read(ENRICHED_CASES, partition_column="event_date", partition_values=[day])
 
 
 def _published(bootstrap: str) -> list[tuple[str, dict]]:
@@ -100,9 +102,15 @@ def test_local_backend_enriches_every_case_publishes_once_and_signs_an_audit_bun
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks and all(checks.values()), checks
     rows = _rows(resources, day)
-    curated = resources["delta"].read("curated/cases", partition_column="event_date", partition_values=[day])
+    curated = resources["delta"].read(CURATED_CASES, partition_column="event_date", partition_values=[day])
     assert sorted(rows["event_id"]) == sorted(curated["event_id"])
-    assert set(rows["route"]) <= {"gate", "llm"}
+    # No LLM configured: the gate or the local strategy decided every row, and no LLM was called.
+    assert set(rows["route"]) <= {"gate", "local"} and rows["llm_calls"].sum() == 0
+    named = versions_for(ModelDescription(backend="local", gate_version=rows["gate_version"][0]))
+    assert set(rows["model_version"]) == {named.model_version} and named.model_version.startswith("local-rules@v1+gate:")
+    assert set(rows["prompt_version"]) == {named.prompt_version}
+    metadata = result.asset_materializations_for_node("enriched__cases")[0].metadata
+    assert metadata["backend"].value == "local" and metadata["llm_cases"].value == 0
     assert rows.select("model_version", "prompt_version", "kb_index_version").null_count().sum_horizontal().item() == 0
     assert rows["kb_index_version"].n_unique() == 1 and rows["kb_index_version"][0] != "none"
     assert rows["retrieved_doc_ids"].list.len().min() > 0
@@ -115,11 +123,35 @@ def test_local_backend_enriches_every_case_publishes_once_and_signs_an_audit_bun
     new = after - before
     assert set(new) == set(rows["event_id"]) and set(new.values()) == {1}
 
-    bundles = sorted((root / "audit").rglob(f"{day}/*.json"))
-    key = audit.resolve_signing_key(os.environ, root).key
-    verified = audit.verify_bundle(bundles[-1], key)
+    store = resources["artifacts"]
+    bundles = store.list(f"audit/enriched_cases/{day}")
+    key = resources["audit_signer"].signing_key.key
+    verified = audit.verify_bundle(store.read_bytes(bundles[-1]), key)
     assert verified.ok, verified.reason
     assert sorted(verified.event_ids) == sorted(rows["event_id"])
+
+
+def test_a_rerun_of_an_unchanged_partition_serves_every_row_from_the_cache_with_its_original_route(
+        env, kafka_broker):
+    root, per_day = env
+    day = sorted(per_day)[0]
+    resources = base_resources(root, kafka_broker)
+    assert _enrich(resources, day, use_cache=False, publish=False).success  # decides anew, refreshes the cache
+    decided = _rows(resources, day)
+    assert not decided["served_from_cache"].any()
+
+    rerun = _enrich(resources, day, publish=False)
+
+    assert rerun.success
+    served = _rows(resources, day)
+    assert served["served_from_cache"].all()
+    original = dict(zip(decided["event_id"], decided["route"]))
+    assert dict(zip(served["event_id"], served["route"])) == original  # the route that decided it, never "cache"
+    metadata = rerun.asset_materializations_for_node("enriched__cases")[0].metadata
+    assert metadata["served_from_cache_share"].value == 1.0
+    assert metadata["served_from_cache"].value == len(original)
+    checks = {e.asset_check_key.name: e.passed for e in rerun.get_asset_check_evaluations()}
+    assert checks["routes_say_what_decided"]
 
 
 def test_cache_serves_an_unchanged_partition_and_a_prompt_bump_resends_exactly_that_partition(
@@ -139,12 +171,15 @@ def test_cache_serves_an_unchanged_partition_and_a_prompt_bump_resends_exactly_t
 
     assert rerun.success
     assert len(server.chat_requests) == first  # 0 requests for an unchanged partition
-    assert set(_rows(resources, day_a)["route"]) == {"cache"}
+    cached = _rows(resources, day_a)
+    assert set(cached["route"]) == {"llm"} and cached["served_from_cache"].all()  # an LLM decided them, once
+    assert cached["llm_calls"].sum() == 0
 
-    bumped = base_resources(root, kafka_broker, LLMResource(base_url=server.base_url, call_mode="per_skill"))
-    assert _enrich(bumped, day_a, use_gate=False).success
+    assert _enrich(resources, day_a, use_gate=False, call_mode="per_skill").success
     assert len(server.chat_requests) - first == 3 * per_day[day_a]  # exactly day A's cases, 3 skills each
-    assert set(_rows(resources, day_a)["route"]) == {"llm"}
+    bumped = _rows(resources, day_a)
+    assert set(bumped["route"]) == {"llm"} and not bumped["served_from_cache"].any()
+    assert set(bumped["prompt_version"]) == {"summarize@v1+classify@v1+propose_actions@v1"}
     assert set(_rows(resources, day_b)["route"]) == {"llm"}  # day B untouched
 
 
@@ -160,10 +195,27 @@ def test_llm_failures_fall_back_flagged_and_no_case_is_lost(env, kafka_broker, o
     assert result.success
     rows = _rows(resources, day)
     assert rows.height == per_day[day]
-    assert set(rows["route"]) == {"fallback"}
+    assert set(rows["route"]) == {"fallback"} and not rows["served_from_cache"].any()
     assert rows["fallback_reason"].str.contains("http_5xx|circuit_open").all()
     assert rows["label"].is_not_null().all()
     checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
     assert not checks["fallback_rate_below_threshold"].passed
     assert checks["fallback_rate_below_threshold"].severity == dg.AssetCheckSeverity.WARN
     assert checks["one_row_per_curated_case"].passed
+
+
+def test_routes_say_what_decided_each_row_and_planted_contradictions_fail():
+    def row(route, **overrides):
+        return {"event_id": f"e-{route}", "route": route, "fallback_reason": "timeout: x" if route == "fallback" else None,
+                "llm_calls": 1 if route in ("llm", "fallback") else 0, "served_from_cache": False, **overrides}
+
+    good = pl.DataFrame([row(r) for r in pipeline.ROUTES] + [row("llm", event_id="e-cached", served_from_cache=True,
+                                                                     llm_calls=0)])
+    passed, details = quality.routes_say_what_decided(good)
+    assert passed and details["routes"] == {"fallback": 1, "gate": 1, "llm": 2, "local": 1}
+    for bad, problem in [(row("cache"), "unknown_routes"), (row("fallback", fallback_reason=None), "fallbacks_without_reason"),
+                         (row("local", llm_calls=2), "llm_calls_on_gate_or_local"),
+                         (row("gate", fallback_reason="x"), "reasons_outside_fallback"),
+                         (row("fallback", served_from_cache=True), "cached_fallbacks")]:
+        passed, details = quality.routes_say_what_decided(pl.DataFrame([bad]))
+        assert not passed and details[problem] == 1, (bad, details)

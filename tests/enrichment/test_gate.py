@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llm_assets.enrichment import gate
+from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.sample_data import catalog, generator
 
 
@@ -103,39 +106,62 @@ def test_analyst_ratings_extend_training_and_bad_rows_are_skipped():
     assert training.labels[-1] == "fraud_suspected"
 
 
-def test_saved_gate_loads_back_with_identical_predictions(trained_gate, golden, tmp_path):
+@pytest.fixture
+def store(tmp_path):
+    return ArtifactStore(root=str(tmp_path / "artifacts"))
+
+
+def test_saved_gate_loads_back_with_identical_predictions(trained_gate, golden, store, tmp_path):
     _, embeddings = golden
-    folder = gate.save_gate(trained_gate, tmp_path / "gates")
-    assert folder == tmp_path / "gates" / trained_gate.version
-    meta = json.loads((folder / "training.json").read_text())
+    folder = gate.save_gate(trained_gate, store)
+    assert folder == f"models/embedding_gate/{trained_gate.version}"
+    meta = json.loads(store.read_bytes(f"{folder}/training.json"))
     assert meta["model_sha256"] and meta["version"] == trained_gate.version
-    loaded = gate.load_gate(folder)
+    assert store.list(folder) == sorted([f"{folder}/training.json", f"{folder}/{meta['model_file']}"])
+    assert (tmp_path / "artifacts" / folder / meta["model_file"]).is_file()
+    loaded = gate.load_gate(ArtifactStore(root=str(tmp_path / "artifacts")), trained_gate.version)
     assert loaded.version == trained_gate.version
     assert loaded.predict(embeddings[:20]) == trained_gate.predict(embeddings[:20])
-    assert gate.load_latest_gate(tmp_path / "gates").version == trained_gate.version
 
 
-def test_latest_gate_is_the_most_recently_trained(trained_gate, kb_training, tmp_path):
+def test_each_saved_version_loads_by_its_version(trained_gate, kb_training, store):
     training, embeddings = kb_training
-    gate.save_gate(trained_gate, tmp_path)
+    gate.save_gate(trained_gate, store)
     newer = gate.train_gate(embeddings[:-10], training.labels[:-10], source_description="newer")
-    gate.save_gate(newer, tmp_path)
-    assert gate.load_latest_gate(tmp_path).version == newer.version
+    gate.save_gate(newer, store)
+    assert newer.version != trained_gate.version
+    assert gate.load_gate(store, trained_gate.version).version == trained_gate.version
+    assert gate.load_gate(store, newer.version).metadata["source_description"] == "newer"
 
 
-def test_tampered_model_file_is_refused(trained_gate, tmp_path):
-    folder = gate.save_gate(trained_gate, tmp_path)
-    model_file = folder / "model.joblib"
-    data = bytearray(model_file.read_bytes())
+def test_gate_round_trips_through_a_non_local_filesystem(trained_gate, golden):
+    _, embeddings = golden
+    store = ArtifactStore(root=f"memory://gate-test-{uuid.uuid4().hex}")
+    folder = gate.save_gate(trained_gate, store)
+    assert store.uri(folder).startswith("memory://")
+    assert gate.load_gate(store, trained_gate.version).predict(embeddings[:5]) == trained_gate.predict(embeddings[:5])
+
+
+def test_tampered_model_file_is_refused(trained_gate, store):
+    folder = gate.save_gate(trained_gate, store)
+    model_path = f"{folder}/{trained_gate.metadata['model_file']}"
+    data = bytearray(store.read_bytes(model_path))
     data[len(data) // 2] ^= 0x01
-    model_file.write_bytes(bytes(data))
+    store.write_bytes(model_path, bytes(data))
     with pytest.raises(gate.GateIntegrityError, match="modified after it was saved"):
-        gate.load_gate(folder)
+        gate.load_gate(store, trained_gate.version)
 
 
-def test_missing_gate_is_a_clear_error(tmp_path):
-    with pytest.raises(gate.GateNotFound):
-        gate.load_latest_gate(tmp_path / "nothing-here")
+def test_missing_gate_is_a_clear_error(store):
+    with pytest.raises(gate.GateNotFound, match="abcdef012345"):
+        gate.load_gate(store, "abcdef012345")
+
+
+def test_interrupted_save_without_training_json_is_not_loaded(trained_gate, store):
+    folder = gate.save_gate(trained_gate, store)
+    (Path(store.uri(folder)) / "training.json").unlink()
+    with pytest.raises(gate.GateNotFound, match="training.json missing"):
+        gate.load_gate(store, trained_gate.version)
 
 
 def test_wrong_embedding_dimension_is_rejected(trained_gate):

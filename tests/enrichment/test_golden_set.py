@@ -9,8 +9,8 @@ import pytest
 
 from llm_assets.enrichment import pipeline
 from llm_assets.enrichment.gate import texts_fingerprint, train_gate, training_examples
+from llm_assets.enrichment.llm_enricher import LLMEnricher
 from llm_assets.enrichment.redaction import redact_cached
-from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.llm import LLMResource
 from llm_assets.sample_data.generator import golden_cases, kb_corpus
 
@@ -19,11 +19,6 @@ VERSIONS = pipeline.Versions(model_version="m", prompt_version="p", kb_index_ver
 
 def no_context(vectors):
     return [[] for _ in range(len(vectors))]
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    return EmbedderResource()
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +56,10 @@ def test_local_backend_labels_the_golden_set(embedder, gate, golden):
     # The golden set has 5% deliberately ambiguous cases written across two labels: 0.9 leaves
     # room for them and still fails on a classifier that confuses any one label.
     assert accuracy >= 0.9
-    assert run.llm_calls == 0
+    assert run.llm_calls == 0 and run.llm_stats.cases == 0
     assert len(run.rows) == frame.height
+    # No LLM answered: every row says the gate or the local strategy decided it.
+    assert set(run.routes) <= {"gate", "local"} and run.routes["local"] > 0
 
 
 def test_gate_keeps_llm_calls_under_half_a_call_per_case(embedder, gate, golden, openai_server):
@@ -71,7 +68,7 @@ def test_gate_keeps_llm_calls_under_half_a_call_per_case(embedder, gate, golden,
     llm = LLMResource(base_url=server.base_url, max_concurrency=16)
 
     run = pipeline.enrich_cases(frame, day="2026-11-18", versions=VERSIONS, retrieve=no_context,
-                                embed=embedder.encode, gate=gate, gate_threshold=0.85, llm=llm.run_cases)
+                                embed=embedder.encode, gate=gate, gate_threshold=0.85, llm=LLMEnricher(llm))
 
     gated = [r for r in run.rows if r["route"] == "gate"]
     calls_per_case = len(server.chat_requests) / frame.height
@@ -81,3 +78,4 @@ def test_gate_keeps_llm_calls_under_half_a_call_per_case(embedder, gate, golden,
     assert calls_per_case <= 0.5
     assert _accuracy(gated, truth) >= 0.95
     assert {r["route"] for r in run.rows} <= {"gate", "llm"}
+    assert run.llm_stats.cases == run.routes["llm"]  # every case sent to the LLM got its answer

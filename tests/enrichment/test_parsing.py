@@ -17,8 +17,10 @@ from llm_assets.enrichment.parsing import (
     parse_severity,
     parse_skill_answer,
 )
+from llm_assets.enrichment.llm_enricher import REASK_INSTRUCTION, REASK_NOTES, parse_answer, reask_request, skill_request
 from llm_assets.enrichment.redaction import find_pii
 from llm_assets.enrichment.types import BatchStats, CaseContext, CaseResult
+from llm_assets.resources.llm import LLMAnswer
 from llm_assets.sample_data import catalog
 
 ANSWER = {"summary": "Card <CARD> used in 5 countries.", "label": "fraud_suspected", "confidence": 0.9,
@@ -118,6 +120,26 @@ def test_per_skill_answers_merge_into_one_enrichment():
     merged = merge_answers(parts)
     assert (merged.summary, merged.label, merged.severity, merged.dropped_actions) == ("s", "other", 1, 1)
     assert len(merged.actions) == 1
+
+
+def test_an_answer_cut_off_by_the_token_limit_is_truncated_and_re_asked_with_more_tokens():
+    template = prompts.ENRICH_CASE
+    cut = LLMAnswer(text=json.dumps(ANSWER)[:40] + "}", finish_reason="length")  # closes, but not as JSON
+    with pytest.raises(InvalidModelOutput) as info:
+        parse_answer(template, cut)
+    assert info.value.kind == "truncated"
+    request = skill_request(template, [{"role": "user", "content": "case"}], max_tokens=256, temperature=0.0)
+    reask = reask_request(request, "truncated")
+    assert reask.max_tokens == 512 and reask.messages[0] == request.messages[0]
+    assert reask.json_schema == template.schema and reask.schema_name == "enrich_case"
+
+
+def test_a_re_ask_carries_a_fixed_note_and_never_the_model_text():
+    request = skill_request(prompts.ENRICH_CASE, [{"role": "user", "content": "case"}], max_tokens=256,
+                            temperature=0.0)
+    reask = reask_request(request, "invalid_output")
+    assert reask.max_tokens == 256 and len(reask.messages) == 2
+    assert reask.messages[-1]["content"] == f"{REASK_NOTES['invalid_output']} {REASK_INSTRUCTION}"
 
 
 # -- prompts ---------------------------------------------------------------------------------------

@@ -19,10 +19,12 @@ from llm_assets.ingest.batches import (
 )
 from llm_assets.ingest.checks import contract_violations, duplicate_event_ids
 from llm_assets.ingest.contract import (
+    DATE_COLUMNS,
+    REQUIRED_FIELDS,
     InvalidEvent,
     PartitionWindow,
     ValidEvent,
-    event_dates,
+    parse_value,
     validate_event,
     validate_values,
 )
@@ -138,27 +140,63 @@ def test_a_batch_without_valid_events_is_a_dead_letter_run():
     assert plan_batch([], [], []).runs == []
 
 
-def test_the_sensor_dates_equal_the_run_verdicts_for_every_valid_message():
-    messages = generate_messages(2_000)
-    values = [m.value for m in messages]
-    adversarial = [
-        _value(x={"event_ts": "2020-01-01T00:00:00Z"}),  # a nested key after the real one
-        json.dumps({"x": {"event_ts": "2020-01-01T00:00:00Z"}, **EVENT}).encode(),  # ... and before it
-        b'{"event\\u005fts": "2026-11-18T10:00:00Z", "x": {"event_ts": "2020-01-01T00:00:00Z"}, "event_id": "e",'
-        b' "source_system": "s", "partner_id": "p", "entity_id": "x", "payload_raw": "r"}',  # escaped real key
-        _value(payload_raw='quoted "event_ts": "2020-01-01T00:00:00Z"'),  # escaped quotes in the bytes
-        json.dumps({**EVENT, "event_ts": "2026-11-18T23:30:00-01:00"}, indent=2).encode(),
-        _value(event_ts="2026-11-18t10:00:00z"), b"\xff" + _value(), _value(event_ts=17), None, b"",
-        b'{"event_ts": "2020-01-01T00:00:00Z", "event_id": "e", "source_system": "s", "partner_id": "p",'
-        b' "entity_id": "x", "payload_raw": "r", "event_ts": "2026-11-18T10:00:00Z"}',  # duplicate key: last wins
-    ]
-    values += adversarial
-    verdicts = validate_values(values, window=WINDOW).dates_by_index(len(values))
-    fast = event_dates(values, window=WINDOW)
-    assert [f for f, v in zip(fast, verdicts) if v is not None] == [v for v in verdicts if v is not None]
-    assert sum(v is not None for v in verdicts) >= 1_900
-    assert verdicts[-len(adversarial):] == ["2026-11-18", "2026-11-18", "2026-11-18", "2026-11-18", "2026-11-19",
-                                            "2026-11-18", None, None, None, None, "2026-11-18"]
+ADVERSARIAL = [
+    _value(x={"event_ts": "2020-01-01T00:00:00Z"}),  # a nested key after the real one
+    json.dumps({"x": {"event_ts": "2020-01-01T00:00:00Z"}, **EVENT}).encode(),  # ... and before it
+    b'{"event\\u005fts": "2026-11-18T10:00:00Z", "x": {"event_ts": "2020-01-01T00:00:00Z"}, "event_id": "e",'
+    b' "source_system": "s", "partner_id": "p", "entity_id": "x", "payload_raw": "r"}',  # escaped real key
+    _value(payload_raw='quoted "event_ts": "2020-01-01T00:00:00Z"'),  # escaped quotes in the bytes
+    json.dumps({**EVENT, "event_ts": "2026-11-18T23:30:00-01:00"}, indent=2).encode(),
+    _value(event_ts="2026-11-18t10:00:00z"), b"\xff" + _value(), _value(event_ts=17), None, b"",
+    b'{"event_ts": "2020-01-01T00:00:00Z", "event_id": "e", "source_system": "s", "partner_id": "p",'
+    b' "entity_id": "x", "payload_raw": "r", "event_ts": "2026-11-18T10:00:00Z"}',  # duplicate key: last wins
+]
+ADVERSARIAL_DATES = ["2026-11-18", "2026-11-18", "2026-11-18", "2026-11-18", "2026-11-19", "2026-11-18", None, None,
+                     None, None, "2026-11-18"]
+
+
+# Values of every shape the vectorized paths must read exactly as the one-by-one parser does.
+SHAPES = [
+    _value(), _value(payload_raw='a "quoted" word, a \\ backslash, a tab\t and a slash /'),
+    _value(payload_raw="caf\u00e9 \u2603 \U0001F600"), json.dumps({**EVENT, "payload_raw": "caf\u00e9"},
+                                                                     ensure_ascii=False).encode(),
+    _value(payload_raw="pair \U0001F600").replace(b"\\ud83d\\ude00", b"\\uD83D\\uDE00"),
+    _value(payload_raw="x").replace(b'"x"', b'"lone \\ud800"'),
+    json.dumps(dict(reversed(list(EVENT.items())))).encode(),  # another key order
+    json.dumps(EVENT, separators=(",", ":")).encode(), b" \n" + _value() + b" \t",
+    _value(channel="email"), _value(channel={"nested": [1, 2]}), _value(score=3.5, flag=True),
+    _value(event_id=""), _value(event_id="a").replace(b'{"event_id": "a"', b'{"event_id": "", "event_id": "a"'),
+    _value(event_id="a").replace(b'{"event_id": "a"', b'{"event_id": "a", "event_id": ""'),
+    _value(partner_id=None), _value(partner_id=["P"]), b"{}", b"[]", b'"text"', b"{\"event_id\": \"a\",}",
+    _value(payload_raw="raw\ncontrol").replace(b"\\n", b"\n"), _value() + b" trailing",
+]
+
+
+def test_the_sensor_gets_the_run_verdicts_for_every_message():
+    values = [m.value for m in generate_messages(2_000)] + SHAPES + ADVERSARIAL
+    verdicts = validate_values(values, window=WINDOW)
+    sensor = validate_values(values, window=WINDOW, columns=DATE_COLUMNS)  # what the sensor asks for
+    assert sensor.dates_by_index(len(values)) == verdicts.dates_by_index(len(values))
+    assert sensor.invalid == verdicts.invalid
+    assert sum(d is not None for d in verdicts.dates_by_index(len(values))) >= 1_900
+    assert verdicts.dates_by_index(len(values))[-len(ADVERSARIAL):] == ADVERSARIAL_DATES
+
+
+@pytest.mark.parametrize("first", [_value(), json.dumps(dict(reversed(list(EVENT.items())))).encode()],
+                         ids=["usual key order first", "reversed key order first"])
+def test_vectorized_paths_read_every_shape_like_the_exact_parser(first):
+    values = [first, *SHAPES]
+    checked = validate_values(values, window=WINDOW)
+    rows = {r["position"]: r for r in checked.events.iter_rows(named=True)}
+    reasons = dict(checked.invalid)
+    for i, value in enumerate(values):
+        expected = parse_value(value)
+        if isinstance(expected, str):
+            assert reasons.get(i) == expected, (value, reasons.get(i))
+            continue
+        assert i in rows, (value, reasons.get(i))
+        got = tuple(rows[i][name] for name in REQUIRED_FIELDS if name != "event_ts") + (rows[i]["extra"],)
+        assert got == tuple(v for name, v in zip((*REQUIRED_FIELDS, "extra"), expected) if name != "event_ts")
 
 
 def test_batch_validation_returns_rows_in_order_and_reasons_by_index():

@@ -1,10 +1,12 @@
-"""The ingest domain's `defs` load once the lead binds resources, and keep their public names."""
+"""The ingest domain's `defs` load once the root binds resources, and keep their public names;
+the root code location registers `kafka_events_sensor` over the ingest jobs."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from llm_assets.ingest.definitions import defs
+from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
 
@@ -20,4 +22,14 @@ def test_ingest_defs_load_with_the_shared_resource_keys(tmp_path):
                                                                    "raw_events_unique_event_id"}
     assert {j.name for j in repo.get_all_jobs() if not j.name.startswith("__")} == {
         "ingest_events_job", "ingest_rejected_events_job"}
-    assert [s.name for s in repo.sensor_defs] == ["kafka_events_sensor"]
+    assert list(repo.sensor_defs) == []  # sensors stand above the domains: the root registers them
+
+
+def test_the_code_location_registers_the_kafka_sensor_over_the_ingest_jobs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_ASSETS_HOME", str(tmp_path))
+    from llm_assets.definitions import defs as root
+
+    sensor = root.resolve_sensor_def("kafka_events_sensor")
+    assert {j.name for j in sensor.jobs} == {"ingest_events_job", "ingest_rejected_events_job"}
+    assert set(sensor.required_resource_keys) == {"kafka", "kafka_ingest"}
+    assert root.resolve_job_def("ingest_events_job").partitions_def == daily_partitions

@@ -8,27 +8,17 @@ import re
 import dagster as dg
 import pytest
 
-from llm_assets.ingest.assets import RAW_EVENTS
+from llm_assets.asset_keys import RAW_EVENTS, REJECTED_EVENTS
+from llm_assets.dev.broker import create_topics, delete_topic
+from llm_assets.dev import daemon
+from llm_assets.dev.daemon import QUIET_RUN_CONFIG, drain_topic, execute_run_request, ingest_definitions
+from llm_assets.dev.process import free_port
+from llm_assets.dev.samples import produce_sample_messages
 from llm_assets.ingest.batches import IngestCursor
-from llm_assets.ingest.local_runner import (
-    QUIET_RUN_CONFIG,
-    drain_topic,
-    execute_run_request,
-    ingest_definitions,
-    produce_sample_messages,
-)
-from llm_assets.local_broker import create_topics, delete_topic
-from llm_assets.local_process import free_port
 from llm_assets.resources.delta import DeltaLakeStorage
-from llm_assets.resources.kafka import KafkaResource
+from llm_assets.resources.kafka import KafkaIngestSettings, KafkaResource
 from llm_assets.sample_data.generator import generate_messages
-from llm_assets.sensors.kafka_events import (
-    BATCH_TAG,
-    PARTITION_RANGE_END_TAG,
-    PARTITION_RANGE_START_TAG,
-    KafkaSensorSettings,
-    build_kafka_events_sensor,
-)
+from llm_assets.sensors.kafka_events import BATCH_TAG, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from llm_assets.settings import CONSUMER_GROUP
 
 
@@ -48,15 +38,14 @@ def resources(kafka, tmp_path):
     return {"kafka": kafka, "delta": DeltaLakeStorage(root=str(tmp_path / "delta"))}
 
 
-def _sensor(topic, **limits):
-    settings = KafkaSensorSettings(topic=topic, time_budget_s=15, idle_timeout_s=0.5, **limits)
-    return build_kafka_events_sensor(settings, name="test_kafka_events_sensor")
+def _on(resources, topic, **limits):
+    """The resources with the sensor pointed at `topic` (the `kafka_ingest` settings of a test)."""
+    return {**resources, "kafka_ingest": KafkaIngestSettings(topic=topic, time_budget_s=15, idle_timeout_s=0.5,
+                                                             **limits)}
 
 
-def _tick(sensor, instance, resources, cursor=None):
-    return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
-                                                        sensor_name=sensor.name,
-                                                        definitions=ingest_definitions(resources, sensor)))
+def _tick(resources, instance, cursor=None):
+    return daemon.tick(instance, resources, cursor)
 
 
 def _execute(requests, instance, resources):
@@ -69,8 +58,8 @@ def test_sensor_requests_one_run_per_batch_over_its_date_range_and_advances_the_
     topic = make_topic(partitions=2)
     produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z"), _event("b", "2026-11-19T10:00:00Z"),
                                            (b"bad", b"not json"), _event("c", "2026-11-18T12:00:00+02:00")])
-    instance = dg.DagsterInstance.ephemeral()
-    tick = _tick(_sensor(topic), instance, resources)
+    instance, resources = dg.DagsterInstance.ephemeral(), _on(resources, topic)
+    tick = _tick(resources, instance)
 
     [request] = tick.run_requests  # one run: both dates and the dead letter, from one read
     assert request.job_name == "ingest_events_job" and request.asset_selection is None
@@ -87,10 +76,10 @@ def test_sensor_requests_one_run_per_batch_over_its_date_range_and_advances_the_
     assert lag.asset_key == RAW_EVENTS and lag.metadata["consumer_lag_total"].value == 0
 
     assert _execute(tick.run_requests, instance, resources) == [True]
-    rows = resources["delta"].read("raw/events")
+    rows = resources["delta"].read(RAW_EVENTS)
     assert dict(rows.select("event_id", "event_date").iter_rows()) == {
         "a": "2026-11-18", "b": "2026-11-19", "c": "2026-11-18"}
-    assert resources["delta"].read("raw/rejected_events")["key"].to_list() == ["bad"]
+    assert resources["delta"].read(REJECTED_EVENTS)["key"].to_list() == ["bad"]
 
 
 def test_a_far_late_event_gets_its_own_run_and_a_batch_of_only_invalid_messages_a_dead_letter_run(
@@ -99,41 +88,41 @@ def test_a_far_late_event_gets_its_own_run_and_a_batch_of_only_invalid_messages_
     wrong_types = json.dumps({**json.loads(_event("wt", "2026-09-01T10:00:00Z")[1]), "partner_id": 7}).encode()
     produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z"), _event("old", "2026-10-01T10:00:00Z"),
                                            (b"bad", b""), _event("b", "2026-11-19T10:00:00Z"), (b"wt", wrong_types)])
-    instance, sensor = dg.DagsterInstance.ephemeral(), _sensor(topic)
-    tick = _tick(sensor, instance, resources)
+    instance, resources = dg.DagsterInstance.ephemeral(), _on(resources, topic)
+    tick = _tick(resources, instance)
     by_target = {r.run_key.rsplit(":", 1)[1]: r for r in tick.run_requests}
-    # The sensor dates the wrong-types message by its event_ts (it only scans): a run that writes nothing.
-    assert set(by_target) == {"2026-09-01", "2026-10-01", "2026-11-18..2026-11-19"}
+    # The sensor makes the run's own decision: the wrong-types message of 2026-09-01 gets no run of its date.
+    assert set(by_target) == {"2026-10-01", "2026-11-18..2026-11-19"}
     late, main = by_target["2026-10-01"], by_target["2026-11-18..2026-11-19"]
     assert late.partition_key == "2026-10-01" and late.asset_selection == [RAW_EVENTS]  # no dead letters there
     assert late.run_config["ops"]["ingest_kafka_batch"]["config"]["ranges"] == [{"partition": 0, "start": 1, "end": 2}]
     assert main.asset_selection is None and f"{topic}:g0:p0:0-5:" in main.run_key  # the whole batch
-    assert _execute(tick.run_requests, instance, resources) == [True, True, True]
-    rows = resources["delta"].read("raw/events")
+    assert _execute(tick.run_requests, instance, resources) == [True, True]
+    rows = resources["delta"].read(RAW_EVENTS)
     assert dict(rows.select("event_id", "event_date").iter_rows()) == {
         "a": "2026-11-18", "old": "2026-10-01", "b": "2026-11-19"}
-    assert sorted(resources["delta"].read("raw/rejected_events")["key"].to_list()) == ["bad", "wt"]
+    assert sorted(resources["delta"].read(REJECTED_EVENTS)["key"].to_list()) == ["bad", "wt"]
     checked = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(RAW_EVENTS, "raw_events_unique_event_id"), limit=10)
     evaluations = [r.event.dagster_event.event_specific_data for r in checked]
     assert {e.partition for e in evaluations if isinstance(e, dg.AssetCheckEvaluation)} == {
-        "2026-10-01", "2026-11-18", "2026-11-19"}  # the 2026-09-01 run had no valid event: nothing to check
+        "2026-10-01", "2026-11-18", "2026-11-19"}  # no valid event of 2026-09-01: nothing to check
     assert not instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=RAW_EVENTS, asset_partitions=["2026-09-01"]), limit=1).records
 
     produce_sample_messages(kafka, topic, [(b"x", b"{"), (b"y", None)])
-    only_invalid = _tick(sensor, instance, resources, tick.cursor)
+    only_invalid = _tick(resources, instance, tick.cursor)
     [request] = only_invalid.run_requests
     assert request.job_name == "ingest_rejected_events_job" and request.run_key == f"{topic}:g0:p0:5-7:rejected"
     assert _execute([request], instance, resources) == [True]
-    assert resources["delta"].count("raw/rejected_events") == 4
+    assert resources["delta"].count(REJECTED_EVENTS) == 4
 
 
 def test_offsets_are_committed_to_the_group_only_after_the_runs_succeed(kafka, resources, make_topic, tmp_path):
     topic = make_topic()
     produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z"), _event("b", "2026-10-01T10:00:00Z")])
-    instance, sensor = dg.DagsterInstance.ephemeral(), _sensor(topic)
-    first = _tick(sensor, instance, resources)
+    instance, resources = dg.DagsterInstance.ephemeral(), _on(resources, topic)
+    first = _tick(resources, instance)
     assert len(first.run_requests) == 2  # far-apart dates: two runs of one batch
     assert kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: None}
 
@@ -143,13 +132,13 @@ def test_offsets_are_committed_to_the_group_only_after_the_runs_succeed(kafka, r
     broken = {**resources, "delta": DeltaLakeStorage(root=str(blocked))}
     assert _execute(first.run_requests[:1], instance, broken) == [False]
     assert _execute(first.run_requests[1:], instance, resources) == [True]
-    second = _tick(sensor, instance, resources, first.cursor)
+    second = _tick(resources, instance, first.cursor)
     assert "failed" in second.skip_message and first.run_requests[0].run_key in second.skip_message
     assert kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: None}
 
     # Re-executing the failed run (same tags) completes the batch: the next tick commits.
     assert _execute(first.run_requests[:1], instance, resources) == [True]
-    third = _tick(sensor, instance, resources, second.cursor)
+    third = _tick(resources, instance, second.cursor)
     assert third.run_requests == [] and "No new messages" in third.skip_message
     assert kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: 2}
     assert IngestCursor.model_validate_json(third.cursor).pending == []
@@ -160,11 +149,11 @@ def test_sensor_resumes_from_its_cursor_after_a_restart_and_never_writes_a_messa
     topic = make_topic(partitions=2)
     messages = generate_messages(60, days=2)
     produce_sample_messages(kafka, topic, messages)
-    instance, sensor = dg.DagsterInstance.ephemeral(), _sensor(topic, max_messages=25)
+    instance, resources = dg.DagsterInstance.ephemeral(), _on(resources, topic, max_messages=25)
 
-    before = drain_topic(instance, resources, sensor=sensor, max_ticks=2)  # stops mid-topic
+    before = drain_topic(instance, resources, max_ticks=2)  # stops mid-topic
     assert before["skip_reason"] is None
-    after = drain_topic(instance, resources, sensor=sensor, cursor=before["cursor"])  # a "restarted" daemon
+    after = drain_topic(instance, resources, cursor=before["cursor"])  # a "restarted" daemon
     assert "No new messages" in after["skip_reason"]
     assert not set(before["run_keys"]) & set(after["run_keys"])
     assert not before["failed_run_keys"] and not after["failed_run_keys"]
@@ -182,72 +171,72 @@ def test_sensor_resumes_from_its_cursor_after_a_restart_and_never_writes_a_messa
         read += ranges[-1][1] - ranges[0][0]
     assert read == len(messages) and len(batches) >= 3
 
-    rows = resources["delta"].read("raw/events")
+    rows = resources["delta"].read(RAW_EVENTS)
     valid_ids = {m.key.decode() for m in messages if m.kind == "valid"}
     assert rows.height == len(valid_ids) and set(rows["event_id"]) == valid_ids
-    assert resources["delta"].count("raw/rejected_events") == sum(m.kind.startswith("malformed") for m in messages)
+    assert resources["delta"].count(REJECTED_EVENTS) == sum(m.kind.startswith("malformed") for m in messages)
     final = IngestCursor.model_validate_json(after["cursor"])
     assert final.pending == [] and kafka.committed_offsets(CONSUMER_GROUP, topic, [0, 1]) == final.next_offsets
 
 
 def test_sensor_skips_with_a_reason_when_nothing_is_new(resources, make_topic):
-    tick = _tick(_sensor(make_topic()), dg.DagsterInstance.ephemeral(), resources)
+    tick = _tick(_on(resources, make_topic()), dg.DagsterInstance.ephemeral())
     assert tick.run_requests == [] and "No new messages on" in tick.skip_message
 
 
 def test_sensor_skips_with_a_clear_reason_when_the_broker_is_unreachable(resources):
-    down = {**resources, "kafka": KafkaResource(bootstrap_servers=f"127.0.0.1:{free_port()}")}
+    down = {**resources, "kafka": KafkaResource(bootstrap_servers=f"127.0.0.1:{free_port()}"),
+            "kafka_ingest": KafkaIngestSettings(connect_timeout_s=1)}
     cursor = IngestCursor(topic="events.raw", next_offsets={0: 42}).dump()
-    tick = _tick(build_kafka_events_sensor(KafkaSensorSettings(connect_timeout_s=1)), dg.DagsterInstance.ephemeral(),
-                 down, cursor)
+    tick = _tick(down, dg.DagsterInstance.ephemeral(), cursor)
     assert tick.run_requests == [] and "unreachable" in tick.skip_message
     assert tick.cursor == cursor
 
 
 def test_sensor_skips_when_the_topic_does_not_exist(resources):
-    tick = _tick(_sensor("no-such-topic-x1"), dg.DagsterInstance.ephemeral(), resources)
+    tick = _tick(_on(resources, "no-such-topic-x1"), dg.DagsterInstance.ephemeral())
     assert "does not exist" in tick.skip_message
 
 
 def test_recreated_topic_is_reported_and_read_from_its_earliest_offset(kafka, kafka_broker, resources, make_topic):
     topic = make_topic()
     produce_sample_messages(kafka, topic, [_event(f"old-{i}", "2026-11-18T10:00:00Z") for i in range(5)])
-    instance, sensor = dg.DagsterInstance.ephemeral(), _sensor(topic)
-    cursor = drain_topic(instance, resources, sensor=sensor)["cursor"]
+    instance, resources = dg.DagsterInstance.ephemeral(), _on(resources, topic)
+    cursor = drain_topic(instance, resources)["cursor"]
 
     delete_topic(kafka_broker, topic)
     create_topics(kafka_broker, {topic: 1})
-    empty = _tick(sensor, instance, resources, cursor)
+    empty = _tick(resources, instance, cursor)
     assert "was recreated" in empty.skip_message and "earliest offset" in empty.skip_message
     assert IngestCursor.model_validate_json(empty.cursor).generation == 1
 
     produce_sample_messages(kafka, topic, [_event(f"new-{i}", "2026-11-18T10:00:00Z") for i in range(2)])
-    summary = drain_topic(instance, resources, sensor=sensor, cursor=empty.cursor)
+    summary = drain_topic(instance, resources, cursor=empty.cursor)
     assert [k.split(":")[1:3] for k in summary["run_keys"]] == [["g1", "p0"]]
-    ids = set(resources["delta"].read("raw/events")["event_id"])
+    ids = set(resources["delta"].read(RAW_EVENTS)["event_id"])
     assert ids == {f"old-{i}" for i in range(5)} | {"new-0", "new-1"}
 
 
 def test_cursor_beyond_the_log_end_is_reported_and_reset_to_the_earliest_offset(kafka, resources, make_topic):
     topic = make_topic()
     produce_sample_messages(kafka, topic, [_event(f"e{i}", "2026-11-18T10:00:00Z") for i in range(3)])
-    instance, sensor = dg.DagsterInstance.ephemeral(), _sensor(topic)
+    instance, resources = dg.DagsterInstance.ephemeral(), _on(resources, topic)
     stale = IngestCursor(topic=topic, topic_id=kafka.topic_id(topic), next_offsets={0: 100}).dump()
-    tick = _tick(sensor, instance, resources, stale)
+    tick = _tick(resources, instance, stale)
     assert "cursor beyond the log end" in tick.skip_message and "cursor 100, log ends at 3" in tick.skip_message
     recovered = IngestCursor.model_validate_json(tick.cursor)
     assert recovered.next_offsets == {} and recovered.generation == 1
 
-    summary = drain_topic(instance, resources, sensor=sensor, cursor=tick.cursor)
+    summary = drain_topic(instance, resources, cursor=tick.cursor)
     assert summary["run_keys"] == [f"{topic}:g1:p0:0-3:2026-11-18"]
-    assert resources["delta"].count("raw/events") == 3
+    assert resources["delta"].count(RAW_EVENTS) == 3
 
 
 def test_a_quiet_drain_runs_with_warning_console_logs(kafka, resources, make_topic):
     topic = make_topic()
     produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z")])
     instance = dg.DagsterInstance.ephemeral()
-    summary = drain_topic(instance, resources, sensor=_sensor(topic), quiet=True)
+    summary = drain_topic(instance, _on(resources, topic), quiet=True)
     assert summary["runs"] == {"ingest_events_job": 1, "ingest_rejected_events_job": 0}
     assert not summary["failed_run_keys"] and "No new messages" in summary["skip_reason"]
     [run] = instance.get_runs()

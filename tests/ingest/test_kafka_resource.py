@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_assets.local_process import free_port
+from llm_assets.dev.process import free_port
 from llm_assets.resources.kafka import (
     KafkaResource,
     KafkaUnavailableError,

@@ -11,16 +11,12 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
+from llm_assets.asset_keys import RAW_EVENTS, REJECTED_EVENTS
+from llm_assets.dev.broker import create_topics, delete_topic
+from llm_assets.dev.samples import produce_sample_messages
 from llm_assets.ingest import contract
-from llm_assets.ingest.assets import (
-    RAW_EVENTS,
-    REJECTED_EVENTS,
-    ingest_events_job,
-    ingest_kafka_batch,
-    ingest_rejected_events_job,
-)
+from llm_assets.ingest.assets import ingest_events_job, ingest_kafka_batch, ingest_rejected_events_job
 from llm_assets.ingest.checks import raw_events_checks
-from llm_assets.ingest.local_runner import produce_sample_messages
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.sample_data.generator import MALFORMED_KINDS, generate_messages
@@ -67,15 +63,15 @@ def test_duplicate_delivery_and_rerun_leave_one_row(defs, resources, make_topic)
                             + [(b"e2", _event("e2", "2026-11-18T11:00:00Z"))])
     first = _run(defs, ingest_events_job, topic, 0, 3, "2026-11-18")
     delta = resources["delta"]
-    version = DeltaTable(delta.uri("raw/events")).version()
+    version = DeltaTable(delta.uri(RAW_EVENTS)).version()
     second = _run(defs, ingest_events_job, topic, 0, 3, "2026-11-18")
 
-    rows = delta.read("raw/events")
+    rows = delta.read(RAW_EVENTS)
     assert sorted(rows["event_id"].to_list()) == ["e1", "e2"]
     assert _metadata(first, RAW_EVENTS)["rows_inserted"] == 2
     assert _metadata(second, RAW_EVENTS)["rows_inserted"] == 0
     assert _metadata(second, RAW_EVENTS)["rows_updated"] == 0
-    assert DeltaTable(delta.uri("raw/events")).version() == version  # the re-run committed nothing
+    assert DeltaTable(delta.uri(RAW_EVENTS)).version() == version  # the re-run committed nothing
     checks = second.get_asset_check_evaluations()
     assert {(c.check_name, c.partition) for c in checks} == {("raw_events_contract", "2026-11-18"),
                                                              ("raw_events_unique_event_id", "2026-11-18")}
@@ -95,8 +91,8 @@ def test_each_malformed_kind_is_dead_lettered_and_valid_events_are_kept(defs, re
 
     delta = resources["delta"]
     valid_ids = {m.key.decode() for m in messages if m.kind == "valid"}
-    assert set(delta.read("raw/events")["event_id"].to_list()) == valid_ids
-    rejected = delta.read("raw/rejected_events").sort("offset")
+    assert set(delta.read(RAW_EVENTS)["event_id"].to_list()) == valid_ids
+    rejected = delta.read(REJECTED_EVENTS).sort("offset")
     assert rejected.height == len(malformed)
     by_key = {r["key"]: r for r in rejected.iter_rows(named=True)}
     for m in malformed:
@@ -107,6 +103,31 @@ def test_each_malformed_kind_is_dead_lettered_and_valid_events_are_kept(defs, re
     for reason in ("not JSON", "empty value", "NUL bytes", "missing required field event_id",
                    "RFC 3339", "wrong type", "byte limit"):
         assert reason in errors
+
+
+def test_dead_letters_at_offsets_reused_by_a_recreated_topic_are_recorded_and_replays_are_not(
+        defs, resources, kafka_broker, make_topic):
+    topic = make_topic()
+    kafka, delta = resources["kafka"], resources["delta"]
+    produce_sample_messages(kafka, topic, [(b"k0", b"not json"), (b"k1", b"")])
+    _run(defs, ingest_rejected_events_job, topic, 0, 2)
+    _run(defs, ingest_rejected_events_job, topic, 0, 2)  # a replay of the same messages
+    assert delta.count(REJECTED_EVENTS) == 2
+
+    # The topic is recreated: offsets 0 and 1 come back with other malformed messages, 2 is new.
+    delete_topic(kafka_broker, topic)
+    create_topics(kafka_broker, {topic: 1})
+    produce_sample_messages(kafka, topic, [(b"k0", b"{broken"), (b"other", b"not json"), (b"k1", b"")])
+    result = _run(defs, ingest_rejected_events_job, topic, 0, 3)
+    assert _metadata(result, REJECTED_EVENTS)["rows_inserted"] == 3  # every one of them, reused offsets included
+    again = _run(defs, ingest_rejected_events_job, topic, 0, 3)
+    assert _metadata(again, REJECTED_EVENTS)["rows_inserted"] == 0
+
+    rows = delta.read(REJECTED_EVENTS).sort("offset", "seen_at")
+    assert rows.select("offset", "key").rows() == [(0, "k0"), (0, "k0"), (1, "k1"), (1, "other"), (2, "k1")]
+    assert rows.select("offset", "message_sha256").n_unique() == 5
+    assert [base64.b64decode(v) for v in rows.filter(pl.col("offset") == 0)["value_b64"]] == [b"not json",
+                                                                                              b"{broken"]
 
 
 def test_two_dates_in_one_batch_land_in_their_partitions_and_late_events_update_old_ones(
@@ -120,7 +141,7 @@ def test_two_dates_in_one_batch_land_in_their_partitions_and_late_events_update_
     ])
     result = _run(defs, ingest_events_job, topic, 0, 3, "2026-11-18", "2026-11-19")  # one run, both dates
     delta = resources["delta"]
-    rows = delta.read("raw/events")
+    rows = delta.read(RAW_EVENTS)
     assert dict(rows.select("event_id", "event_date").iter_rows()) == {
         "a": "2026-11-18", "b": "2026-11-18", "c": "2026-11-19"}
     assert sorted(m.partition for m in result.asset_materializations_for_node(ingest_kafka_batch.op.name)
@@ -132,10 +153,10 @@ def test_two_dates_in_one_batch_land_in_their_partitions_and_late_events_update_
     result = _run(defs, ingest_events_job, topic, 3, 5, "2026-11-18")
     assert _metadata(result, RAW_EVENTS)["rows_inserted"] == 1
     assert _metadata(result, RAW_EVENTS)["rows_updated"] == 1
-    day18 = delta.read("raw/events", partition_column="event_date", partition_values=["2026-11-18"])
+    day18 = delta.read(RAW_EVENTS, partition_column="event_date", partition_values=["2026-11-18"])
     assert sorted(day18["event_id"].to_list()) == ["a", "b", "d"]
     assert day18.filter(pl.col("event_id") == "a")["payload_raw"].item() == "corrected"
-    assert delta.count("raw/events", partition_column="event_date", partition_value="2026-11-19") == 1
+    assert delta.count(RAW_EVENTS, partition_column="event_date", partition_value="2026-11-19") == 1
 
 
 def test_a_range_run_checks_every_partition_on_its_own_and_fails_on_a_planted_violation(
@@ -149,15 +170,15 @@ def test_a_range_run_checks_every_partition_on_its_own_and_fails_on_a_planted_vi
     assert evaluations == {(name, day): True for name in ("raw_events_contract", "raw_events_unique_event_id")
                            for day in ("2026-11-18", "2026-11-19", "2026-11-20")}
     # 2026-11-19 had no event: its partition stays empty and nothing was written there.
-    assert resources["delta"].count("raw/events", partition_column="event_date", partition_value="2026-11-19") == 0
+    assert resources["delta"].count(RAW_EVENTS, partition_column="event_date", partition_value="2026-11-19") == 0
 
     # Plant a duplicate event_id on 2026-11-20 and a row without partner_id on 2026-11-18, behind the
     # ingest's back, then re-run the same batch: only those partitions' checks fail, and the run fails.
-    stored = resources["delta"].read("raw/events")
+    stored = resources["delta"].read(RAW_EVENTS)
     planted = pl.concat([stored.filter(pl.col("event_id") == "c"),
                          stored.filter(pl.col("event_id") == "a").with_columns(
                              pl.lit("a2").alias("event_id"), pl.lit(None, dtype=pl.String).alias("partner_id"))])
-    planted.write_delta(resources["delta"].uri("raw/events"), mode="append")
+    planted.write_delta(resources["delta"].uri(RAW_EVENTS), mode="append")
     broken = _run(defs, ingest_events_job, topic, 0, 2, "2026-11-18", "2026-11-20", instance=instance,
                   success=False)
     evaluations = {(e.check_name, e.partition): e for e in broken.get_asset_check_evaluations()}
@@ -167,11 +188,11 @@ def test_a_range_run_checks_every_partition_on_its_own_and_fails_on_a_planted_vi
         ("raw_events_unique_event_id", "2026-11-19"): True, ("raw_events_unique_event_id", "2026-11-20"): False}
     assert evaluations[("raw_events_unique_event_id", "2026-11-20")].metadata["examples"].value == "c"
     assert "null partner_id" in evaluations[("raw_events_contract", "2026-11-18")].metadata["violations"].value
-    # Each evaluation points at its own partition's materialization, as Dagster does for one partition.
-    latest = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=RAW_EVENTS, asset_partitions=["2026-11-20"]), limit=1).records[0]
-    assert evaluations[("raw_events_unique_event_id", "2026-11-20")].target_materialization_data.storage_id == \
-        latest.storage_id
+    # Each evaluation belongs to its own partition's materialization: the one of the same run.
+    for day in ("2026-11-18", "2026-11-20"):
+        latest = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RAW_EVENTS, asset_partitions=[day]), limit=1).records[0]
+        assert latest.run_id == broken.run_id
     history = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(RAW_EVENTS, "raw_events_unique_event_id"), limit=10)
     stored_evaluations = [r.event.dagster_event.event_specific_data for r in history]  # what the UI shows
@@ -183,8 +204,8 @@ def test_a_range_no_longer_in_the_log_fails_the_run(defs, resources, make_topic)
     topic = make_topic()
     produce_sample_messages(resources["kafka"], topic, [(b"a", _event("a", "2026-11-18T10:00:00Z"))])
     _run(defs, ingest_events_job, topic, 0, 5, "2026-11-18", success=False)
-    assert not resources["delta"].exists("raw/events")  # nothing partial was written
-    assert not resources["delta"].exists("raw/rejected_events")
+    assert not resources["delta"].exists(RAW_EVENTS)  # nothing partial was written
+    assert not resources["delta"].exists(REJECTED_EVENTS)
 
 
 def test_valid_events_frame_matches_the_row_helpers():

@@ -9,6 +9,7 @@ import dagster as dg
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve
 from llm_assets.resources.milvus import MilvusResource
 from llm_assets.sample_data.generator import golden_queries
+from llm_assets.asset_keys import KB_DOCUMENTS
 
 from .conftest import check_outcomes, index_metadata, materialize_kb, small_corpus, write_jsonl
 
@@ -38,7 +39,7 @@ def test_kb_documents_skips_and_reports_bad_lines(resources, kb_dir, golden_path
     assert f"| runbooks.jsonl | {n_runbooks + 2} | missing or empty `content`" in details
     logged = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
     assert any(f"runbooks.jsonl:{n_runbooks + 1}: not JSON" in m for m in logged)
-    table = resources["delta"].read("kb/documents")
+    table = resources["delta"].read(KB_DOCUMENTS)
     assert table.height == sum(len(rows) for rows in small_corpus().values())
     assert "rb-x" not in table["doc_id"].to_list()
     assert table["chunk_id"].n_unique() == table.height
@@ -56,7 +57,7 @@ def test_an_empty_corpus_fails_kb_documents_with_a_clear_error(resources, tmp_pa
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "is empty" in str(failure.step_failure_data.error.message) + str(failure.step_failure_data.user_failure_data)
-    assert not resources["delta"].exists("kb/documents")
+    assert not resources["delta"].exists(KB_DOCUMENTS)
 
 
 def test_build_then_query_then_a_rebuild_without_change_embeds_nothing(resources, kb_dir, golden_path):

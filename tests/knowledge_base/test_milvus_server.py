@@ -12,7 +12,7 @@ from llm_assets.knowledge_base.chunking import ChunkingParams, chunk_documents
 from llm_assets.knowledge_base.corpus import load_corpus, load_golden_queries
 from llm_assets.knowledge_base.indexing import build_kb_index
 from llm_assets.knowledge_base.retrieval import current_kb_index_version
-from llm_assets.local_milvus import start_milvus_server
+from llm_assets.dev.milvus import start_milvus_server
 from llm_assets.resources.milvus import MilvusResource
 
 # Each reader connects, waits until every reader is connected (so the connections are

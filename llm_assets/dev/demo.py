@@ -10,10 +10,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from llm_assets import asset_keys as keys
 from llm_assets import settings
 
 # Runs log to the instance (browse them in the UI); the terminal shows warnings only.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# What decided an enriched row's content (ARCHITECTURE section 1), in the order the summary shows them.
+ROUTES = ("gate", "local", "llm", "fallback")
 
 
 def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[str], partition_key: str | None = None):
@@ -33,19 +36,22 @@ def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[
 
 
 def run_demo(sample_dir: Path) -> int:
+    # The code location reads its environment when imported: after the CLI pointed it at the local services.
     from llm_assets.definitions import defs
-    from llm_assets.ingest.local_runner import drain_topic, produce_sample_messages
+    from llm_assets.dev.daemon import drain_topic
+    from llm_assets.dev.samples import produce_sample_messages
     from llm_assets.resources.delta import DeltaLakeStorage
     from llm_assets.sample_data.generator import load_messages
 
     started = time.perf_counter()
     instance = dg.DagsterInstance.get()
     messages = load_messages(sample_dir)
-    produce_sample_messages(settings.kafka_bootstrap_servers(), settings.EVENTS_TOPIC, messages)
-    print(f"produced {len(messages)} messages to {settings.EVENTS_TOPIC}")
+    ingest_settings = defs.resources["kafka_ingest"]
+    produce_sample_messages(defs.resources["kafka"], ingest_settings.topic, messages)
+    print(f"produced {len(messages)} messages to {ingest_settings.topic}")
 
     print("1/4 ingest: kafka_events_sensor ticks -> raw/events, raw/rejected_events")
-    ingest = drain_topic(instance, {k: defs.resources[k] for k in ("kafka", "delta")}, quiet=True)
+    ingest = drain_topic(instance, {k: defs.resources[k] for k in ("kafka", "kafka_ingest", "delta")}, quiet=True)
     print(f"  {ingest['ticks']} sensor ticks, runs {ingest['runs']}, failed {len(ingest['failed_run_keys'])}; "
           f"last tick: {ingest['skip_reason']}")
 
@@ -54,27 +60,43 @@ def run_demo(sample_dir: Path) -> int:
                                   "models/embedding_gate"])
 
     delta: DeltaLakeStorage = defs.resources["delta"]
-    days = sorted(delta.read("raw/events").get_column("event_date").unique().to_list())
+    days = sorted(delta.read(keys.RAW_EVENTS).get_column("event_date").unique().to_list())
     print(f"3/4 curated/cases and enriched/cases for {len(days)} days: {', '.join(days)}")
     for day in days:
         _materialize(defs, instance, ["curated/cases", "enriched/cases"], partition_key=day)
 
     print("4/4 summary")
-    _print_summary(delta, days)
+    print_summary(delta, days)
     print(f"done in {time.perf_counter() - started:.0f} s; browse it with `make dev` (http://127.0.0.1:3000)")
     return 0
 
 
-def _print_summary(delta, days: list[str]) -> None:
-    raw = delta.read("raw/events")
-    rejected = delta.read("raw/rejected_events")
-    curated = delta.read("curated/cases")
-    enriched = delta.read("enriched/cases")
+def route_summary(enriched: pl.DataFrame, days: list[str]) -> list[str]:
+    """Lines: rows per day and route (every route, zeros included), and the share served from the cache."""
+    lines = [f"    {'event_date':<12}" + "".join(f"{r:>10}" for r in ROUTES)]
+    counts = enriched.group_by("event_date", "route").len()
+    by_day_route = {(d, r): n for d, r, n in counts.iter_rows()}
+    for day in days:
+        lines.append(f"    {day:<12}" + "".join(f"{by_day_route.get((day, r), 0):>10}" for r in ROUTES))
+    others = sorted(set(enriched["route"].drop_nulls().unique().to_list()) - set(ROUTES))
+    if others:
+        lines.append(f"    other routes: {', '.join(others)}")
+    if "served_from_cache" in enriched.columns and enriched.height:
+        cached = int(enriched["served_from_cache"].fill_null(False).sum())
+        lines.append(f"    served from the result cache: {cached} of {enriched.height} ({cached / enriched.height:.0%})")
+    return lines
+
+
+def print_summary(delta, days: list[str]) -> None:
+    raw = delta.read(keys.RAW_EVENTS)
+    rejected = delta.read(keys.REJECTED_EVENTS)
+    curated = delta.read(keys.CURATED_CASES)
+    enriched = delta.read(keys.ENRICHED_CASES)
     print(f"  {'table':<28}{'rows':>8}")
     for name, df in [("raw/events", raw), ("raw/rejected_events", rejected),
-                     ("features/entity_signals", delta.read("features/entity_signals")),
-                     ("signals/exceptions", delta.read("signals/exceptions")),
-                     ("kb/documents", delta.read("kb/documents")),
+                     ("features/entity_signals", delta.read(keys.ENTITY_SIGNALS)),
+                     ("signals/exceptions", delta.read(keys.EXCEPTIONS)),
+                     ("kb/documents", delta.read(keys.KB_DOCUMENTS)),
                      ("curated/cases", curated), ("enriched/cases", enriched)]:
         print(f"  {name:<28}{df.height:>8}")
     if rejected.height:
@@ -83,14 +105,14 @@ def _print_summary(delta, days: list[str]) -> None:
         for r in reasons.group_by("reason").len().sort("len", descending=True).to_dicts():
             print(f"    {r['len']:>5}  {r['reason']}")
     if enriched.height:
-        routes = sorted(enriched["route"].unique().to_list())
-        print(f"  enriched per day and route:\n    {'event_date':<12}" + "".join(f"{r:>10}" for r in routes))
-        for day in days:
-            counts = enriched.filter(pl.col("event_date") == day).group_by("route").len()
-            by_route = dict(zip(counts["route"].to_list(), counts["len"].to_list()))
-            print(f"    {day:<12}" + "".join(f"{by_route.get(r, 0):>10}" for r in routes))
-        print("  labels: " + ", ".join(f"{r['label']}={r['len']}" for r in enriched.group_by("label").len().sort("label").to_dicts()))
+        print("  enriched per day and route:")
+        for line in route_summary(enriched, days):
+            print(line)
+        print("  labels: " + ", ".join(f"{r['label']}={r['len']}"
+                                       for r in enriched.group_by("label").len().sort("label").to_dicts()))
         for v in enriched.select("model_version", "prompt_version", "kb_index_version").unique().to_dicts():
-            print(f"  versions: model {v['model_version']}, prompt {v['prompt_version']}, kb index {v['kb_index_version']}")
+            print(f"  versions: model {v['model_version']}, prompt {v['prompt_version']}, "
+                  f"kb index {v['kb_index_version']}")
     bundles = sorted(settings.audit_dir().rglob("*.json"))
-    print(f"  audit bundles: {len(bundles)} under {settings.audit_dir()} (verify: python -m llm_assets.cli verify-audit PATH)")
+    print(f"  audit bundles: {len(bundles)} under {settings.audit_dir()} "
+          f"(verify: python -m llm_assets.cli verify-audit PATH)")

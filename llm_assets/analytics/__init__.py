@@ -1,0 +1,1 @@
+"""Analytics: the dbt models over the Delta tables (`dbt_project/`), as Dagster assets."""

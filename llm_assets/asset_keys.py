@@ -1,0 +1,27 @@
+"""Every asset key and Delta table name of llm-assets, declared once (ARCHITECTURE section 1).
+
+Assets, checks, the CLI and the tests import these; `DeltaLakeStorage` maps a key to its
+table path (`{DELTA_ROOT}/{key prefix}/{key name}`), so "table path = asset key" lives in one place.
+"""
+
+import dagster as dg
+
+RAW_EVENTS = dg.AssetKey(["raw", "events"])
+REJECTED_EVENTS = dg.AssetKey(["raw", "rejected_events"])
+ENTITY_SIGNALS = dg.AssetKey(["features", "entity_signals"])
+EXCEPTIONS = dg.AssetKey(["signals", "exceptions"])
+CURATED_CASES = dg.AssetKey(["curated", "cases"])
+KB_DOCUMENTS = dg.AssetKey(["kb", "documents"])
+KB_INDEX = dg.AssetKey(["kb", "index"])
+EMBEDDING_GATE = dg.AssetKey(["models", "embedding_gate"])
+ENRICHED_CASES = dg.AssetKey(["enriched", "cases"])
+EVALUATION_RATINGS = dg.AssetKey(["evaluation", "ratings"])
+EVALUATION_SAMPLES = dg.AssetKey(["evaluation", "samples"])
+EVALUATION_QUALITY_METRICS = dg.AssetKey(["evaluation", "quality_metrics"])
+DRIFT_REPORT = dg.AssetKey(["monitoring", "drift_report"])
+CASE_TICKETS = dg.AssetKey(["monitoring", "case_tickets"])
+
+# Internal tables that are not assets of their own, named like one so they live beside them.
+RESULT_CACHE = dg.AssetKey(["enrichment", "result_cache"])
+REJECTED_RATINGS = dg.AssetKey(["evaluation", "rejected_ratings"])
+IMPORTED_RATING_FILES = dg.AssetKey(["evaluation", "imported_rating_files"])

@@ -1,0 +1,165 @@
+"""`make dev` / `python -m llm_assets.cli dev`: the Dagster UI and daemon with local services.
+
+Starts tansu and `milvus-lite server` on 127.0.0.1 (unless the environment points at
+others), publishes the sample events, starts the live sample stream and `dagster dev`,
+and supervises them until Ctrl-C or SIGTERM. Every process runs in a session of its own
+(ARCHITECTURE section 8: a background `dagster dev` ignores a terminal's signals otherwise),
+so shutdown is ours to do, all at once: SIGINT to every process group, a few seconds'
+grace, then SIGKILL to whatever is left (descendants that left their group included) and
+reaping, so no process, zombie or port outlives the command.
+
+Quiet unless something is wrong: `dagster dev`'s own output goes to a log file in
+`$DAGSTER_HOME` and is shown only when it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from llm_assets import settings
+from llm_assets.dev.process import ManagedProcess, free_port, start_process, stop_all
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EVENTS_TOPIC_PARTITIONS = 3
+# SIGINT to SIGKILL: `dagster dev` stops its webserver, daemon and code server in about 6 s here.
+SHUTDOWN_GRACE_S = 6.0
+UI_START_TIMEOUT_S = 180.0
+
+
+def prepare_dagster_home() -> Path:
+    """`$DAGSTER_HOME` (default `$LLM_ASSETS_HOME/dagster_home`) with the repository's `dagster.yaml`."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.llm_assets_home() / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def ensure_sample_data(n_events: int, *, quiet: bool = False) -> Path:
+    """The seeded sample data set under `SAMPLE_DATA_DIR`, (re)generated."""
+    from llm_assets.sample_data.generator import generate_sample_data
+
+    out = settings.sample_data_dir()
+    counts = generate_sample_data(out, n_events=n_events)
+    if not quiet:
+        print(f"sample data in {out}: {counts['events']} Kafka messages, "
+              f"{counts['kb/resolved_cases']} resolved KB cases")
+    return out
+
+
+@contextlib.contextmanager
+def local_services(processes: list[ManagedProcess] | None = None, *, quiet: bool = False) -> Iterator[None]:
+    """tansu and `milvus-lite server` on 127.0.0.1 unless the environment points elsewhere.
+
+    Sets `KAFKA_BOOTSTRAP_SERVERS` and `MILVUS_URI` for this process and its children and
+    creates the topics. With `processes`, the started services are appended to it and the
+    caller stops them (together with its own); otherwise they stop when the block ends.
+    """
+    from llm_assets.dev.broker import create_topics, start_broker
+    from llm_assets.dev.milvus import start_milvus_server
+
+    started: list[ManagedProcess] = [] if processes is None else processes
+    try:
+        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+            broker = start_broker(free_port(9092))
+            started.append(broker.process)
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+            if not quiet:
+                print(f"tansu broker on {broker.bootstrap} (memory storage)")
+        if "MILVUS_URI" not in os.environ:
+            milvus = start_milvus_server(settings.llm_assets_home() / "milvus_server", port=free_port(19530))
+            started.append(milvus.process)
+            os.environ["MILVUS_URI"] = milvus.uri
+            if not quiet:
+                print(f"milvus-lite server on {milvus.uri}")
+        create_topics(os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                      {settings.EVENTS_TOPIC: EVENTS_TOPIC_PARTITIONS, settings.ENRICHED_TOPIC: EVENTS_TOPIC_PARTITIONS})
+        yield
+    finally:
+        if processes is None:
+            stop_all(started)
+
+
+def _ui_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start_dagster_dev(port: int, home: Path) -> tuple[ManagedProcess, Path]:
+    """`dagster dev` on 127.0.0.1:`port` in a session of its own; its output goes to a log file."""
+    log_path = home / "dagster-dev.log"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore",  # preview/beta warnings at every load: noise here
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    with log_path.open("w") as log:
+        process = start_process(
+            [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port),
+             "-w", str(REPO_ROOT / "workspace.yaml"), "--log-level", "warning"],
+            name="dagster dev", cwd=home,  # not the repository: its dagster.yaml would shadow DAGSTER_HOME's
+            env=env, stdout=log, stderr=log)
+    return process, log_path
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0) -> int:
+    """Run until Ctrl-C or SIGTERM (or until `dagster dev` exits); returns the exit code."""
+    from llm_assets.dev.samples import LiveSampleStream, produce_sample_messages
+    from llm_assets.sample_data.generator import load_messages
+
+    home = prepare_dagster_home()
+    processes: list[ManagedProcess] = []
+    stream: LiveSampleStream | None = None
+    try:
+        sample_dir = ensure_sample_data(events, quiet=True)
+        with local_services(processes, quiet=True):
+            bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+            produce_sample_messages(bootstrap, settings.EVENTS_TOPIC, load_messages(sample_dir))
+            stream = LiveSampleStream(bootstrap, settings.EVENTS_TOPIC, interval_s).start()
+            dagster, log_path = start_dagster_dev(port, home)
+            processes.append(dagster)
+            deadline, ready = time.monotonic() + UI_START_TIMEOUT_S, False
+            while dagster.is_running():
+                if not ready and _ui_answers(port):
+                    ready = True
+                    print(f"Dagster UI on http://127.0.0.1:{port} (logs: {log_path}); Ctrl-C stops everything",
+                          flush=True)
+                elif not ready and time.monotonic() > deadline:
+                    print(f"the Dagster UI did not answer within {UI_START_TIMEOUT_S:.0f} s; the end of "
+                          f"{log_path}:\n{_log_tail(log_path)}", file=sys.stderr, flush=True)
+                    deadline = float("inf")
+                time.sleep(0.2)
+            print(f"dagster dev exited with code {dagster.process.returncode}; the end of {log_path}:\n"
+                  f"{_log_tail(log_path)}", file=sys.stderr)
+            return dagster.process.returncode or 1
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:  # SIGTERM (see cli.main)
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        # Shutdown must finish: a second Ctrl-C (or SIGTERM) must not leave half of it undone.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if stream is not None:
+                stream.stop(timeout_s=0.5)
+            # Whatever needs SIGKILL after the grace period gets it silently: a slow shutdown of a
+            # local dev stack is not the user's problem (the daemon fails a run it left behind).
+            stop_all(processes, SHUTDOWN_GRACE_S)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

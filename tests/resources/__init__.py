@@ -1,0 +1,1 @@
+"""Tests of the resources: the clients of external systems."""
