@@ -38,10 +38,11 @@ def build_daily_derived(lookback_days: int = DEFAULT_LOOKBACK_DAYS,
       version is taken in by a backfill, not by re-running a week of partitions);
 
     and only when no upstream partition is missing, every blocking check of the upstream
-    partitions passed (a failed check stops it across runs, not only inside one), and the
-    partition itself is not already in a run. Upstream runs in progress do NOT hold it back:
-    the Kafka sensor launches an ingest run every few seconds, and `eager()`'s
-    `~any_deps_in_progress()` starved the curated layer for minutes.
+    partitions passed (a failed check stops it across runs, not only inside one; a day whose
+    upstream run is in flight waits for that run's checks), and the partition itself is not
+    already in a run. Upstream runs in progress do not hold the other days back: the Kafka
+    sensor launches an ingest run every few seconds, and `eager()`'s `~any_deps_in_progress()`
+    (on the latest day only) starved the curated layer for minutes.
     """
     deps_updated = dg.AutomationCondition.any_deps_updated()
     if ignore_updates_of:

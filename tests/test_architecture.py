@@ -67,7 +67,26 @@ def test_ingest_imports_neither_sensors_nor_sample_data_nor_dev_tooling():
     assert violations("ingest", ("sensors", "sample_data", "dev")) == []
 
 
+# The one documented exception. Dagster 1.13 records a check result of a partition-range run without a
+# partition; the only way to report one evaluation per date, tied to that date's materialization (what
+# the UI and `all_deps_blocking_checks_passed()` read), is `AssetCheckEvaluation(partition=...,
+# target_materialization_data=...)`, whose data class Dagster does not re-export. Kept in one module.
+ALLOWED_INTERNALS = {
+    "partitions.py": {"dagster._core.definitions.asset_checks.asset_check_evaluation",
+                      "dagster._core.definitions.asset_checks.asset_check_evaluation."
+                      "AssetCheckEvaluationTargetMaterializationData"},
+}
+
+
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_dagster_internals(path):
-    internal = [f"{line}: {m}" for line, m in imported_modules(path) if m.startswith("dagster._")]
+    allowed = ALLOWED_INTERNALS.get(str(path.relative_to(PACKAGE)), set())
+    internal = [f"{line}: {m}" for line, m in imported_modules(path) if m.startswith("dagster._") and m not in allowed]
     assert internal == []
+
+
+def test_the_allowed_internal_is_still_not_public():
+    # When Dagster exports it, import it from `dagster` and drop the exception above.
+    import dagster as dg
+
+    assert not hasattr(dg, "AssetCheckEvaluationTargetMaterializationData")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 from llm_assets.asset_keys import ENRICHED_CASES, KB_INDEX
 
@@ -29,13 +28,13 @@ def dagster_home(tmp_path, monkeypatch) -> Path:
 
 
 def test_dagster_yaml_limits_pools_and_runs_in_the_current_form(dagster_home):
-    config = yaml.safe_load(REPO_DAGSTER_YAML.read_text())
-    assert "tag_concurrency_limits" not in str(config)  # the dead limit on an op tag is gone
-    assert config["concurrency"]["runs"]["max_concurrent_runs"] == 4
+    assert "tag_concurrency_limits" not in REPO_DAGSTER_YAML.read_text()  # the dead limit on an op tag is gone
     with dg.DagsterInstance.get() as instance:
-        pools = instance.event_log_storage.get_pool_config()
-        assert pools.default_pool_limit == 1
-        assert pools.pool_granularity.value == "op"
+        config = instance.get_concurrency_config()
+        assert config.run_queue_config.max_concurrent_runs == 4
+        assert config.run_queue_config.tag_concurrency_limits == []
+        assert (config.pool_config.default_pool_limit, config.pool_config.pool_granularity.value) == (1, "op")
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
 
 
 def test_llm_and_milvus_work_declare_their_pools(tmp_path, monkeypatch):

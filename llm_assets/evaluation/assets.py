@@ -259,8 +259,9 @@ def evaluation_ratings(context: dg.AssetExecutionContext, config: RatingsConfig,
         "ratings_inserted": int(written.get("inserted") or 0),
         "ratings_updated": int(written.get("updated") or 0),
         "rejected": len(rejected),
-        "rejections": markdown_table(["source", "where", "reasons"],
-                                     [(r.source, r.source_ref, "; ".join(r.reasons)) for r in rejected[:20]]),
+        # JSON, not a table: a reason is only useful whole (table cells are cut).
+        "rejections": dg.MetadataValue.json([{"source": r.source, "where": r.source_ref, "reasons": list(r.reasons)}
+                                             for r in rejected[:20]]),
         "offsets_committed": dg.MetadataValue.json({str(p): o for p, o in sorted(next_offsets.items())}),
         "drop_dir": dg.MetadataValue.path(str(folder)),
     })

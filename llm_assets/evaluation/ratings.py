@@ -138,6 +138,9 @@ def validation_reasons(exc: ValidationError) -> tuple[str, ...]:
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        if where and isinstance(given, (str, int, float, bool)):  # say what was wrong, not only what is right
+            message += f" (got {str(given)[:60]!r})"
         out.append(f"{where}: {message}" if where else message)
     return tuple(out)
 

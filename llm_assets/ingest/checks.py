@@ -2,7 +2,9 @@
 
 Both checks read the table straight from Delta (dagster-deltalake's IO manager checks the
 wrong partition, ARCHITECTURE section 8) and block downstream assets in the same run:
-`curated/cases` must not build on a broken day.
+`curated/cases` must not build on a broken day. The contract check answers from the Delta
+log's per-file statistics (null counts, `event_ts` bounds) when they settle it, so its cost
+does not grow with the partition; it reads the rows of a partition only when they do not.
 
 An ingest run covers a partition key range, and Dagster (1.13) attributes an
 `AssetCheckResult` of a range run to no partition at all. So each check evaluates every
@@ -12,10 +14,12 @@ of the same run); a failed one fails the run (the checks are blocking).
 In a single-partition run this is the same as returning one result.
 """
 
+from datetime import date, datetime, timedelta, timezone
 from typing import Iterator, Mapping
 
 import dagster as dg
 import polars as pl
+from deltalake import DeltaTable
 
 from llm_assets.asset_keys import RAW_EVENTS
 from llm_assets.ingest.contract import REQUIRED_FIELDS
@@ -45,6 +49,36 @@ def duplicate_event_ids(df: pl.DataFrame) -> pl.DataFrame:
     return df.group_by("event_id").agg(pl.len().alias("rows")).filter(pl.col("rows") > 1).sort("event_id")
 
 
+def contract_violations_from_stats(files: pl.DataFrame, partition_key: str) -> tuple[dict[str, int], int] | None:
+    """`contract_violations` of a partition and its row count, from the Delta log's per-file
+    statistics of its files (`DeltaTable.get_add_actions(flatten=True)`); None when the
+    statistics cannot tell (absent, or `event_ts` bounds outside the day: then read the rows).
+
+    Exact when they can: null counts are counts, and a file whose smallest and largest
+    `event_ts` lie in the partition's UTC day holds no row of another day (the bounds are
+    truncated to milliseconds, and a day starts on a whole millisecond).
+    """
+    if files.is_empty():
+        return {}, 0
+    needed = [f"null_count.{c}" for c in NON_NULL_COLUMNS if c != "event_date"] + ["min.event_ts", "max.event_ts"]
+    if any(c not in files.columns for c in needed) or files.select(pl.any_horizontal(
+            pl.col(needed).is_null())).to_series().any():
+        return None
+    day_start = datetime.combine(date.fromisoformat(partition_key), datetime.min.time(), tzinfo=timezone.utc)
+    lowest = files["min.event_ts"].dt.convert_time_zone("UTC").min()
+    highest = files["max.event_ts"].dt.convert_time_zone("UTC").max()
+    if lowest < day_start or highest >= day_start + timedelta(days=1):
+        return None
+    violations = {f"null {c}": int(files[f"null_count.{c}"].sum()) for c in NON_NULL_COLUMNS if c != "event_date"}
+    return {rule: n for rule, n in violations.items() if n}, int(files["num_records"].sum())
+
+
+def _file_stats(delta: DeltaLakeStorage) -> pl.DataFrame:
+    """Per-file statistics of `raw/events` from its Delta log (reads no data file)."""
+    table = DeltaTable(delta.uri(RAW_EVENTS), storage_options=dict(delta.storage_options) or None)
+    return pl.DataFrame(table.get_add_actions(flatten=True))
+
+
 def _partitions(delta: DeltaLakeStorage, partition_keys: list[str], columns: list[str]) -> dict[str, pl.DataFrame]:
     """The given columns of each partition, read in one scan (empty frame for an empty partition)."""
     if not delta.exists(RAW_EVENTS):
@@ -69,14 +103,30 @@ def _evaluation(check_name: str, partition_key: str, passed: bool,
 CONTRACT_COLUMNS = list(dict.fromkeys([*NON_NULL_COLUMNS, "event_ts", "event_date"]))
 
 
+def _contract_results(delta: DeltaLakeStorage, partition_keys: list[str]) -> dict[str, tuple[dict[str, int], int]]:
+    """Per partition key: the violations by rule and the rows checked (statistics first, rows where needed)."""
+    if not delta.exists(RAW_EVENTS):
+        return {key: ({}, 0) for key in partition_keys}
+    results: dict[str, tuple[dict[str, int], int] | None] = dict.fromkeys(partition_keys)
+    if set(NON_NULL_COLUMNS) <= set(delta.scan(RAW_EVENTS).collect_schema().names()):
+        stats = _file_stats(delta)
+        if "partition.event_date" in stats.columns:
+            for key in partition_keys:
+                results[key] = contract_violations_from_stats(
+                    stats.filter(pl.col("partition.event_date") == key), key)
+    unsettled = [key for key, result in results.items() if result is None]
+    for key, df in (_partitions(delta, unsettled, CONTRACT_COLUMNS).items() if unsettled else []):
+        results[key] = (contract_violations(df, key), df.height)
+    return results
+
+
 @dg.asset_check(asset=RAW_EVENTS, partitions_def=daily_partitions, blocking=True,
                 description="Required columns are non-null and event_date is the UTC day of event_ts.")
 def raw_events_contract(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> Iterator:
-    for key, df in _partitions(delta, list(context.partition_keys), CONTRACT_COLUMNS).items():
-        violations = contract_violations(df, key)
+    for key, (violations, rows) in _contract_results(delta, list(context.partition_keys)).items():
         md = "| rule | rows |\n|---|---|\n" + "\n".join(f"| {rule} | {n} |" for rule, n in violations.items())
         yield _evaluation("raw_events_contract", key, not violations, {
-            "partition": key, "rows_checked": df.height,
+            "partition": key, "rows_checked": rows,
             "violations": dg.MetadataValue.md(md if violations else "none")})
     yield dg.Output(None)  # the check op's own output (emitted for us only when returning an AssetCheckResult)
 

@@ -9,13 +9,16 @@ A valid value is a JSON object with string fields `event_id` (non-empty), `sourc
 fields are kept as a JSON string in `extra`, never an error. Everything else is rejected
 with a reason a person can act on.
 
-How it stays at the broker's pace: the size, NUL-byte and UTF-8 checks are vectorized; a
-value that is a flat JSON object of string values with exactly the six required keys (the
-common shape, proven by one regex over the batch: it is then valid JSON, its keys are
-plain, and nothing can hide a key) is decoded for the whole batch in one polars call; the
-timestamp rules run vectorized over every candidate. Any other value (nested or non-string
-fields, extra or duplicate keys, escapes that polars would read differently) is parsed on
-its own by jiter, pydantic's JSON parser (duplicate keys: the last one wins), and worded.
+How it keeps the broker's pace: the size, NUL-byte and UTF-8 checks are vectorized. The
+common shape, an object of exactly the six required keys in the order this batch's producer
+writes them with string values, is proven by one regex over the batch (it is then valid
+JSON, and no key can be duplicated or hidden), which also captures the fields when they hold
+no escape; the same shape with escapes is proven by a second regex and decoded by polars'
+JSON reader. Any other value (nested or non-string fields, extra or duplicate keys, surrogate
+escapes) is parsed on its own by jiter, pydantic's JSON parser (duplicate keys: the last one
+wins), and worded; `parse_value` is that exact path, the reference of the others. The
+timestamp rules run vectorized over every candidate. The sensor asks for `DATE_COLUMNS`: the
+same proofs, without capturing the other fields.
 """
 
 from __future__ import annotations

@@ -10,14 +10,15 @@ Three questions, each answered by a small function on plain arrays:
   held-out scores (bootstrapped). The distance between the windows' mean embeddings is
   reported beside it.
 - **label-mix drift**: Population Stability Index and Jensen-Shannon distance of the label
-  shares. Both must exceed their thresholds: PSI alone overreacts to a rare label (its log
-  ratio explodes), JS alone to small windows.
+  shares. Both must exceed their thresholds (PSI alone overreacts to a rare label, its log
+  ratio explodes), and the shift must be more than sampling noise (a chi-squared test of the
+  label counts): a window of a hundred cases moves PSI past 0.2 by chance alone.
 - **confidence drift**: two-sample Kolmogorov-Smirnov test.
 
 `drift_report` runs the three and the report drifts when any of them does. That makes three
 chances of a false alarm a day, so each test runs at about 1% (the bootstrap's 99th
-percentile, KS alpha 0.01) where Evidently, judging one column, uses 5%: on windows drawn from
-one distribution the report alarms about 2% of the time (measured in the tests).
+percentile, chi-squared and KS alpha 0.01) where Evidently, judging one column, uses 5%: on
+windows drawn from one distribution the report alarms about 2% of the time.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ BOOTSTRAP_QUANTILE = 0.99
 PSI_THRESHOLD = 0.2
 JS_THRESHOLD = 0.1
 KS_ALPHA = 0.01
+CHI2_ALPHA = 0.01
 SHARE_FLOOR = 1e-4  # a share of 0 would make PSI infinite
 
 
@@ -55,6 +57,7 @@ class DriftSettings:
     psi_threshold: float = PSI_THRESHOLD
     js_threshold: float = JS_THRESHOLD
     ks_alpha: float = KS_ALPHA
+    chi2_alpha: float = CHI2_ALPHA
     seed: int = 0
 
 
@@ -77,8 +80,10 @@ class EmbeddingDrift:
 class LabelMixDrift:
     psi: float
     js_distance: float
+    chi2_p_value: float
     psi_threshold: float
     js_threshold: float
+    chi2_alpha: float
     drifted: bool
     reference_shares: dict[str, float]
     current_shares: dict[str, float]
@@ -128,6 +133,8 @@ class DriftReport:
                  "method": "population stability index (with JS distance)"},
                 {"metric": "label_mix_js_distance", "value": m.js_distance, "threshold": m.js_threshold,
                  "drift_detected": m.drifted, "method": "Jensen-Shannon distance (with PSI)"},
+                {"metric": "label_mix_chi2_p_value", "value": m.chi2_p_value, "threshold": m.chi2_alpha,
+                 "drift_detected": m.drifted, "method": "chi-squared test of the label counts"},
             ]
         if c is not None:
             rows += [
@@ -213,10 +220,22 @@ def embedding_drift(reference: np.ndarray, current: np.ndarray,
 
 
 # -- label-mix drift -------------------------------------------------------------------------
-def category_shares(values: Sequence[str], categories: Sequence[str]) -> np.ndarray:
-    counts = np.array([sum(1 for v in values if v == c) for c in categories], dtype=np.float64)
+def category_counts(values: Sequence[str], categories: Sequence[str]) -> np.ndarray:
+    return np.array([sum(1 for v in values if v == c) for c in categories], dtype=np.float64)
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
     total = counts.sum()
     return counts / total if total else counts
+
+
+def chi2_p_value(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
+    """p-value of a chi-squared test that both windows draw labels from one distribution."""
+    table = np.vstack([reference_counts, current_counts])
+    table = table[:, table.sum(axis=0) > 0]  # a label absent from both windows says nothing
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
+        return 1.0
+    return float(stats.chi2_contingency(table, correction=False).pvalue)
 
 
 def population_stability_index(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
@@ -228,16 +247,20 @@ def population_stability_index(reference_shares: np.ndarray, current_shares: np.
 def label_mix_drift(reference_labels: Sequence[str], current_labels: Sequence[str],
                     settings: DriftSettings = DriftSettings(),
                     categories: Sequence[str] | None = None) -> LabelMixDrift:
-    """PSI and Jensen-Shannon distance of two label samples; drift when both exceed their thresholds."""
+    """PSI and Jensen-Shannon distance of two label samples; drift when both exceed their thresholds
+    and a chi-squared test says the difference is not sampling noise."""
     cats = list(categories) if categories is not None else sorted(set(reference_labels) | set(current_labels))
     cats += sorted((set(reference_labels) | set(current_labels)) - set(cats))  # labels outside the list count too
-    r, c = category_shares(reference_labels, cats), category_shares(current_labels, cats)
+    r_counts, c_counts = category_counts(reference_labels, cats), category_counts(current_labels, cats)
+    r, c = _shares(r_counts), _shares(c_counts)
     psi = population_stability_index(r, c)
+    p_value = chi2_p_value(r_counts, c_counts)
     js = float(distance.jensenshannon(r, c)) if r.sum() and c.sum() else 0.0
     js = 0.0 if math.isnan(js) else js
-    return LabelMixDrift(psi=psi, js_distance=js, psi_threshold=settings.psi_threshold,
-                         js_threshold=settings.js_threshold,
-                         drifted=psi > settings.psi_threshold and js > settings.js_threshold,
+    return LabelMixDrift(psi=psi, js_distance=js, chi2_p_value=p_value, psi_threshold=settings.psi_threshold,
+                         js_threshold=settings.js_threshold, chi2_alpha=settings.chi2_alpha,
+                         drifted=psi > settings.psi_threshold and js > settings.js_threshold
+                         and p_value < settings.chi2_alpha,
                          reference_shares={k: float(v) for k, v in zip(cats, r)},
                          current_shares={k: float(v) for k, v in zip(cats, c)})
 

@@ -9,6 +9,8 @@ idempotent (`enable.idempotence` is off by default in librdkafka).
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -76,6 +78,14 @@ class OffsetRange:
     end: int
 
 
+_END = object()  # the read ahead is done
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
 @dataclass
 class ReadProgress:
     """Where a `TopicRead` stands: the offsets to resume from and why it stopped."""
@@ -106,8 +116,51 @@ class TopicRead:
         self._idle_timeout_s = idle_timeout_s
         self._first_answer_timeout_s = first_answer_timeout_s if first_answer_timeout_s is not None else idle_timeout_s
         self.progress = ReadProgress(next_offsets={p: o for p, o in start_offsets.items() if o is not None})
+        self._stop = threading.Event()  # set when the caller stops iterating
 
     def __iter__(self) -> Iterator[RecordColumns]:
+        """The chunks as they fill. A thread reads one chunk ahead, so waiting on the broker
+        overlaps the caller's work on the previous chunk (librdkafka, polars and delta-rs all
+        release the GIL); memory stays at about three chunks."""
+        ahead: queue.Queue = queue.Queue(maxsize=1)
+        stop = self._stop = threading.Event()
+
+        def hand_over(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    ahead.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read_ahead() -> None:
+            chunks = self._chunks()
+            try:
+                for chunk in chunks:
+                    if not hand_over(chunk):
+                        return
+                hand_over(_END)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                hand_over(_Failed(exc))
+            finally:
+                chunks.close()  # closes the consumer in this thread, which owns it
+
+        reader = threading.Thread(target=read_ahead, name=f"kafka-read-{self.topic}", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = ahead.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            stop.set()
+            reader.join()
+
+    def _chunks(self) -> Iterator[RecordColumns]:
         chunk = RecordColumns([], [], [], [])
         for messages, partitions, offsets in self._batches():
             chunk.partitions.extend(partitions)
@@ -147,7 +200,7 @@ class TopicRead:
             consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING if self._starts[p] is None else self._starts[p])
                              for p in sorted(remaining)])
             answered, idle_since = False, time.monotonic()
-            while remaining:
+            while remaining and not self._stop.is_set():
                 if self._max_messages is not None and progress.messages >= self._max_messages:
                     progress.stopped_by = f"max_messages ({self._max_messages})"
                     break

@@ -80,6 +80,8 @@ def merge_rows(
                 "source_alias": "s",
                 "target_alias": "t",
                 "merge_schema": merge_schema,
+                # The source is an in-memory frame anyway; materialized, its key range prunes target files.
+                "streamed_exec": False,
             },
         )
         .when_matched_update_all()

@@ -16,6 +16,7 @@ from llm_assets.dev.broker import create_topics, delete_topic
 from llm_assets.dev.samples import produce_sample_messages
 from llm_assets.ingest import contract
 from llm_assets.ingest.assets import ingest_events_job, ingest_kafka_batch, ingest_rejected_events_job
+from llm_assets.ingest import checks
 from llm_assets.ingest.checks import raw_events_checks
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
@@ -198,6 +199,32 @@ def test_a_range_run_checks_every_partition_on_its_own_and_fails_on_a_planted_vi
     stored_evaluations = [r.event.dagster_event.event_specific_data for r in history]  # what the UI shows
     assert {e.partition for e in stored_evaluations if not e.passed} == {"2026-11-20"}
     assert {e.partition for e in stored_evaluations} == {"2026-11-18", "2026-11-19", "2026-11-20"}
+
+
+def test_the_contract_check_answers_from_delta_statistics_and_reads_rows_only_when_they_cannot_tell(tmp_path):
+    delta = DeltaLakeStorage(root=str(tmp_path))
+    now = datetime.now(timezone.utc)
+    values = [_event(f"e{i}", f"2026-11-18T{i:02d}:00:00Z") for i in range(3)]
+    rows = contract.valid_events_frame(contract.validate_values(values), topic="t", partitions=[0] * 3,
+                                       offsets=[0, 1, 2], ingested_at=now)
+    delta.merge(RAW_EVENTS, rows, ["event_id"], partition_column="event_date", partition_value="2026-11-18")
+
+    def from_stats():
+        return checks.contract_violations_from_stats(
+            checks._file_stats(delta).filter(pl.col("partition.event_date") == "2026-11-18"), "2026-11-18")
+
+    assert from_stats() == ({}, 3)
+    rows.head(1).with_columns(pl.lit("e9").alias("event_id"), pl.lit(None, dtype=pl.String).alias("partner_id")
+                              ).write_delta(delta.uri(RAW_EVENTS), mode="append")
+    assert from_stats() == ({"null partner_id": 1}, 4)
+    # A row of another UTC day in the partition: the bounds cannot say how many, the rows do.
+    rows.head(1).with_columns(pl.lit("e10").alias("event_id"),
+                              pl.lit(datetime(2026, 11, 19, 1, tzinfo=timezone.utc)).alias("event_ts")
+                              ).write_delta(delta.uri(RAW_EVENTS), mode="append")
+    assert from_stats() is None
+    assert checks._contract_results(delta, ["2026-11-18", "2026-11-19"]) == {
+        "2026-11-18": ({"null partner_id": 1, "event_date differs from the UTC day of event_ts": 1}, 5),
+        "2026-11-19": ({}, 0)}
 
 
 def test_a_range_no_longer_in_the_log_fails_the_run(defs, resources, make_topic):

@@ -308,13 +308,24 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # the default listen backlog of 5 drops bursts of new connections
 
 
-def _client_gone(conn: socket.socket) -> bool:
-    """Has the client closed its side? (A readable socket with nothing to read is at EOF.)"""
-    try:
-        readable, _, _ = select.select([conn], [], [], 0)
-        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
-        return True
+def _client_gone(conn: socket.socket, wait_s: float = 0.0) -> bool:
+    """Has the client closed its side (within `wait_s`)? A readable socket with nothing to read is at EOF.
+
+    One `select` sleeps the whole wait and wakes at once when the client goes (or `stop()` shuts
+    the connection): no polling, so the stand-in spends no CPU of its own while it "generates".
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            readable, _, _ = select.select([conn], [], [], max(0.0, deadline - time.monotonic()))
+            if readable and conn.recv(1, socket.MSG_PEEK) == b"":
+                return True
+        except (OSError, ValueError):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        if readable:  # bytes of a next request already there: not gone, and not worth spinning on
+            time.sleep(min(_POLL_S, max(0.0, deadline - time.monotonic())))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -410,11 +421,10 @@ class _Handler(BaseHTTPRequestHandler):
             # server's latency includes its work: capacity is exactly slots / latency_s.
             answer_at = time.monotonic() + owner.latency_s
             content, finish, usage = owner.completion(body, fault)
-            while (left := answer_at - time.monotonic()) > 0:
-                if owner._stopping.wait(min(left, _POLL_S)) or self._gone():
-                    owner._abort(running_since=answer_at - owner.latency_s)  # like vLLM: it stops generating
-                    self.close_connection = True
-                    return
+            if _client_gone(self.connection, answer_at - time.monotonic()):
+                owner._abort(running_since=answer_at - owner.latency_s)  # like vLLM: it stops generating
+                self.close_connection = True
+                return
             if owner._stopping.is_set():
                 self.close_connection = True
                 return
