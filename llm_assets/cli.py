@@ -4,6 +4,7 @@
     python -m llm_assets.cli dev             # Dagster UI + daemon on 127.0.0.1:3000 with local services
     python -m llm_assets.cli verify-audit PATH_OR_URI
     python -m llm_assets.cli sample-data [--events N]
+    python -m llm_assets.cli rating-page [--host 127.0.0.1] [--port 8765]
 """
 
 import argparse
@@ -41,6 +42,13 @@ def sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def rating_page(args: argparse.Namespace) -> int:
+    from llm_assets.evaluation.rating_app import serve_rating_page
+
+    serve_rating_page(host=args.host, port=args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # pymilvus's gRPC keepalive pings make milvus-lite's server log GOAWAY lines: harmless noise.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -64,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sample-data", help="(re)generate the seeded sample data set")
     p.add_argument("--events", type=int, default=3000)
     p.set_defaults(func=sample_data)
+    p = sub.add_parser("rating-page", help="the analysts' rating page (ratings go to Kafka cases.ratings)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=rating_page)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -34,7 +34,7 @@ def _target_materialization(context: dg.AssetExecutionContext | dg.AssetCheckExe
         dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=10).records
     if not recent:
         return None
-    mine = [r for r in recent if r.run_id == context.run_id]
+    mine = [r for r in recent if r.run_id == context.run.run_id]  # `run`: both contexts have it
     target = mine[0] if mine else recent[0]  # newest first
     return AssetCheckEvaluationTargetMaterializationData(
         storage_id=target.storage_id, run_id=target.run_id, timestamp=target.timestamp)

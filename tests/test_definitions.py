@@ -10,12 +10,20 @@ EXPECTED_ASSETS = {
     "raw/events": "daily", "raw/rejected_events": None,
     "features/entity_signals": None, "signals/exceptions": None, "curated/cases": "daily",
     "kb/documents": None, "kb/index": None, "models/embedding_gate": None, "enriched/cases": "daily",
+    "evaluation/samples": "daily", "evaluation/ratings": None, "evaluation/quality_metrics": "daily",
+    "monitoring/drift_report": "daily", "monitoring/case_tickets": "daily",
+    **{f"analytics/{model}": None for model in (
+        "daily_label_counts", "daily_route_rates", "daily_fallback_rates", "daily_action_counts",
+        "model_version_comparison", "daily_pipeline_coverage", "weekly_report", "enriched_cases_by_day")},
 }
 EXPECTED_CHECKS = {
     "curated/cases": {"curated_cases_contract", "curated_cases_unique_event_id", "curated_cases_match_raw_events"},
     "enriched/cases": {"labels_and_confidence_valid", "actions_within_allow_list", "provenance_versions_present",
                        "no_pii_in_outputs", "one_row_per_curated_case", "fallback_rate_below_threshold"},
     "kb/index": {"vector_count_matches_chunks", "retrieval_recall_at_5"},
+    "evaluation/samples": {"no_pii_in_samples", "samples_meet_label_minimum"},
+    "monitoring/drift_report": {"no_drift_detected"},
+    "monitoring/case_tickets": {"case_tickets_opened"},
 }
 
 
@@ -39,11 +47,12 @@ def test_the_graph_has_the_contract_asset_keys_and_partitions(defs):
     assert found == EXPECTED_ASSETS
 
 
-def test_every_asset_has_a_description_kinds_and_a_group(defs):
+def test_every_asset_has_a_description_kinds_a_group_and_an_owner(defs):
     for spec in defs.resolve_all_asset_specs():
         assert spec.description and len(spec.description) > 40, spec.key
         assert spec.kinds, spec.key
         assert spec.group_name and spec.group_name != "default", spec.key
+        assert spec.owners and all(o.startswith("team:") for o in spec.owners), spec.key
 
 
 def test_daily_assets_carry_the_freshness_policy(defs):
@@ -62,10 +71,10 @@ def test_blocking_quality_gates_exist_on_the_tables_users_rely_on(defs):
 
 
 def test_jobs_sensors_and_resources_are_bound(defs):
-    assert {s.name for s in defs.sensors} == {"kafka_events_sensor", "llm_assets_automation"}
+    assert {s.name for s in defs.sensors} >= {"kafka_events_sensor", "llm_assets_automation", "vllm_metrics_sensor"}
     assert {"ingest_events_job", "ingest_rejected_events_job"} <= {j.name for j in defs.jobs}
     assert set(defs.resources) == {"delta", "kafka", "kafka_ingest", "milvus", "embedder", "llm", "artifacts",
-                                  "audit_signer"}
+                                  "audit_signer", "case_tool", "dbt"}
 
 
 def test_production_environment_reads_endpoints_from_env_vars(monkeypatch):

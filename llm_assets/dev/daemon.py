@@ -76,8 +76,7 @@ def drain_topic(instance: dg.DagsterInstance, resources: Mapping[str, Any], *, c
         result = tick(instance, resources, cursor, defs)
         summary["tick_seconds"] += time.perf_counter() - started
         summary["ticks"] += 1
-        cursor = result.cursor
-        summary["cursor"] = cursor
+        cursor = summary["cursor"] = result.cursor
         if not result.run_requests:
             summary["skip_reason"] = result.skip_message
             break

@@ -81,7 +81,8 @@ def local_services(processes: list[ManagedProcess] | None = None, *, quiet: bool
             if not quiet:
                 print(f"milvus-lite server on {milvus.uri}")
         create_topics(os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                      {settings.EVENTS_TOPIC: EVENTS_TOPIC_PARTITIONS, settings.ENRICHED_TOPIC: EVENTS_TOPIC_PARTITIONS})
+                      {settings.EVENTS_TOPIC: EVENTS_TOPIC_PARTITIONS, settings.ENRICHED_TOPIC: EVENTS_TOPIC_PARTITIONS,
+                       settings.RATINGS_TOPIC: 1})
         yield
     finally:
         if processes is None:
@@ -133,12 +134,18 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0) -> i
             stream = LiveSampleStream(bootstrap, settings.EVENTS_TOPIC, interval_s).start()
             dagster, log_path = start_dagster_dev(port, home)
             processes.append(dagster)
+            rating_port = free_port(8765)
+            with (home / "rating-page.log").open("w") as rating_log:
+                processes.append(start_process(
+                    [sys.executable, "-m", "llm_assets.cli", "rating-page", "--host", "127.0.0.1",
+                     "--port", str(rating_port)], name="rating page", cwd=REPO_ROOT,
+                    env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=rating_log, stderr=rating_log))
             deadline, ready = time.monotonic() + UI_START_TIMEOUT_S, False
             while dagster.is_running():
                 if not ready and _ui_answers(port):
                     ready = True
-                    print(f"Dagster UI on http://127.0.0.1:{port} (logs: {log_path}); Ctrl-C stops everything",
-                          flush=True)
+                    print(f"Dagster UI on http://127.0.0.1:{port} (logs: {log_path}); rating page on "
+                          f"http://127.0.0.1:{rating_port}; Ctrl-C stops everything", flush=True)
                 elif not ready and time.monotonic() > deadline:
                     print(f"the Dagster UI did not answer within {UI_START_TIMEOUT_S:.0f} s; the end of "
                           f"{log_path}:\n{_log_tail(log_path)}", file=sys.stderr, flush=True)

@@ -1,6 +1,8 @@
-"""Signed audit bundles for `enriched/cases` partitions, and their verification.
+"""Signed audit bundles for `enriched/cases` runs, and their verification.
 
-A bundle records, per case, the route taken, the model / prompt / KB index versions, the
+A bundle covers the cases ONE run wrote to ONE partition (a micro-batch's increment, or every case
+of the date on a full refresh); a partition's audit is the set of its run bundles, each verifiable
+on its own, and a run that wrote nothing to a date writes no bundle for it. A bundle records, per case, the route taken, the model / prompt / KB index versions, the
 retrieved documents, the chosen actions with their approval levels and the hash of the
 redacted prompt. It is signed with HMAC-SHA256 over its canonical JSON serialization and
 written as ONE file in the artifact store (so it outlives the run's pod):
@@ -114,8 +116,13 @@ def build_bundle(
     asset_key: str = "enriched/cases",
     run_id: str | None = None,
     created_at: datetime | None = None,
+    delta_version: int | None = None,
+    mode: str | None = None,
 ) -> dict:
-    """The audit bundle of one partition: one entry per case, sorted by event_id.
+    """The audit bundle of one run's cases in one partition: one entry per case, sorted by event_id.
+
+    `delta_version` (the `enriched/cases` commit that wrote the cases) and `mode` (`incremental` or
+    `full_refresh`) are recorded when given.
 
     Only the audited fields are kept (route, versions, retrieved documents, actions with
     approval levels, redacted prompt hash): never the case text. A duplicate event_id is an
@@ -128,7 +135,9 @@ def build_bundle(
             raise ValueError(f"event_id {case['event_id']} appears twice in partition {partition_key}")
         seen.add(case["event_id"])
     moment = (created_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    written = {k: v for k, v in (("delta_version", delta_version), ("mode", mode)) if v is not None}
     return {
+        **written,
         "format": BUNDLE_FORMAT,
         "asset_key": asset_key,
         "partition": str(partition_key),

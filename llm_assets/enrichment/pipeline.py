@@ -1,4 +1,5 @@
-"""Enrichment of one day of curated cases, as pure orchestration over small callables.
+"""Enrichment of curated cases (one run's increment, over one or more days), as pure orchestration
+over small callables.
 
     curated rows -> redact -> cache lookup -> retrieve KB context -> embedding gate
                  -> LLM (or the local strategy) -> fallback for failures -> enriched rows
@@ -9,6 +10,9 @@ decided it: `gate` (the embedding gate was confident, no LLM call), `llm` (an LL
 after retries; rules decided, `fallback_reason` says why). A row served from the result cache
 keeps the route of the result it reuses and has `served_from_cache` set. The Dagster asset binds
 the callables to resources; the benchmarks call `enrich_cases` directly.
+
+`plan_increment` decides which curated cases a run enriches: the ones enriched does not hold as
+they are (anti-join on `event_id` + the curated row's `source_sha256`, which each enriched row keeps).
 """
 
 import json
@@ -32,6 +36,8 @@ LLMRunner = Callable[[list[CaseContext]], list[CaseResult]]
 CacheLookup = Callable[[list[str]], Mapping[str, Mapping]]  # cache keys -> stored results found
 
 ROUTES = ("gate", "llm", "local", "fallback")
+# The curated row's content hash (curated/cases' column): what an incremental run compares.
+SOURCE_HASH = "source_sha256"
 # Fallback rows are not cached: the next run tries the LLM again.
 CACHED_ROUTES = ("gate", "llm", "local")
 
@@ -87,12 +93,21 @@ def build_contexts(cases: pl.DataFrame) -> tuple[list[CaseContext], Counter]:
     return contexts, counts
 
 
-def _row(day: str, ctx: CaseContext, result: CaseResult, route: str, versions: Versions, *,
+@dataclass(frozen=True)
+class _Origin:
+    """Where a case comes from: its date and the curated row's content hash (None when unknown)."""
+
+    event_date: str
+    source_sha256: str | None
+
+
+def _row(origin: _Origin, ctx: CaseContext, result: CaseResult, route: str, versions: Versions, *,
          input_sha256: str, retrieved_doc_ids: list[str], fallback_reason: str | None = None,
          gate_confidence: float | None = None, served_from_cache: bool = False) -> dict:
     return {
         "event_id": ctx.event_id,
-        "event_date": day,
+        "event_date": origin.event_date,
+        "source_sha256": origin.source_sha256,
         "summary": result.summary,
         "label": result.label,
         "confidence": float(result.confidence) if result.confidence is not None else None,
@@ -112,6 +127,27 @@ def _row(day: str, ctx: CaseContext, result: CaseResult, route: str, versions: V
         "served_from_cache": served_from_cache,
         "enriched_at": datetime.now(timezone.utc),
     }
+
+
+def _origins(cases: pl.DataFrame, day: str | None) -> list[_Origin]:
+    dates = cases["event_date"].to_list() if "event_date" in cases.columns else [day] * cases.height
+    if any(d is None for d in dates):
+        raise ValueError("every case needs an event_date: give `day` or an event_date column")
+    hashes = cases[SOURCE_HASH].to_list() if SOURCE_HASH in cases.columns else [None] * cases.height
+    return [_Origin(str(d), h) for d, h in zip(dates, hashes)]
+
+
+def plan_increment(curated_keys: pl.DataFrame, stored_keys: pl.DataFrame) -> pl.DataFrame:
+    """The curated (`event_date`, `event_id`, `source_sha256`) rows enriched does not hold as they are.
+
+    An anti-join on `event_id` + `source_sha256`: a new case, a case whose curated content changed,
+    and a row written before enriched kept the hash (null) are enriched; the rest stay untouched.
+    """
+    keys = ["event_date", "event_id", SOURCE_HASH]
+    if stored_keys.is_empty():
+        return curated_keys.select(keys)
+    return curated_keys.select(keys).join(stored_keys.select(keys).unique(), on=keys, how="anti",
+                                          nulls_equal=False)
 
 
 def align_results(cases: Sequence[CaseContext], results: Sequence[CaseResult], origin: str) -> list[CaseResult]:
@@ -136,7 +172,7 @@ def _from_cache(ctx: CaseContext, cached: Mapping) -> CaseResult:
 def enrich_cases(
     cases: pl.DataFrame,
     *,
-    day: str,
+    day: str | None = None,
     versions: Versions,
     retrieve: Retriever,
     embed: Embedder,
@@ -145,8 +181,13 @@ def enrich_cases(
     llm: LLMRunner | None = None,
     cache_lookup: CacheLookup | None = None,
 ) -> EnrichmentRun:
-    """Enrich `cases` (rows of `curated/cases`); `llm=None` means no LLM: the local strategy decides."""
+    """Enrich `cases` (rows of `curated/cases`); `llm=None` means no LLM: the local strategy decides.
+
+    The cases may span several dates (a partition-range run sends them as one batch): each row's
+    `event_date` is its case's `event_date`, else `day`. Each row keeps the case's `source_sha256`.
+    """
     contexts, redactions = build_contexts(cases)
+    origins = _origins(cases, day)
     input_hashes = [local_rules.input_sha256(c) for c in contexts]
     keys = [cache_key(h, versions.model_version, versions.prompt_version, versions.kb_index_version)
             for h in input_hashes]
@@ -159,7 +200,7 @@ def enrich_cases(
         cached = cache.get(keys[i])
         if cached is not None and cached.get("source_route") in CACHED_ROUTES:
             # The cached result's route: what decided the content, not where it was read from.
-            rows[i] = _row(day, ctx, _from_cache(ctx, cached), cached["source_route"], versions,
+            rows[i] = _row(origins[i], ctx, _from_cache(ctx, cached), cached["source_route"], versions,
                            input_sha256=input_hashes[i], retrieved_doc_ids=list(cached["retrieved_doc_ids"] or []),
                            served_from_cache=True)
             from_cache[cached["source_route"]] += 1
@@ -183,7 +224,7 @@ def enrich_cases(
 
     for i, result in zip(gated, local_rules.enrich_locally([contexts[i] for i in gated],
                                                            [predictions[i] for i in gated])):
-        rows[i] = _row(day, contexts[i], result, "gate", versions, input_sha256=input_hashes[i],
+        rows[i] = _row(origins[i], contexts[i], result, "gate", versions, input_sha256=input_hashes[i],
                        retrieved_doc_ids=doc_ids[i], gate_confidence=predictions[i][1])
 
     def local(indices: list[int]) -> list[CaseResult]:
@@ -192,7 +233,7 @@ def enrich_cases(
 
     if llm is None:  # no LLM configured: the local strategy decides what the gate did not
         for i, result in zip(undecided, local(undecided)):
-            rows[i] = _row(day, contexts[i], result, "local", versions, input_sha256=input_hashes[i],
+            rows[i] = _row(origins[i], contexts[i], result, "local", versions, input_sha256=input_hashes[i],
                            retrieved_doc_ids=doc_ids[i], gate_confidence=predictions.get(i, (None, None))[1])
     sent = [contexts[i] for i in undecided]
     llm_results = align_results(sent, llm(sent), "the LLM strategy") if (llm and undecided) else []
@@ -201,7 +242,7 @@ def enrich_cases(
     for i, result in zip(undecided, llm_results):
         gate_conf = predictions.get(i, (None, None))[1]
         if result.ok:
-            rows[i] = _row(day, contexts[i], result, "llm", versions, input_sha256=input_hashes[i],
+            rows[i] = _row(origins[i], contexts[i], result, "llm", versions, input_sha256=input_hashes[i],
                            retrieved_doc_ids=doc_ids[i], gate_confidence=gate_conf)
         else:
             reason = f"{result.error_kind}: {result.error}" if result.error else str(result.error_kind)
@@ -210,7 +251,7 @@ def enrich_cases(
             # The failed attempt's usage and prompt hash stay on the row: it explains the fallback.
             fb = replace(fb, calls=result.calls,
                          redacted_prompt_sha256=result.redacted_prompt_sha256 or fb.redacted_prompt_sha256)
-            rows[i] = _row(day, contexts[i], fb, "fallback", versions, input_sha256=input_hashes[i],
+            rows[i] = _row(origins[i], contexts[i], fb, "fallback", versions, input_sha256=input_hashes[i],
                            retrieved_doc_ids=doc_ids[i], fallback_reason=reason, gate_confidence=gate_conf)
 
     ordered = [rows[i] for i in range(len(contexts))]
@@ -232,7 +273,8 @@ def enrich_cases(
 
 
 ENRICHED_SCHEMA = {
-    "event_id": pl.String, "event_date": pl.String, "summary": pl.String, "label": pl.String,
+    "event_id": pl.String, "event_date": pl.String, SOURCE_HASH: pl.String, "summary": pl.String,
+    "label": pl.String,
     "confidence": pl.Float64, "actions": pl.String, "severity": pl.Int32, "route": pl.String,
     "fallback_reason": pl.String, "model_version": pl.String, "prompt_version": pl.String,
     "kb_index_version": pl.String, "gate_version": pl.String, "gate_confidence": pl.Float64,

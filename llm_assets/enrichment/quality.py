@@ -1,7 +1,9 @@
 """Quality rules over `enriched/cases` rows, as pure functions returning (passed, details).
 
-The asset evaluates them on the rows it just wrote and reports them as asset check
-results; tests call them on planted bad rows.
+The asset evaluates them per date on the `enriched/cases` version it wrote: the content rules
+on the rows that run wrote (earlier rows were judged by the runs that wrote them), the
+partition rules (`one_row_per_case`, `fallback_rate`) on the whole date against the
+`curated/cases` version it read. Tests call them on planted bad rows.
 """
 
 import json

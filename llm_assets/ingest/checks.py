@@ -8,14 +8,14 @@ does not grow with the partition; it reads the rows of a partition only when the
 
 An ingest run covers a partition key range, and Dagster (1.13) attributes an
 `AssetCheckResult` of a range run to no partition at all. So each check evaluates every
-partition key of its run and reports one `AssetCheckEvaluation` per partition (public API:
-no materialization pointer; Dagster matches an evaluation to the partition's materialization
-of the same run); a failed one fails the run (the checks are blocking).
+partition key of its run and reports one `AssetCheckEvaluation` per partition, tied to that
+partition's materialization (`partitions.partition_check_evaluation`, the one place that
+needs a Dagster internal); a failed one fails the run (the checks are blocking).
 In a single-partition run this is the same as returning one result.
 """
 
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import dagster as dg
 import polars as pl
@@ -23,7 +23,7 @@ from deltalake import DeltaTable
 
 from llm_assets.asset_keys import RAW_EVENTS
 from llm_assets.ingest.contract import REQUIRED_FIELDS
-from llm_assets.partitions import daily_partitions
+from llm_assets.partitions import daily_partitions, partition_check_evaluation
 from llm_assets.resources.delta import DeltaLakeStorage
 
 NON_NULL_COLUMNS = (*REQUIRED_FIELDS, "event_date", "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at")
@@ -91,15 +91,6 @@ def _partitions(delta: DeltaLakeStorage, partition_keys: list[str], columns: lis
     return {key: by_day.get(key, df.clear()) for key in partition_keys}
 
 
-def _evaluation(check_name: str, partition_key: str, passed: bool,
-                metadata: Mapping[str, object]) -> dg.AssetCheckEvaluation:
-    """One partition's result. Dagster ties it to that partition's materialization of this same run
-    (an evaluation without a target is matched to the latest materialization by run)."""
-    return dg.AssetCheckEvaluation(asset_key=RAW_EVENTS, check_name=check_name, passed=passed,
-                                   severity=dg.AssetCheckSeverity.ERROR, blocking=True, partition=partition_key,
-                                   metadata=metadata)
-
-
 CONTRACT_COLUMNS = list(dict.fromkeys([*NON_NULL_COLUMNS, "event_ts", "event_date"]))
 
 
@@ -125,9 +116,10 @@ def _contract_results(delta: DeltaLakeStorage, partition_keys: list[str]) -> dic
 def raw_events_contract(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> Iterator:
     for key, (violations, rows) in _contract_results(delta, list(context.partition_keys)).items():
         md = "| rule | rows |\n|---|---|\n" + "\n".join(f"| {rule} | {n} |" for rule, n in violations.items())
-        yield _evaluation("raw_events_contract", key, not violations, {
-            "partition": key, "rows_checked": rows,
-            "violations": dg.MetadataValue.md(md if violations else "none")})
+        metadata = {"partition": key, "rows_checked": rows,
+                    "violations": dg.MetadataValue.md(md if violations else "none")}
+        yield partition_check_evaluation(context, asset_key=RAW_EVENTS, check_name="raw_events_contract",
+                                         partition=key, passed=not violations, metadata=metadata)
     yield dg.Output(None)  # the check op's own output (emitted for us only when returning an AssetCheckResult)
 
 
@@ -136,9 +128,10 @@ def raw_events_contract(context: dg.AssetCheckExecutionContext, delta: DeltaLake
 def raw_events_unique_event_id(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> Iterator:
     for key, df in _partitions(delta, list(context.partition_keys), ["event_id", "event_date"]).items():
         dupes = duplicate_event_ids(df)
-        yield _evaluation("raw_events_unique_event_id", key, dupes.is_empty(), {
-            "partition": key, "rows_checked": df.height, "duplicated_event_ids": dupes.height,
-            "examples": ", ".join(dupes["event_id"].head(10).to_list()) or "none"})
+        metadata = {"partition": key, "rows_checked": df.height, "duplicated_event_ids": dupes.height,
+                    "examples": ", ".join(dupes["event_id"].head(10).to_list()) or "none"}
+        yield partition_check_evaluation(context, asset_key=RAW_EVENTS, check_name="raw_events_unique_event_id",
+                                         partition=key, passed=dupes.is_empty(), metadata=metadata)
     yield dg.Output(None)
 
 

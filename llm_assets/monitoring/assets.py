@@ -48,11 +48,13 @@ class DriftConfig(dg.Config):
     psi_threshold: float = Field(default=drift.PSI_THRESHOLD)
     js_threshold: float = Field(default=drift.JS_THRESHOLD)
     ks_alpha: float = Field(default=drift.KS_ALPHA, description="confidence drifts when the KS p-value is below")
+    chi2_alpha: float = Field(default=drift.CHI2_ALPHA, description="a label-mix shift must also be significant "
+                                                                    "at this level (chi-squared test)")
 
     def settings(self) -> drift.DriftSettings:
         return drift.DriftSettings(auc_threshold=self.auc_threshold, bootstrap_quantile=self.bootstrap_quantile,
                                    psi_threshold=self.psi_threshold, js_threshold=self.js_threshold,
-                                   ks_alpha=self.ks_alpha)
+                                   ks_alpha=self.ks_alpha, chi2_alpha=self.chi2_alpha)
 
 
 def _window_cases(delta: DeltaLakeStorage, days: list[str]) -> pl.DataFrame:
@@ -98,7 +100,8 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, delta: 
     - Embedding drift of the redacted case texts: ROC AUC of a domain classifier (logistic
       regression, held-out half; above 0.55, or above a bootstrapped random-classifier AUC for
       windows of 1,000 rows or fewer) and the distance between the windows' mean embeddings.
-    - Label-mix drift: PSI and Jensen-Shannon distance of the label shares.
+    - Label-mix drift: PSI and Jensen-Shannon distance of the label shares (both above their
+      thresholds, and significant by a chi-squared test).
     - Confidence drift: two-sample Kolmogorov-Smirnov test.
 
     One row per metric in the Delta table; the metadata shows a table and plots of the three

@@ -16,9 +16,10 @@ Three questions, each answered by a small function on plain arrays:
 - **confidence drift**: two-sample Kolmogorov-Smirnov test.
 
 `drift_report` runs the three and the report drifts when any of them does. That makes three
-chances of a false alarm a day, so each test runs at about 1% (the bootstrap's 99th
-percentile, chi-squared and KS alpha 0.01) where Evidently, judging one column, uses 5%: on
-windows drawn from one distribution the report alarms about 2% of the time.
+chances of a false alarm a day, so each test runs at 0.5% (the bootstrap's 99.5th percentile,
+chi-squared and KS alpha 0.005) where Evidently, judging one column, uses 5%: on windows of
+100 to 150 cases drawn from one distribution, the report alarmed 2 times in 100 (one false
+warning in about two months of daily reports).
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from scipy.spatial import distance
 
 # Evidently's fixed AUC threshold and bootstrap rule for the `model` embedding method, the
 # usual PSI rule of thumb (0.1 moderate, 0.2 significant) and Evidently's JS threshold; the
-# bootstrap quantile and KS alpha are at 1% because the report alarms on any of three tests.
+# bootstrap quantile and the alphas are at 0.5% because the report alarms on any of three tests.
 AUC_THRESHOLD = 0.55
 BOOTSTRAP_MAX_ROWS = 1000
-BOOTSTRAP_QUANTILE = 0.99
+BOOTSTRAP_QUANTILE = 0.995
 PSI_THRESHOLD = 0.2
 JS_THRESHOLD = 0.1
-KS_ALPHA = 0.01
-CHI2_ALPHA = 0.01
+KS_ALPHA = 0.005
+CHI2_ALPHA = 0.005
 SHARE_FLOOR = 1e-4  # a share of 0 would make PSI infinite
 
 

@@ -81,8 +81,10 @@ def embedding_plot(report: DriftReport) -> bytes | None:
     if emb is None:
         return None
     plt, fig, ax = _figure()
-    bins = np.linspace(0.0, 1.0, 21)
     scores, is_current = emb.held_out_scores, emb.held_out_is_current
+    # The scores' own range: a regularized classifier keeps them near the base rate.
+    low, high = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 1.0)
+    bins = np.linspace(low, high if high > low else low + 1e-6, 21)
     ax.hist(scores[~is_current], bins=bins, alpha=0.6, label="reference", color=REFERENCE_COLOR, density=True)
     ax.hist(scores[is_current], bins=bins, alpha=0.6, label="current", color=CURRENT_COLOR, density=True)
     ax.set_xlabel("classifier's P(current) on held-out texts")

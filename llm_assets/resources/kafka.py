@@ -1,9 +1,15 @@
 """`KafkaResource`: the one Kafka client of llm-assets (ingest reads, offset commits, publishing).
 
 Reads never join a consumer group: a consumer is `assign()`ed explicit offsets, so a sensor
-tick or a run costs no rebalance and re-reads exactly the range it was given. The group
+tick or a run costs no rebalance and re-reads exactly the range it was given. Every read goes
+through one consume loop (`KafkaResource.read` -> `TopicRead`): exact offset ranges for a run,
+"up to the log end, within limits" for the sensor, both in bounded columnar chunks. The group
 (`CONSUMER_GROUP`) only receives commits, for lag dashboards. Producers are always
 idempotent (`enable.idempotence` is off by default in librdkafka).
+
+`KafkaIngestSettings` is the ingest sensor's configuration (topic, batch limits, payload
+limit) as a resource, so it is bound per environment and never read from the environment
+at import.
 """
 
 from __future__ import annotations

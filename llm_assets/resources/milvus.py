@@ -40,6 +40,29 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _import_pymilvus() -> None:
+    """Import pymilvus once, with `MILVUS_URI` hidden from it when it names a Milvus Lite file.
+
+    pymilvus reads `MILVUS_URI` at import for its default connection and rejects anything but a
+    URL ("Illegal uri"), while our contract (ARCHITECTURE section 5) also allows a file path there.
+    The resource passes the URI explicitly, so pymilvus's own default is never used.
+    """
+    import os
+    import sys
+
+    if "pymilvus" in sys.modules:
+        return
+    value = os.environ.get("MILVUS_URI")
+    if value is None or is_server_uri(value):
+        import pymilvus  # noqa: F401
+        return
+    del os.environ["MILVUS_URI"]
+    try:
+        import pymilvus  # noqa: F401
+    finally:
+        os.environ["MILVUS_URI"] = value
+
+
 class MilvusResource(dg.ConfigurableResource):
     """A pymilvus `MilvusClient` on `uri`: a Milvus Lite file path by default, a server for a URL."""
 
@@ -63,6 +86,7 @@ class MilvusResource(dg.ConfigurableResource):
     @property
     def client(self) -> Any:
         if self._client is None:
+            _import_pymilvus()
             from pymilvus import MilvusClient
 
             uri = self.resolved_uri
@@ -114,6 +138,7 @@ class MilvusResource(dg.ConfigurableResource):
     def create_chunk_collection(self, name: str, dimension: int, *, expected_rows: int,
                                 properties: Mapping[str, str] | None = None) -> None:
         """Create one KB version's collection (chunk fields + `vector`), indexed for IP search."""
+        _import_pymilvus()
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -158,6 +183,7 @@ class MilvusResource(dg.ConfigurableResource):
 
         A reopened Milvus Lite file, or a restarted server, keeps collections released.
         """
+        _import_pymilvus()
         from pymilvus.client.types import LoadState
 
         target = self.alias_target(name) or name
@@ -209,6 +235,7 @@ class MilvusResource(dg.ConfigurableResource):
         One round trip: a hybrid search of one filtered sub-search per group, merged on
         the raw inner product (the groups are disjoint, so no hit is counted twice).
         """
+        _import_pymilvus()
         from pymilvus import AnnSearchRequest, WeightedRanker
 
         groups = [(value, n) for value, n in group_limits.items() if n > 0]

@@ -96,7 +96,7 @@ def test_local_backend_enriches_every_case_publishes_once_and_signs_an_audit_bun
     resources = base_resources(root, kafka_broker)
     before = Counter(k for k, _ in _published(kafka_broker))
 
-    result = _enrich(resources, day)
+    result = _enrich(resources, day, full_refresh=True)  # decides every case of the day, whatever ran before
 
     assert result.success
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
@@ -123,24 +123,25 @@ def test_local_backend_enriches_every_case_publishes_once_and_signs_an_audit_bun
     new = after - before
     assert set(new) == set(rows["event_id"]) and set(new.values()) == {1}
 
-    store = resources["artifacts"]
-    bundles = store.list(f"audit/enriched_cases/{day}")
+    bundle = Path(metadata["audit_bundle"].value)
+    assert bundle.parent.name == day
     key = resources["audit_signer"].signing_key.key
-    verified = audit.verify_bundle(store.read_bytes(bundles[-1]), key)
+    verified = audit.verify_bundle(bundle.read_bytes(), key)
     assert verified.ok, verified.reason
     assert sorted(verified.event_ids) == sorted(rows["event_id"])
 
 
-def test_a_rerun_of_an_unchanged_partition_serves_every_row_from_the_cache_with_its_original_route(
+def test_a_full_refresh_of_an_unchanged_partition_serves_every_row_from_the_cache_with_its_original_route(
         env, kafka_broker):
     root, per_day = env
     day = sorted(per_day)[0]
     resources = base_resources(root, kafka_broker)
-    assert _enrich(resources, day, use_cache=False, publish=False).success  # decides anew, refreshes the cache
+    # Decides anew, refreshes the cache.
+    assert _enrich(resources, day, use_cache=False, publish=False, full_refresh=True).success
     decided = _rows(resources, day)
     assert not decided["served_from_cache"].any()
 
-    rerun = _enrich(resources, day, publish=False)
+    rerun = _enrich(resources, day, publish=False, full_refresh=True)
 
     assert rerun.success
     served = _rows(resources, day)
@@ -162,12 +163,15 @@ def test_cache_serves_an_unchanged_partition_and_a_prompt_bump_resends_exactly_t
     llm = LLMResource(base_url=server.base_url, max_concurrency=8)
     resources = base_resources(root, kafka_broker, llm)
 
-    assert _enrich(resources, day_a, use_gate=False).success
-    assert _enrich(resources, day_b, use_gate=False).success
+    # A model version change (local -> the server's model) is taken in by a full refresh.
+    assert _enrich(resources, day_a, use_gate=False, full_refresh=True).success
+    assert _enrich(resources, day_b, use_gate=False, full_refresh=True).success
     first = len(server.chat_requests)
     assert first == per_day[day_a] + per_day[day_b]  # one combined call per case
 
-    rerun = _enrich(resources, day_a, use_gate=False)
+    assert _enrich(resources, day_a, use_gate=False).success  # incremental: nothing new
+    assert len(server.chat_requests) == first
+    rerun = _enrich(resources, day_a, use_gate=False, full_refresh=True)
 
     assert rerun.success
     assert len(server.chat_requests) == first  # 0 requests for an unchanged partition
@@ -175,7 +179,7 @@ def test_cache_serves_an_unchanged_partition_and_a_prompt_bump_resends_exactly_t
     assert set(cached["route"]) == {"llm"} and cached["served_from_cache"].all()  # an LLM decided them, once
     assert cached["llm_calls"].sum() == 0
 
-    assert _enrich(resources, day_a, use_gate=False, call_mode="per_skill").success
+    assert _enrich(resources, day_a, use_gate=False, call_mode="per_skill", full_refresh=True).success
     assert len(server.chat_requests) - first == 3 * per_day[day_a]  # exactly day A's cases, 3 skills each
     bumped = _rows(resources, day_a)
     assert set(bumped["route"]) == {"llm"} and not bumped["served_from_cache"].any()
@@ -190,7 +194,7 @@ def test_llm_failures_fall_back_flagged_and_no_case_is_lost(env, kafka_broker, o
     llm = LLMResource(base_url=server.base_url, max_retries=1, backoff_base_s=0.01, breaker_failure_threshold=5)
     resources = base_resources(root, kafka_broker, llm)
 
-    result = _enrich(resources, day, use_gate=False, use_cache=False)
+    result = _enrich(resources, day, use_gate=False, use_cache=False, full_refresh=True)
 
     assert result.success
     rows = _rows(resources, day)

@@ -73,8 +73,10 @@ def pod(root: Path):
         shutil.rmtree(home)
 
 
-def _enrich(resources, instance, day):
-    return materialize_keys(resources, ["enriched/cases"], partition_key=day, run_config=QUIET, instance=instance)
+def _enrich(resources, instance, day, **config):
+    run_config = {**QUIET, **({"ops": {"enriched__cases": {"config": config}}} if config else {})}
+    return materialize_keys(resources, ["enriched/cases"], partition_key=day, run_config=run_config,
+                            instance=instance)
 
 
 def _metadata(result, key: dg.AssetKey) -> dict:
@@ -170,7 +172,8 @@ def test_a_recorded_gate_missing_from_the_artifact_store_fails_the_run_clearly(c
         instance.report_runless_asset_event(dg.AssetMaterialization(EMBEDDING_GATE, metadata={"gate_version": "0123456789ab"}))
         before = _table_version(resources, ENRICHED_CASES)
 
-        result = _enrich(resources, instance, days[0])
+        # A full refresh: the day may be enriched already, and an empty increment needs no gate.
+        result = _enrich(resources, instance, days[0], full_refresh=True)
 
         assert not result.success
         [failure] = result.get_step_failure_events()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import threading
 
 import dagster as dg
 import polars as pl
@@ -95,6 +96,20 @@ def test_server_errors_overload_and_dropped_connections_are_retried_and_a_slow_a
     stats = llm.stats()
     assert stats["retries"] == 4 and stats["overloads"] >= 3  # 429, 503, and the slow answer's check-ins
     assert llm.breaker.times_opened == 0  # the server stayed up
+
+
+def test_a_request_waiting_on_a_server_whose_health_fails_is_abandoned_and_the_breaker_opens(openai_server):
+    server = openai_server(slots=1, faults=["timeout"], timeout_sleep_s=5.0)
+    llm = LLMResource(base_url=server.base_url, model="test-model", request_timeout_s=0.4, **FAST)
+    sick = threading.Timer(0.2, setattr, (server, "healthy", False))  # after the batch's first /health probe
+    sick.start()
+    try:
+        [answer] = llm.complete(_requests(1))
+    finally:
+        sick.cancel()
+    assert answer.error_kind == "circuit_open" and answer.attempts == 1  # abandoned, then not sent again
+    assert f"LLM server at {server.base_url} is down" in answer.error and "503" in answer.error
+    assert llm.stats()["overloads"] == 0  # a dead server is not a slow one
 
 
 def test_a_request_past_the_overload_patience_is_flagged_timeout(openai_server):

@@ -189,11 +189,13 @@ def test_a_range_run_checks_every_partition_on_its_own_and_fails_on_a_planted_vi
         ("raw_events_unique_event_id", "2026-11-19"): True, ("raw_events_unique_event_id", "2026-11-20"): False}
     assert evaluations[("raw_events_unique_event_id", "2026-11-20")].metadata["examples"].value == "c"
     assert "null partner_id" in evaluations[("raw_events_contract", "2026-11-18")].metadata["violations"].value
-    # Each evaluation belongs to its own partition's materialization: the one of the same run.
+    # Each evaluation points at its own partition's materialization (of this run), as Dagster does for one partition.
     for day in ("2026-11-18", "2026-11-20"):
         latest = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=RAW_EVENTS, asset_partitions=[day]), limit=1).records[0]
         assert latest.run_id == broken.run_id
+        assert evaluations[("raw_events_unique_event_id", day)].target_materialization_data.storage_id == \
+            latest.storage_id
     history = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(RAW_EVENTS, "raw_events_unique_event_id"), limit=10)
     stored_evaluations = [r.event.dagster_event.event_specific_data for r in history]  # what the UI shows

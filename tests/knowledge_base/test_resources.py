@@ -47,3 +47,19 @@ def test_a_reopened_milvus_lite_file_serves_the_published_version(tmp_path, kb_d
 def test_unknown_index_types_are_refused():
     with pytest.raises(ValueError, match="IVF_FLAT"):
         MilvusResource(uri="unused.db", index_type="DISKANN").index_params(100)
+
+
+def test_a_milvus_lite_file_path_in_milvus_uri_does_not_break_pymilvus(tmp_path):
+    # pymilvus reads MILVUS_URI at import and accepts only URLs; the contract allows a file path.
+    import os
+    import subprocess
+    import sys
+
+    db = tmp_path / "milvus" / "kb.db"
+    code = ("from llm_assets.resources.milvus import MilvusResource; "
+            "r = MilvusResource(); print(r.resolved_uri); r.client.list_collections(); r.close()")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MILVUS_URI": str(db)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str(db)
+    assert db.exists()

@@ -116,3 +116,18 @@ def test_without_configuration_the_asset_reports_not_configured(delta, severe_da
     metadata = _metadata(result)
     assert metadata["status"] == "not configured" and metadata["eligible_cases"] == len(severe_day)
     assert not delta.exists(CASE_TICKETS)
+
+
+def test_the_bound_case_tool_is_off_by_default_and_its_token_never_a_plain_value(monkeypatch):
+    from llm_assets.resources.environments import resources_for
+
+    for name in ("CASE_TOOL_URL", "CASE_TOOL_USER", "CASE_TOOL_TOKEN", "CASE_TOOL_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    assert not resources_for("local")["case_tool"].configured
+    monkeypatch.setenv("CASE_TOOL_URL", "https://cases.example.com")
+    monkeypatch.setenv("CASE_TOOL_PROJECT", "OPS")
+    monkeypatch.setenv("CASE_TOOL_TOKEN", "s3cret")
+    local, prod = resources_for("local")["case_tool"], resources_for("prod")["case_tool"]
+    assert local.configured and local.base_url == "https://cases.example.com"
+    assert isinstance(local.token, dg.EnvVar) and isinstance(prod.token, dg.EnvVar)
+    assert isinstance(prod.base_url, dg.EnvVar) and isinstance(prod.project, dg.EnvVar)

@@ -307,6 +307,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # the default listen backlog of 5 drops bursts of new connections
 
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, OSError)):  # a client that left is no error
+            super().handle_error(request, client_address)
+
 
 def _client_gone(conn: socket.socket, wait_s: float = 0.0) -> bool:
     """Has the client closed its side (within `wait_s`)? A readable socket with nothing to read is at EOF.

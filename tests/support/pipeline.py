@@ -14,13 +14,10 @@ def write_raw_events(delta: DeltaLakeStorage, sample_dir: Path) -> dict[str, int
 
     Returns the number of distinct events per `event_date`.
     """
-    now = datetime.now(timezone.utc)
-    rows = []
-    for offset, m in enumerate(load_messages(sample_dir)):
-        event = contract.validate_event(m.value)
-        if isinstance(event, contract.ValidEvent):
-            rows.append(contract.event_row(event, topic="events.raw", partition=0, offset=offset, ingested_at=now))
-    frame = contract.events_frame(rows)
+    values = [m.value for m in load_messages(sample_dir)]
+    frame = contract.valid_events_frame(contract.validate_values(values), topic="events.raw",
+                                        partitions=[0] * len(values), offsets=list(range(len(values))),
+                                        ingested_at=datetime.now(timezone.utc))
     per_day = {}
     for (day,), part in frame.group_by("event_date"):
         delta.merge(RAW_EVENTS, part, ["event_id"], partition_column="event_date", partition_value=day)
