@@ -35,7 +35,7 @@ CURATED_SELECTION = dg.AssetSelection.assets(CURATED_CASES)
 UNUSED = {"delta": DeltaLakeStorage(root="/nonexistent")}
 DEFS = dg.Definitions(
     assets=[raw_events, assets.entity_signals, assets.upstream_exceptions, assets.curated_cases],
-    jobs=[dg.define_asset_job("ingest", selection=[RAW_EVENTS], partitions_def=daily_partitions)],
+    jobs=[dg.define_asset_job("ingest", selection=[RAW_EVENTS])],
     resources=UNUSED,
 )
 

@@ -53,7 +53,7 @@ def test_two_runs_in_the_llm_pool_never_run_their_steps_at_once(dagster_home, tm
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "POOL_TEST_MARKERS": str(markers)}
     launched = [subprocess.Popen([sys.executable, "-m", "tests.support.pool_runs"], cwd=REPO_ROOT, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=400) for p in launched]
+    outputs = [p.communicate(timeout=560) for p in launched]
     assert [p.returncode for p in launched] == [0, 0], [err[-2000:] for _, err in outputs]
 
     with dg.DagsterInstance.get() as instance:

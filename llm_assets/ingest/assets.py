@@ -19,7 +19,9 @@ batch are never lost because of its invalid ones. Reading the batch once is what
 ingest keep up: on tansu, one more read of a 100k-message batch costs about as much as the
 whole raw consume, and seeking to scattered invalid offsets costs about 40 ms per seek.
 The multi-asset is subsettable: `ingest_rejected_events_job` re-dead-letters ranges alone,
-and the sensor's extra runs for far-apart late dates select `raw/events` only.
+and the sensor's extra runs for far-apart late dates leave `raw/rejected_events` out.
+`ingest_events_job`, the job the sensor requests, carries a batch's dates on through
+`curated/cases` and `enriched/cases` in the same run (the hot path).
 
 The per-partition checks of `raw/events` are in `checks.py` (they evaluate every partition
 of a range run on its own).
@@ -34,12 +36,13 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from llm_assets.asset_keys import RAW_EVENTS, REJECTED_EVENTS
+from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, RAW_EVENTS, REJECTED_EVENTS
 from llm_assets.ingest import contract
 from llm_assets.ingest.contract import PartitionWindow
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
+from llm_assets.resources.environments import current_environment
 from llm_assets.resources.kafka import KafkaResource, OffsetRange
 from llm_assets.settings import EVENTS_TOPIC
 
@@ -244,12 +247,35 @@ def ingest_kafka_batch(context: dg.AssetExecutionContext, config: KafkaBatchConf
         yield write_rejected_events(context, batch, config, delta)
 
 
-# Partitioned by daily_partitions through its selection (raw/events); a run covers a key range.
+# The hot path of a sensor batch, downstream of ingest: selected by key (`ingest/` imports no other
+# domain), so the ingest domain's own Definitions (tests, the demo's daemon emulation) hold the same
+# job with only its ingest assets, and the code location's holds all four.
+HOT_PATH_DOWNSTREAM = (CURATED_CASES, ENRICHED_CASES)
+
+
+def hot_path_executor(environment: str) -> dg.ExecutorDefinition | None:
+    """The executor of `ingest_events_job`: in-process locally, the code location's own in production.
+
+    Locally, one process runs ingest, checks, curation and enrichment one after the other:
+    the multiprocess executor starts a process per step, each importing the code location
+    again and the enrichment step sentence-transformers (about 10 s), which measured slower
+    than the whole in-process run (benchmarks/near_real_time.py). In `prod` the job keeps
+    the Definitions' `k8s_job_executor` (None here), so each step gets its own pod and the
+    enrichment step its GPU.
+    """
+    return None if environment == "prod" else dg.in_process_executor
+
+
+# Partitioned by daily_partitions through its selection; a run covers a key range.
 ingest_events_job = dg.define_asset_job(
     "ingest_events_job",
-    selection=dg.AssetSelection.assets(ingest_kafka_batch),
-    description="Write one Kafka batch into the raw/events partitions of its date range (one run per range) "
-                "and its invalid messages into raw/rejected_events.",
+    selection=dg.AssetSelection.assets(ingest_kafka_batch) | dg.AssetSelection.from_string(
+        " or ".join(f'key:"{key.to_user_string()}"' for key in HOT_PATH_DOWNSTREAM)),
+    executor_def=hot_path_executor(current_environment()),
+    description="One Kafka batch, raw to enriched in one run: its valid events into the raw/events partitions "
+                "of its date range, its invalid messages into raw/rejected_events, then curated/cases and "
+                "enriched/cases of the same dates (only the new cases; published to cases.enriched). The "
+                "blocking checks of raw/events and curated/cases stop enrichment in the same run.",
 )
 
 ingest_rejected_events_job = dg.define_asset_job(

@@ -11,9 +11,12 @@ Each tick (bounded by `max_messages` and a time budget, well under Dagster's 60 
    message's `event_date` with `contract.validate_values`, the very decision the run makes.
    It then requests ONE `ingest_events_job` run per batch whose `raw/events` partition key
    range covers the touched dates (`dagster/asset_partition_range_start|end` tags; a single
-   date is a plain `partition_key`); dates more than `max_date_gap_days` apart (a late event
-   of last month) get a run of their own, selecting `raw/events` only and reading only the
-   offsets that hold them. The main run reads the whole batch once and also writes its
+   date is a plain `partition_key`). That run is the hot path: ingest, then `curated/cases`
+   and `enriched/cases` of the same dates (only the new cases, published to
+   `cases.enriched`), with the blocking checks of `raw/events` and `curated/cases` stopping
+   enrichment in the run. Dates more than `max_date_gap_days` apart (a late event of last
+   month) get a run of their own, reading only the offsets that hold them and selecting
+   the same path without `raw/rejected_events`: automation's lookback does not reach them. The main run reads the whole batch once and also writes its
    invalid messages to `raw/rejected_events`; a batch without a valid message is one
    `ingest_rejected_events_job` run. Run config holds the offset ranges, never payloads;
    run keys are unique per batch and run (`events.raw:g0:p0:100-200:2026-11-17..2026-11-18`);
@@ -44,6 +47,7 @@ import polars as pl
 from llm_assets.asset_keys import RAW_EVENTS
 from llm_assets.ingest import contract
 from llm_assets.ingest.assets import (
+    HOT_PATH_DOWNSTREAM,
     current_partition_window,
     ingest_events_job,
     ingest_kafka_batch,
@@ -68,6 +72,10 @@ PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 BATCH_TAG = "llm_assets/kafka_batch"
 READ_CHUNK = 50_000  # messages dated per `validate_values` call (its cost is mostly per call below this)
 RUN_KEY_TAG = "llm_assets/kafka_run_key"
+# A far-apart date's run: the hot path without the dead letter (the batch's main run writes it).
+LATE_DATE_SELECTION = (RAW_EVENTS, *HOT_PATH_DOWNSTREAM)
+# Seconds between ticks: a batch's cases reach cases.enriched within about one interval plus one run.
+TICK_INTERVAL_S = 10
 TOPIC_TAG = "llm_assets/kafka_topic"
 
 
@@ -125,13 +133,23 @@ def _run_config(settings: KafkaIngestSettings, ranges: dict[int, tuple[int, int]
     }}}}
 
 
+def late_date_selection(context: dg.SensorEvaluationContext) -> list[dg.AssetKey]:
+    """`LATE_DATE_SELECTION` as far as this code location's `ingest_events_job` holds it (the ingest
+    domain's own definitions, in tests and the demo's emulation, hold only its ingest assets)."""
+    if context.repository_def is None:
+        return list(LATE_DATE_SELECTION)
+    held = context.repository_def.get_job(ingest_events_job.name).asset_layer.selected_asset_keys
+    return [key for key in LATE_DATE_SELECTION if key in held]
+
+
 def _run_request(run: PlannedRun, key: str, settings: KafkaIngestSettings, last_partition_date: str,
-                 tags: dict[str, str]) -> dg.RunRequest:
+                 tags: dict[str, str], late_selection: list[dg.AssetKey]) -> dg.RunRequest:
     """The run of one planned date range (or of the dead letters alone)."""
     tags = {**tags, RUN_KEY_TAG: key}
     config = _run_config(settings, run.ranges, last_partition_date)
     if run.first_date is None:
         return dg.RunRequest(run_key=key, job_name=ingest_rejected_events_job.name, run_config=config, tags=tags)
+    # The main run writes the batch's dead letters; a late date's run re-reads only its offsets.
     partition_key = None
     if run.first_date == run.last_date:
         partition_key = run.first_date
@@ -139,7 +157,7 @@ def _run_request(run: PlannedRun, key: str, settings: KafkaIngestSettings, last_
         tags.update({PARTITION_RANGE_START_TAG: run.first_date, PARTITION_RANGE_END_TAG: run.last_date})
     return dg.RunRequest(run_key=key, job_name=ingest_events_job.name, partition_key=partition_key,
                          run_config=config, tags=tags,
-                         asset_selection=None if run.dead_letters else [RAW_EVENTS])
+                         asset_selection=None if run.dead_letters else late_selection)
 
 
 def _finished_batches(instance: dg.DagsterInstance, cursor: IngestCursor) -> tuple[set[str], list[str]]:
@@ -251,8 +269,9 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     batch_id = f"{topic}:g{generation}:{ranges_text(plan.read)}"
     last_partition_date = window.last.isoformat()
     tags = {BATCH_TAG: batch_id, TOPIC_TAG: topic}
+    late_selection = late_date_selection(context) if len(plan.runs) > 1 else []
     run_requests = [_run_request(run, run_key(topic, generation, run.ranges, run.target), settings,
-                                 last_partition_date, tags) for run in plan.runs]
+                                 last_partition_date, tags, late_selection) for run in plan.runs]
 
     cursor = cursor.model_copy(update={
         "next_offsets": read.next_offsets,
@@ -269,9 +288,9 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
 
 
 @dg.sensor(name="kafka_events_sensor", jobs=[ingest_events_job, ingest_rejected_events_job],
-           minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           minimum_interval_seconds=TICK_INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING,
            description="New events.raw offsets (the topic of the `kafka_ingest` resource) -> one run per batch over "
-                       "the touched event_date range (raw/events + raw/rejected_events); commits offsets after the "
-                       "runs succeed.")
+                       "the touched event_date range: raw/events + raw/rejected_events, then curated/cases and "
+                       "enriched/cases of those dates in the same run; commits offsets after the runs succeed.")
 def kafka_events_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, kafka_ingest: KafkaIngestSettings):
     return evaluate_kafka_tick(context, kafka, kafka_ingest)

@@ -28,6 +28,7 @@ from llm_assets.ingest.contract import (
     validate_event,
     validate_values,
 )
+from llm_assets.resources.kafka import KafkaIngestSettings
 from llm_assets.sample_data.generator import generate_messages
 
 WINDOW = PartitionWindow(first=date(2025, 1, 1), last=date(2026, 12, 31))
@@ -96,6 +97,9 @@ def test_dates_without_a_daily_partition_are_rejected():
 def test_payload_limit_is_configurable():
     assert isinstance(validate_event(_value(), max_payload_bytes=50), InvalidEvent)
     assert isinstance(validate_event(_value(), max_payload_bytes=500), ValidEvent)
+    # The sensor's setting (KAFKA_MAX_PAYLOAD_BYTES) defaults to the contract's limit.
+    assert KafkaIngestSettings().max_payload_bytes == contract.DEFAULT_MAX_PAYLOAD_BYTES
+    assert KafkaIngestSettings.from_variables({"KAFKA_MAX_PAYLOAD_BYTES": "500"}).max_payload_bytes == 500
 
 
 def test_rerun_rows_with_the_same_content_are_not_rewritten():

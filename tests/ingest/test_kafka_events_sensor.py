@@ -8,7 +8,7 @@ import re
 import dagster as dg
 import pytest
 
-from llm_assets.asset_keys import RAW_EVENTS, REJECTED_EVENTS
+from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, RAW_EVENTS, REJECTED_EVENTS
 from llm_assets.dev.broker import create_topics, delete_topic
 from llm_assets.dev import daemon
 from llm_assets.dev.daemon import QUIET_RUN_CONFIG, drain_topic, execute_run_request, ingest_definitions
@@ -18,7 +18,8 @@ from llm_assets.ingest.batches import IngestCursor
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaIngestSettings, KafkaResource
 from llm_assets.sample_data.generator import generate_messages
-from llm_assets.sensors.kafka_events import BATCH_TAG, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from llm_assets.sensors.kafka_events import (BATCH_TAG, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG,
+                                             kafka_events_sensor, late_date_selection)
 from llm_assets.settings import CONSUMER_GROUP
 
 
@@ -94,7 +95,8 @@ def test_a_far_late_event_gets_its_own_run_and_a_batch_of_only_invalid_messages_
     # The sensor makes the run's own decision: the wrong-types message of 2026-09-01 gets no run of its date.
     assert set(by_target) == {"2026-10-01", "2026-11-18..2026-11-19"}
     late, main = by_target["2026-10-01"], by_target["2026-11-18..2026-11-19"]
-    assert late.partition_key == "2026-10-01" and late.asset_selection == [RAW_EVENTS]  # no dead letters there
+    # No dead letters there; the ingest domain alone holds no curated or enriched assets (see the test below).
+    assert late.partition_key == "2026-10-01" and late.asset_selection == [RAW_EVENTS]
     assert late.run_config["ops"]["ingest_kafka_batch"]["config"]["ranges"] == [{"partition": 0, "start": 1, "end": 2}]
     assert main.asset_selection is None and f"{topic}:g0:p0:0-5:" in main.run_key  # the whole batch
     assert _execute(tick.run_requests, instance, resources) == [True, True]
@@ -242,3 +244,24 @@ def test_a_quiet_drain_runs_with_warning_console_logs(kafka, resources, make_top
     [run] = instance.get_runs()
     assert run.run_config["loggers"] == QUIET_RUN_CONFIG["loggers"]
     assert run.run_config["ops"]["ingest_kafka_batch"]["config"]["topic"] == topic
+
+
+def test_the_sensors_job_carries_a_batch_from_raw_to_enriched_in_one_in_process_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_ASSETS_HOME", str(tmp_path))
+    from llm_assets.definitions import defs
+    from llm_assets.ingest.assets import hot_path_executor
+
+    job = defs.resolve_job_def("ingest_events_job")
+    assert job.asset_layer.selected_asset_keys == {RAW_EVENTS, REJECTED_EVENTS, CURATED_CASES, ENRICHED_CASES}
+    checked = {key.asset_key for key in job.asset_layer.asset_graph.asset_check_keys}
+    assert {RAW_EVENTS, CURATED_CASES, ENRICHED_CASES} <= checked  # their blocking checks run in the same run
+    assert job.executor_def is dg.in_process_executor
+    assert hot_path_executor("prod") is None  # production keeps the code location's k8s_job_executor
+    # The ingest domain alone (tests, the demo's emulation) holds the same job with its own assets only.
+    alone = ingest_definitions({"kafka": KafkaResource(bootstrap_servers="127.0.0.1:1"),
+                                "delta": DeltaLakeStorage(root=str(tmp_path / "delta"))})
+    assert alone.resolve_job_def("ingest_events_job").asset_layer.selected_asset_keys == {RAW_EVENTS, REJECTED_EVENTS}
+    assert kafka_events_sensor.minimum_interval_seconds == 10
+    # A late date goes the whole hot path too (automation's lookback would not reach it), without dead letters.
+    assert late_date_selection(dg.build_sensor_context(definitions=defs)) == [RAW_EVENTS, CURATED_CASES, ENRICHED_CASES]
+    assert late_date_selection(dg.build_sensor_context(definitions=alone)) == [RAW_EVENTS]

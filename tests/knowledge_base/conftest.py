@@ -66,7 +66,7 @@ def materialize_kb(resources: dict, kb_dir: Path, golden_path: Path, *, document
         "kb__documents": {"config": {"corpus_dir": str(kb_dir), **(documents or {})}},
         "kb__index": {"config": {"golden_queries_path": str(golden_path), **(index or {})}},
     }}
-    selection = dg.AssetSelection.keys(*[dg.AssetKey.from_user_string(k) for k in keys])
+    selection = dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(k) for k in keys])
     selected = {dg.AssetKey.from_user_string(k).to_python_identifier() for k in keys}
     run_config["ops"] = {op: cfg for op, cfg in run_config["ops"].items() if op in selected}
     return dg.materialize([*kb_defs.assets, *kb_defs.asset_checks], selection=selection, resources=resources,

@@ -67,6 +67,6 @@ def materialize_keys(resources: dict, keys: list[str], partition_key: str | None
         assets = [a for a in assets if a.partitions_def is None]
         checks = [c for c in checks if c.partitions_def is None]
     return dg.materialize(
-        [*assets, *checks], selection=dg.AssetSelection.keys(*[dg.AssetKey.from_user_string(k) for k in keys]),
+        [*assets, *checks], selection=dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(k) for k in keys]),
         partition_key=partition_key, resources=resources, run_config=run_config, instance=instance,
         raise_on_error=False)
