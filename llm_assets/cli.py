@@ -50,6 +50,9 @@ def rating_page(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from llm_assets.dev.quiet import ignore_known_preview_warnings
+
+    ignore_known_preview_warnings()
     # pymilvus's gRPC keepalive pings make milvus-lite's server log GOAWAY lines: harmless noise.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     # SIGTERM (CI, `timeout`, a supervisor) unwinds like Ctrl-C, so the broker, Milvus and dagster dev stop too.

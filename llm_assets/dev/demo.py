@@ -50,20 +50,24 @@ def run_demo(sample_dir: Path) -> int:
     produce_sample_messages(defs.resources["kafka"], ingest_settings.topic, messages)
     print(f"produced {len(messages)} messages to {ingest_settings.topic}")
 
-    print("1/4 ingest: kafka_events_sensor ticks -> raw/events, raw/rejected_events")
+    print("1/4 signals and knowledge base: entity signals, exceptions, kb/documents, kb/index, embedding gate")
+    _materialize(defs, instance, ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
+                                  "models/embedding_gate"])
+
+    print("2/4 micro-batches: kafka_events_sensor ticks -> one run per batch: raw -> curated -> enriched")
     ingest = drain_topic(instance, {k: defs.resources[k] for k in ("kafka", "kafka_ingest", "delta")}, quiet=True)
     print(f"  {ingest['ticks']} sensor ticks, runs {ingest['runs']}, failed {len(ingest['failed_run_keys'])}; "
           f"last tick: {ingest['skip_reason']}")
 
-    print("2/4 signals and knowledge base: entity signals, exceptions, kb/documents, kb/index, embedding gate")
-    _materialize(defs, instance, ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
-                                  "models/embedding_gate"])
-
     delta: DeltaLakeStorage = defs.resources["delta"]
     days = sorted(delta.read(keys.RAW_EVENTS).get_column("event_date").unique().to_list())
-    print(f"3/4 curated/cases and enriched/cases for {len(days)} days: {', '.join(days)}")
+    print(f"3/4 automation's pass over {len(days)} days ({', '.join(days)}): curated and enriched are incremental,"
+          " so days the micro-batches already covered enrich nothing again")
     for day in days:
-        _materialize(defs, instance, ["curated/cases", "enriched/cases"], partition_key=day)
+        result = _materialize(defs, instance, ["curated/cases", "enriched/cases"], partition_key=day)
+        written = [m.metadata.get("cases_written") for m in result.asset_materializations_for_node("enriched__cases")]
+        print(f"  {day}: enriched cases written by this pass: "
+              f"{sum(int(w.value) for w in written if w is not None)}")
 
     print("4/4 summary")
     print_summary(delta, days)

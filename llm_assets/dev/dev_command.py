@@ -26,6 +26,7 @@ from typing import Iterator
 
 from llm_assets import settings
 from llm_assets.dev.process import ManagedProcess, free_port, start_process, stop_all
+from llm_assets.dev.quiet import pythonwarnings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_TOPIC_PARTITIONS = 3
@@ -100,7 +101,7 @@ def _ui_answers(port: int) -> bool:
 def start_dagster_dev(port: int, home: Path) -> tuple[ManagedProcess, Path]:
     """`dagster dev` on 127.0.0.1:`port` in a session of its own; its output goes to a log file."""
     log_path = home / "dagster-dev.log"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore",  # preview/beta warnings at every load: noise here
+    env = {**os.environ, "PYTHONWARNINGS": pythonwarnings(),  # the preview APIs we chose, not every warning
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
     with log_path.open("w") as log:
         process = start_process(
@@ -139,7 +140,7 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0) -> i
                 processes.append(start_process(
                     [sys.executable, "-m", "llm_assets.cli", "rating-page", "--host", "127.0.0.1",
                      "--port", str(rating_port)], name="rating page", cwd=REPO_ROOT,
-                    env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=rating_log, stderr=rating_log))
+                    env={**os.environ, "PYTHONWARNINGS": pythonwarnings()}, stdout=rating_log, stderr=rating_log))
             deadline, ready = time.monotonic() + UI_START_TIMEOUT_S, False
             while dagster.is_running():
                 if not ready and _ui_answers(port):

@@ -1,0 +1,54 @@
+"""The code location under a running webserver and daemon, seeded once for the UI tests.
+
+One module-scoped stack (`dagster dev` via `tests/e2e/stack.py`, a `milvus-lite server`, the
+session's tansu broker, a temporary `LLM_ASSETS_HOME`): raw events of three sample days are
+written straight to Delta, the seed tables (signals, exceptions, KB, gate) are built by one run
+launched through GraphQL, and automation is switched off so only the tests launch runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from llm_assets.resources.delta import DeltaLakeStorage
+from llm_assets.sample_data.generator import generate_sample_data
+from tests.conftest import unique_topic_name
+from tests.e2e.stack import DaemonStack
+from tests.support.pipeline import write_raw_events
+
+SEED_ASSETS = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index", "models/embedding_gate"]
+SEED_TIMEOUT_S = 420  # the embedding model and the index on a loaded 2-core machine
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where screenshots go: `$LLM_ASSETS_TEST_ARTIFACTS`, else `tests/ui/artifacts/` (git-ignored)."""
+    folder = Path(os.environ.get("LLM_ASSETS_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ui_stack(tmp_path_factory, kafka_broker):
+    """A seeded, running stack; yields `(stack, raw rows per event_date)`."""
+    home = tmp_path_factory.mktemp("ui") / "home"
+    stack = DaemonStack(home, kafka_broker, unique_topic_name("ui-events"))
+    with pytest.MonkeyPatch.context() as env:
+        try:
+            stack.prepare(env)
+            generate_sample_data(home / "sample_data", n_events=90)  # three days, 2026-11-18 .. 20
+            raw_per_day = write_raw_events(DeltaLakeStorage(root=str(home / "delta")), home / "sample_data")
+            stack.start()
+            for sensor in ("llm_assets_automation", "kafka_events_sensor"):
+                if stack.sensor(sensor)["sensorState"]["status"] == "RUNNING":
+                    stack.stop_sensor(sensor)
+            seed = stack.wait_for_run(stack.launch_assets(SEED_ASSETS), SEED_TIMEOUT_S)
+            assert seed["status"] == "SUCCESS", stack.failure(seed["runId"])
+            yield stack, raw_per_day
+        finally:
+            stack.stop()
+            stack.close()
+
