@@ -28,11 +28,13 @@ def dagster_home(tmp_path, monkeypatch) -> Path:
 
 
 def test_dagster_yaml_limits_pools_and_runs_in_the_current_form(dagster_home):
-    assert "tag_concurrency_limits" not in REPO_DAGSTER_YAML.read_text()  # the dead limit on an op tag is gone
+    assert "llm_assets/stage" not in REPO_DAGSTER_YAML.read_text()  # the dead limit on an op tag is gone
     with dg.DagsterInstance.get() as instance:
         config = instance.get_concurrency_config()
         assert config.run_queue_config.max_concurrent_runs == 4
-        assert config.run_queue_config.tag_concurrency_limits == []
+        # The one run-tag limit is on a tag sensor runs really carry: micro-batches one at a time.
+        assert config.run_queue_config.tag_concurrency_limits == [
+            {"key": "dagster/sensor_name", "value": "kafka_events_sensor", "limit": 1}]
         assert (config.pool_config.default_pool_limit, config.pool_config.pool_granularity.value) == (1, "op")
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
 

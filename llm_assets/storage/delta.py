@@ -8,6 +8,8 @@ directly (dagster-deltalake's IO manager returns only the first day of a window)
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Sequence
 
 import polars as pl
@@ -68,6 +70,25 @@ def merge_rows(
             # Another run created the table first: fall through to an ordinary merge.
             if not table_exists(uri, storage_options):
                 raise
+    # Concurrent writers of the same date (a backfill beside a micro-batch) can lose the optimistic
+    # commit race; MERGE on the key is idempotent, so the loser re-reads the table and merges again.
+    for attempt in range(MERGE_COMMIT_ATTEMPTS):
+        try:
+            return _merge_once(df, uri, keys, partition_column, partition_value, storage_options,
+                               delete_unmatched, merge_schema)
+        except CommitFailedError:
+            if attempt == MERGE_COMMIT_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+MERGE_COMMIT_ATTEMPTS = 5
+
+
+def _merge_once(df: pl.DataFrame, uri: str, keys: Sequence[str], partition_column: str | None,
+                partition_value: str | None, storage_options: dict[str, str] | None, delete_unmatched: bool,
+                merge_schema: bool) -> dict[str, int | None]:
     table = DeltaTable(uri, storage_options=storage_options)  # after the merge: the version it committed
     if df.is_empty() and not delete_unmatched:
         return {"inserted": 0, "updated": 0, "deleted": 0, "version": table.version()}

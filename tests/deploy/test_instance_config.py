@@ -37,7 +37,9 @@ def test_the_production_instance_loads_with_a_throwaway_kubeconfig(tmp_path, kub
     assert instance.run_monitoring_enabled
     concurrency = instance.get_concurrency_config()
     assert concurrency.run_queue_config.max_concurrent_runs == 20
-    assert concurrency.run_queue_config.tag_concurrency_limits == []
+    # The one run-tag limit: the Kafka sensor's micro-batch runs one at a time (a tag those runs carry).
+    assert concurrency.run_queue_config.tag_concurrency_limits == [
+        {"key": "dagster/sensor_name", "value": "kafka_events_sensor", "limit": 1}]
     assert concurrency.pool_config.default_pool_limit == 2
     assert str(concurrency.pool_config.pool_granularity.value) == "op"
 
@@ -62,7 +64,7 @@ def test_a_misspelled_key_fails_validation(tmp_path, kube_api, k8s_env, path, mi
 
 def test_the_dead_tag_limit_is_gone_and_pools_carry_the_limits():
     text = (DEPLOY / "dagster.yaml").read_text()
-    assert "tag_concurrency_limits" not in text and "llm_assets/stage" not in text
+    assert "llm_assets/stage" not in text  # the old limit on an op tag that no run carried
     config = production_instance_config()
     assert set(config["concurrency"]) == {"runs", "pools"}
     assert "config" not in config["run_coordinator"]  # limits in one place only
