@@ -8,9 +8,6 @@ launched through GraphQL, and automation is switched off so only the tests launc
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from llm_assets.resources.delta import DeltaLakeStorage
@@ -21,14 +18,6 @@ from tests.support.pipeline import write_raw_events
 
 SEED_ASSETS = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index", "models/embedding_gate"]
 SEED_TIMEOUT_S = 420  # the embedding model and the index on a loaded 2-core machine
-
-
-@pytest.fixture(scope="session")
-def artifacts_dir() -> Path:
-    """Where screenshots go: `$LLM_ASSETS_TEST_ARTIFACTS`, else `tests/ui/artifacts/` (git-ignored)."""
-    folder = Path(os.environ.get("LLM_ASSETS_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
