@@ -126,7 +126,10 @@ class ManagedProcess:
 
     def stop(self, grace_s: float = 5.0) -> int | None:
         stop_all([self], grace_s)
-        return self.process.returncode
+        try:  # its group is gone; reap the parent itself, which may still be exiting
+            return self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            return self.process.returncode
 
 
 def start_process(args: Sequence[str], *, name: str, **popen_kwargs) -> ManagedProcess:
