@@ -60,3 +60,10 @@ def partition_check_evaluation(
         asset_key=asset_key, check_name=check_name, passed=passed, metadata=dict(metadata),
         severity=severity, blocking=blocking, partition=partition,
         target_materialization_data=_target_materialization(context, asset_key, partition))
+
+
+def check_outputs(context: dg.AssetExecutionContext):
+    """The empty outputs Dagster expects for each selected check of an asset that reports its checks
+    as `AssetCheckEvaluation`s: downstream steps wait on the blocking ones."""
+    for key in context.selected_asset_check_keys:
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))

@@ -12,7 +12,7 @@ from llm_assets.asset_keys import CURATED_CASES, ENTITY_SIGNALS, EXCEPTIONS, RAW
 from llm_assets.automation import build_daily_derived, build_when_missing
 from llm_assets.curated import checks, joining
 from llm_assets.metadata import frame_table
-from llm_assets.partitions import daily_partitions, partition_check_evaluation
+from llm_assets.partitions import check_outputs, daily_partitions, partition_check_evaluation
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.settings import sample_data_dir
 
@@ -237,5 +237,4 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
             if name in selected:
                 yield partition_check_evaluation(context, asset_key=CURATED_CASES, check_name=name,
                                                  partition=o.day, passed=passed, metadata={**versions, **details})
-    for key in context.selected_asset_check_keys:
-        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+    yield from check_outputs(context)

@@ -42,7 +42,7 @@ from llm_assets.enrichment.gate import (
 from llm_assets.enrichment.redaction import redact_cached
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
 from llm_assets.metadata import frame_table, markdown_table
-from llm_assets.partitions import daily_partitions, partition_check_evaluation
+from llm_assets.partitions import check_outputs, daily_partitions, partition_check_evaluation
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
@@ -441,5 +441,4 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
                 metadata={**judged, **scope, **{k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v
                                                  for k, v in details.items()}},
                 severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR, blocking=not warn)
-    for key in context.selected_asset_check_keys:
-        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+    yield from check_outputs(context)
