@@ -10,15 +10,23 @@ enriched (`ingest_events_job`, the hot path). Automation is switched off unless 
 
 Prints:
 - latency per event = `enriched_at` of its row - the time the producer sent it: p50 / p95 / max
-  (goal: p95 <= 30 s on this machine);
-- per sensor run, in order: the day's `enriched/cases` rows after it, cases the run enriched and
-  the seconds of its `enriched__cases` step and of the whole run (goal: flat as the day grows).
+  (goal: p95 <= 30 s on this machine), and the load average while it streamed (other work on
+  the machine slows every phase);
+- where that latency goes, per event (mean and at p95), from the run's event log: `sensor` (sent
+  -> its run created: waiting for a tick to read it, including a tick spent waiting for the
+  previous batch's run), `queue` (created -> dequeued), `start` (dequeued -> RUN_START: a new
+  process, imports, the code location), `steps` (RUN_START -> `enriched_at`: ingest, checks,
+  curation, enrichment up to the write);
+- per sensor run, in order: the day's `enriched/cases` rows after it, cases the run enriched, its
+  start overhead, the seconds of its ingest, curated and enriched steps and of the whole run
+  (goal: flat as the day grows); and the sensor's tick durations.
 
 Run: `.venv/bin/python -W ignore benchmarks/near_real_time.py [--rate 5 --seconds 300]`.
 """
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -36,12 +44,18 @@ from llm_assets.asset_keys import ENRICHED_CASES  # noqa: E402
 from llm_assets.dev.broker import start_broker  # noqa: E402
 from llm_assets.resources.delta import DeltaLakeStorage  # noqa: E402
 from llm_assets.sample_data.generator import generate_sample_data  # noqa: E402
-from tests.e2e.stack import DaemonStack, produce, wait_for  # noqa: E402
+from tests.e2e.stack import LOCATION, REPOSITORY, TERMINAL_STATUSES, DaemonStack, wait_for  # noqa: E402
 from tests.e2e.test_daemon_flow import SEED_ASSETS, TEXTS  # noqa: E402
 
 GOAL_P95_S = 30.0
-STEP_STATS_QUERY = """query Steps($runId: ID!) { runOrError(runId: $runId) { ... on Run {
-  startTime endTime stepStats { stepKey startTime endTime } } } }"""
+RUN_QUERY = """query Run($runId: ID!) { runOrError(runId: $runId) { ... on Run {
+  creationTime startTime endTime stepStats { stepKey startTime endTime } } } }"""
+RUN_LOG_QUERY = """query Log($runId: ID!, $after: String) { logsForRun(runId: $runId, afterCursor: $after, limit: 1000) {
+  ... on EventConnection { cursor hasMore events { __typename ... on MessageEvent { timestamp } } } } }"""
+TICKS_QUERY = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  ... on Sensor { sensorState { ticks(limit: 1000) { timestamp endTimestamp status } } } } }"""
+STEPS = {"ingest": "ingest_kafka_batch", "curated": "curated__cases", "enriched": "enriched__cases"}
+PHASES = ("sensor", "queue", "start", "steps")
 
 
 def stream(bootstrap: str, topic: str, rate: float, seconds: float, sent: dict[str, float]) -> None:
@@ -71,21 +85,108 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def per_run_costs(stack: DaemonStack) -> list[dict]:
-    """Per sensor run with an `enriched/cases` materialization: day rows, cases enriched, seconds."""
-    runs = {r["runId"]: r for r in stack.runs(tags={"llm_assets/kafka_topic": stack.events_topic})}
-    rows = []
-    for m in stack.materializations(ENRICHED_CASES.to_user_string()):
-        if m["runId"] not in runs:
-            continue
-        meta = {e["label"]: e.get("intValue", e.get("floatValue")) for e in m["metadataEntries"]}
-        stats = stack.graphql(STEP_STATS_QUERY, {"runId": m["runId"]})["runOrError"]
-        step = next((s for s in stats["stepStats"] if s["stepKey"] == "enriched__cases"), None)
-        rows.append({"started": stats["startTime"], "partition": m["partition"],
-                     "day_rows": meta.get("dagster/row_count"), "cases_enriched": meta.get("cases_written"),
-                     "enrich_step_s": round(step["endTime"] - step["startTime"], 1) if step else None,
-                     "run_s": round(stats["endTime"] - stats["startTime"], 1)})
-    return sorted(rows, key=lambda r: r["started"])
+def run_timeline(stack: DaemonStack, run_id: str) -> dict:
+    """Epoch seconds of a run's milestones (created, dequeued, started, ended) and its step spans."""
+    run = stack.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]
+    first: dict[str, float] = {}
+    after = None
+    while True:
+        page = stack.graphql(RUN_LOG_QUERY, {"runId": run_id, "after": after})["logsForRun"]
+        for event in page["events"]:
+            first.setdefault(event["__typename"], int(event["timestamp"]) / 1000)
+        if not page["hasMore"]:
+            break
+        after = page["cursor"]
+    started = first.get("RunStartEvent", run["startTime"])
+    return {"run_id": run_id, "created": run["creationTime"],
+            "dequeued": first.get("RunDequeuedEvent", first.get("RunStartingEvent", run["creationTime"])),
+            "started": started, "ended": run["endTime"],
+            "steps": {name: s["endTime"] - s["startTime"] for s in run["stepStats"] for name, key in STEPS.items()
+                      if s["stepKey"] == key and s["startTime"] and s["endTime"]}}
+
+
+def sensor_runs(stack: DaemonStack) -> list[dict]:
+    """Timelines of the sensor's runs, oldest first, with the day's `enriched/cases` row count after
+    each and the cases each enriched."""
+    counts = {r["runId"]: {"day_rows": 0, "cases_enriched": 0}
+              for r in stack.runs(tags={"llm_assets/kafka_topic": stack.events_topic})}
+    for m in stack.materializations(ENRICHED_CASES.to_user_string()):  # a range run materializes each date
+        if m["runId"] in counts:
+            meta = {e["label"]: e.get("intValue", e.get("floatValue")) for e in m["metadataEntries"]}
+            seen = counts[m["runId"]]
+            seen["day_rows"] = max(seen["day_rows"], meta.get("dagster/row_count") or 0)
+            seen["cases_enriched"] += meta.get("cases_written") or 0
+    timelines = [{**run_timeline(stack, run_id), **c} for run_id, c in counts.items()]
+    return sorted(timelines, key=lambda t: t["created"])
+
+
+def phases_of(sent_at: float, enriched_at: float, runs: list[dict]) -> dict[str, float] | None:
+    """Split one event's latency at its run's milestones (its run: the last one started before `enriched_at`)."""
+    started = [r for r in runs if r["started"] and r["started"] <= enriched_at]
+    if not started:
+        return None
+    run = max(started, key=lambda r: r["started"])
+    return {"sensor": run["created"] - sent_at, "queue": run["dequeued"] - run["created"],
+            "start": run["started"] - run["dequeued"], "steps": enriched_at - run["started"]}
+
+
+def tick_seconds(stack: DaemonStack, since: float) -> list[float]:
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": "kafka_events_sensor"}
+    ticks = stack.graphql(TICKS_QUERY, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]
+    return [t["endTimestamp"] - t["timestamp"] for t in ticks if t["endTimestamp"] and t["timestamp"] >= since]
+
+
+def sample_load(samples: list[float], stop: threading.Event) -> None:
+    while not stop.wait(5):
+        samples.append(os.getloadavg()[0])
+
+
+def report(stack: DaemonStack, sent: dict[str, float], enriched: pl.DataFrame, since: float,
+           load: list[float]) -> None:
+    latencies = {row["event_id"]: row["enriched_at"].timestamp() - sent[row["event_id"]]
+                 for row in enriched.select("event_id", "enriched_at").iter_rows(named=True)}
+    values = list(latencies.values())
+    p50, p95, worst = percentile(values, 0.5), percentile(values, 0.95), max(values)
+    cores = os.cpu_count() or 1
+    print(f"\n{len(values)} events, produce -> enriched_at latency: p50 {p50:.1f} s, p95 {p95:.1f} s, "
+          f"max {worst:.1f} s (goal p95 <= {GOAL_P95_S:.0f} s: {p95 / GOAL_P95_S:.2f}x of budget)")
+    if load:
+        print(f"load average (1 min) while streaming, {cores} cores: mean {sum(load) / len(load):.1f}, "
+              f"max {max(load):.1f}")
+
+    runs = sensor_runs(stack)
+    split = {}
+    for row in enriched.select("event_id", "enriched_at").iter_rows(named=True):
+        phases = phases_of(sent[row["event_id"]], row["enriched_at"].timestamp(), runs)
+        if phases is not None:
+            split[row["event_id"]] = phases
+    if split:
+        tail = [e for e in split if latencies[e] >= p95]
+        print(f"\nwhere the latency goes (seconds; {len(split)} events placed in their run):")
+        print("phase    " + "".join(f"{p:>9s}" for p in PHASES))
+        for name, ids in (("mean", list(split)), ("at p95+", tail)):
+            if not ids:
+                continue
+            print(f"{name:8s} " + "".join(f"{sum(split[e][p] for e in ids) / len(ids):9.1f}" for p in PHASES))
+
+    all_runs = stack.runs(tags={"llm_assets/kafka_topic": stack.events_topic})
+    print(f"\n{len(all_runs)} sensor runs ({sum(r['status'] == 'SUCCESS' for r in all_runs)} succeeded)")
+    print("run  day_rows  cases  queue_s  start_s  ingest_s  curated_s  enrich_s  run_s")
+    for i, r in enumerate(runs, 1):
+        steps = r["steps"]
+        print(f"{i:3d}  {r['day_rows']:8d}  {r['cases_enriched']:5d}  {r['dequeued'] - r['created']:7.1f}  "
+              f"{r['started'] - r['dequeued']:7.1f}  {steps.get('ingest', 0):8.1f}  {steps.get('curated', 0):9.1f}  "
+              f"{steps.get('enriched', 0):8.1f}  {(r['ended'] or r['started']) - r['started']:5.1f}")
+    if len(runs) >= 4:
+        half = len(runs) // 2
+        first = sum(r["steps"].get("enriched", 0) for r in runs[:half]) / half
+        last = sum(r["steps"].get("enriched", 0) for r in runs[half:]) / (len(runs) - half)
+        print(f"\nenrichment step, mean seconds: first half of the runs {first:.1f}, second half {last:.1f} "
+              f"(ratio {last / first:.2f}; goal: flat, ~1.0)")
+    ticks = tick_seconds(stack, since)
+    if ticks:
+        print(f"sensor ticks: {len(ticks)}, seconds each: median {percentile(ticks, 0.5):.1f}, "
+              f"max {max(ticks):.1f}")
 
 
 def main() -> int:
@@ -105,37 +206,29 @@ def main() -> int:
             stack.start()
             if not args.automation:
                 stack.stop_sensor("llm_assets_automation")
-            seed = stack.wait_for_run(stack.launch_assets(SEED_ASSETS), 600)
+            seed = stack.wait_for_run(stack.launch_assets(SEED_ASSETS), 1800)  # minutes on a loaded machine
             assert seed["status"] == "SUCCESS", stack.failure(seed["runId"])
             print(f"stack up and seed tables built in {time.monotonic() - t0:.0f} s; streaming {args.rate:g} "
                   f"events/s for {args.seconds:g} s", flush=True)
 
             sent: dict[str, float] = {}
+            load: list[float] = []
+            stop_sampling = threading.Event()
+            sampler = threading.Thread(target=sample_load, args=(load, stop_sampling), daemon=True)
+            sampler.start()
+            since = time.time()
             stream(stack.bootstrap, stack.events_topic, args.rate, args.seconds, sent)
             delta = DeltaLakeStorage(root=str(stack.home / "delta"))
             wait_for(lambda: delta.exists(ENRICHED_CASES) and set(sent) <= set(
                 delta.scan(ENRICHED_CASES).select("event_id").collect()["event_id"].to_list()),
                 600, "every event in enriched/cases", interval_s=2)
+            stop_sampling.set()
+            # Every run's events logged (its rows land before its publish, audit and checks).
+            wait_for(lambda: all(r["status"] in TERMINAL_STATUSES
+                                 for r in stack.runs(tags={"llm_assets/kafka_topic": stack.events_topic})),
+                     600, "the sensor's runs to finish", interval_s=2)
             enriched = delta.read(ENRICHED_CASES).filter(pl.col("event_id").is_in(list(sent)))
-            latencies = [row["enriched_at"].timestamp() - sent[row["event_id"]]
-                         for row in enriched.select("event_id", "enriched_at").iter_rows(named=True)]
-            p50, p95, worst = percentile(latencies, 0.5), percentile(latencies, 0.95), max(latencies)
-            print(f"\n{len(latencies)} events, produce -> enriched_at latency: p50 {p50:.1f} s, p95 {p95:.1f} s, "
-                  f"max {worst:.1f} s (goal p95 <= {GOAL_P95_S:.0f} s: {p95 / GOAL_P95_S:.2f}x of budget)")
-
-            runs = stack.runs(tags={"llm_assets/kafka_topic": stack.events_topic})
-            costs = per_run_costs(stack)
-            print(f"{len(runs)} sensor runs ({sum(r['status'] == 'SUCCESS' for r in runs)} succeeded)\n")
-            print("run  day_rows  cases_enriched  enrich_step_s  run_s")
-            for i, c in enumerate(costs, 1):
-                print(f"{i:3d}  {c['day_rows'] or 0:8d}  {c['cases_enriched'] or 0:14d}  "
-                      f"{c['enrich_step_s'] or 0:13.1f}  {c['run_s']:5.1f}")
-            if len(costs) >= 4:
-                half = len(costs) // 2
-                first = sum(c["enrich_step_s"] or 0 for c in costs[:half]) / half
-                last = sum(c["enrich_step_s"] or 0 for c in costs[half:]) / (len(costs) - half)
-                print(f"\nenrichment step, mean seconds: first half of the runs {first:.1f}, second half {last:.1f} "
-                      f"(ratio {last / first:.2f}; goal: flat, ~1.0)")
+            report(stack, sent, enriched, since, load)
             return 0
         finally:
             stack.close()

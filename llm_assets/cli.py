@@ -5,6 +5,7 @@
     python -m llm_assets.cli verify-audit PATH_OR_URI
     python -m llm_assets.cli sample-data [--events N]
     python -m llm_assets.cli rating-page [--host 127.0.0.1] [--port 8765]
+    python -m llm_assets.cli models list|add-partition NAME|promote NAME [--share 0.25]|rollback [--to NAME]
 """
 
 import argparse
@@ -49,6 +50,12 @@ def rating_page(args: argparse.Namespace) -> int:
     return 0
 
 
+def models(args: argparse.Namespace) -> int:
+    from llm_assets.models.commands import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from llm_assets.dev.quiet import ignore_known_preview_warnings
 
@@ -79,6 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.set_defaults(func=rating_page)
+    p = sub.add_parser("models", help="model registry, evaluation partitions, promotion and rollback")
+    p.add_argument("--registry", default=None, help="registry YAML (default llm_assets/models/registry.yaml)")
+    models_sub = p.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list", help="registered versions, their check and which one serves")
+    m = models_sub.add_parser("add-partition", help="add the models/evaluation partition of a registered version")
+    m.add_argument("name")
+    m = models_sub.add_parser("promote", help="promote a version whose no_regression_vs_production check passed")
+    m.add_argument("name")
+    m.add_argument("--share", type=float, default=1.0, help="rollout share of cases (by a hash of event_id)")
+    m.add_argument("--note", default="")
+    m = models_sub.add_parser("rollback", help="promote an earlier production version again")
+    m.add_argument("--to", default=None, help="the version (default: the one before the current)")
+    p.set_defaults(func=models)
     args = parser.parse_args(argv)
     return args.func(args)
 

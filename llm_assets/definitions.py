@@ -13,11 +13,13 @@ import dagster as dg
 # Domain modules, not their `defs`: one Definitions object at module scope is what Dagster loads.
 from llm_assets.analytics import definitions as analytics
 from llm_assets.curated import definitions as curated
+from llm_assets.distillation import definitions as distillation
 from llm_assets.enrichment import definitions as enrichment
 from llm_assets.evaluation import definitions as evaluation
 from llm_assets.execution import executor_for
 from llm_assets.ingest import definitions as ingest
 from llm_assets.knowledge_base import definitions as knowledge_base
+from llm_assets.models import definitions as models
 from llm_assets.monitoring import definitions as monitoring
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.environments import current_environment, resources_for
@@ -61,7 +63,9 @@ defs = dg.Definitions.merge(
     ingest.defs,
     curated.defs,
     knowledge_base.defs,
+    models.defs,
     enrichment.defs,
+    distillation.defs,
     evaluation.defs,
     monitoring.defs,
     analytics.defs,

@@ -18,7 +18,6 @@ The names of the ConfigMap, Secret and namespace variable are shared with `deplo
 import os
 
 import dagster as dg
-from dagster_k8s import k8s_job_executor
 
 from llm_assets.asset_keys import EMBEDDING_GATE, ENRICHED_CASES, KB_INDEX
 
@@ -116,6 +115,10 @@ def executor_for(environment: str, backend: str | None = None) -> dg.ExecutorDef
     if environment == "local":
         return dg.multi_or_in_process_executor
     if environment == "prod":
+        # Imported here: dagster_k8s (the kubernetes client) costs about 1.5 s, and locally every run
+        # (the sensor's micro-batches too) imports the code location.
+        from dagster_k8s import k8s_job_executor
+
         backend = backend if backend is not None else os.environ.get("LLM_BACKEND", "server")
         return k8s_job_executor.configured(k8s_executor_config(backend), name="llm_assets_k8s_job_executor")
     raise ValueError(f"LLM_ASSETS_ENV={environment!r}: expected one of ['local', 'prod']")

@@ -8,7 +8,7 @@ that is what the UI and `AutomationCondition.all_deps_blocking_checks_passed()` 
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not re-exported by dagster
@@ -40,6 +40,27 @@ def _target_materialization(context: dg.AssetExecutionContext | dg.AssetCheckExe
         storage_id=target.storage_id, run_id=target.run_id, timestamp=target.timestamp)
 
 
+def target_materializations(context: dg.AssetExecutionContext, asset_key: dg.AssetKey,
+                            partitions: Sequence[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """`_target_materialization` of many partitions in one query (a range run judges every check of
+    every date: one query each cost about 70 ms, 300 of them in a 30-day backfill). Partitions the
+    query did not return are left out: `partition_check_evaluation` looks those up one by one."""
+    if not partitions:
+        return {}
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(partitions)),
+        limit=10 * len(partitions)).records  # newest first: this run's own come first
+    found: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    for record in records:
+        partition = record.partition_key
+        if partition is None or (partition in found and found[partition].run_id == context.run.run_id):
+            continue
+        if partition not in found or record.run_id == context.run.run_id:
+            found[partition] = AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
+    return found
+
+
 def partition_check_evaluation(
     context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
     *,
@@ -50,16 +71,18 @@ def partition_check_evaluation(
     metadata: Mapping[str, object],
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
     blocking: bool = True,
+    targets: Mapping[str, AssetCheckEvaluationTargetMaterializationData] | None = None,
 ) -> dg.AssetCheckEvaluation:
     """One partition's check result, linked to the materialization it judged.
 
     Yield it after the asset's `MaterializeResult` (so this run's materialization exists);
     a failed blocking ERROR evaluation fails the step, as a returned check result would.
+    `targets` (from `target_materializations`) saves a query per evaluation in range runs.
     """
+    target = (targets or {}).get(partition) or _target_materialization(context, asset_key, partition)
     return dg.AssetCheckEvaluation(
         asset_key=asset_key, check_name=check_name, passed=passed, metadata=dict(metadata),
-        severity=severity, blocking=blocking, partition=partition,
-        target_materialization_data=_target_materialization(context, asset_key, partition))
+        severity=severity, blocking=blocking, partition=partition, target_materialization_data=target)
 
 
 def check_outputs(context: dg.AssetExecutionContext):

@@ -4,12 +4,14 @@ descriptions, kinds, policies. A change to the graph shows up here as a visible 
 import dagster as dg
 import pytest
 
-from llm_assets.partitions import daily_partitions
+from llm_assets.partitions import daily_partitions, model_versions
 
 EXPECTED_ASSETS = {
     "raw/events": "daily", "raw/rejected_events": None,
     "features/entity_signals": None, "signals/exceptions": None, "curated/cases": "daily",
     "kb/documents": None, "kb/index": None, "models/embedding_gate": None, "enriched/cases": "daily",
+    "models/gate_training_examples": None,
+    "models/evaluation": model_versions, "models/production": None,
     "evaluation/samples": "daily", "evaluation/ratings": None, "evaluation/quality_metrics": "daily",
     "monitoring/drift_report": "daily", "monitoring/case_tickets": "daily",
     **{f"analytics/{model}": None for model in (
@@ -21,6 +23,8 @@ EXPECTED_CHECKS = {
     "enriched/cases": {"labels_and_confidence_valid", "actions_within_allow_list", "provenance_versions_present",
                        "no_pii_in_outputs", "one_row_per_curated_case", "fallback_rate_below_threshold"},
     "kb/index": {"vector_count_matches_chunks", "retrieval_recall_at_5"},
+    "models/gate_training_examples": {"no_clear_pii_in_examples", "provenance_on_every_example"},
+    "models/evaluation": {"no_regression_vs_production"},
     "evaluation/samples": {"no_pii_in_samples", "samples_meet_label_minimum"},
     "monitoring/drift_report": {"no_drift_detected"},
     "monitoring/case_tickets": {"case_tickets_opened"},
@@ -71,7 +75,8 @@ def test_blocking_quality_gates_exist_on_the_tables_users_rely_on(defs):
 
 
 def test_jobs_sensors_and_resources_are_bound(defs):
-    assert {s.name for s in defs.sensors} >= {"kafka_events_sensor", "llm_assets_automation", "vllm_metrics_sensor"}
+    assert {s.name for s in defs.sensors} >= {"kafka_events_sensor", "llm_assets_automation", "vllm_metrics_sensor",
+                                              "gate_retraining_sensor", "model_registry_sensor"}
     assert {"ingest_events_job", "ingest_rejected_events_job"} <= {j.name for j in defs.jobs}
     assert set(defs.resources) == {"delta", "kafka", "kafka_ingest", "milvus", "embedder", "llm", "artifacts",
                                   "audit_signer", "case_tool", "dbt"}

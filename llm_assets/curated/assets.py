@@ -12,7 +12,12 @@ from llm_assets.asset_keys import CURATED_CASES, ENTITY_SIGNALS, EXCEPTIONS, RAW
 from llm_assets.automation import build_daily_derived, build_when_missing
 from llm_assets.curated import checks, joining
 from llm_assets.metadata import frame_table
-from llm_assets.partitions import check_outputs, daily_partitions, partition_check_evaluation
+from llm_assets.partitions import (
+    check_outputs,
+    daily_partitions,
+    partition_check_evaluation,
+    target_materializations,
+)
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.settings import sample_data_dir
 
@@ -79,7 +84,7 @@ class _DateOutcome:
     plan: joining.IncrementalPlan
     written: pl.DataFrame        # the cases MERGEd (all of the date's on a full refresh)
     deleted: int
-    version_written: int | None  # the commit of this date's MERGE; None when nothing changed
+    version_written: int | None  # the commit of the run's MERGE that wrote this date; None when not written
     version_checked: int | None  # the version the checks judge: the one written, else the one read
     cases: pl.DataFrame          # curated/cases of the date at `version_checked`
     comparison: joining.RawComparison
@@ -118,23 +123,46 @@ def _compare_with_raw(delta: DeltaLakeStorage, day: str, cases: pl.DataFrame, ra
     return comparison
 
 
-def _curate_date(delta: DeltaLakeStorage, day: str, raw_day: pl.DataFrame, stored_day: pl.DataFrame,
-                 signals: pl.DataFrame, exceptions: pl.DataFrame, *, read_version: int | None,
-                 full_refresh: bool, add_hash_column: bool) -> _DateOutcome:
-    """Curate one date: MERGE its new or changed cases (every case on a full refresh, which also
-    drops cases raw no longer has), then read back the version the checks judge."""
-    plan = joining.plan_incremental(raw_day, stored_day)
-    cases = joining.curate_cases(raw_day if full_refresh else plan.to_curate, signals, exceptions)
-    version_written, deleted = None, 0
-    if not cases.is_empty() or (full_refresh and read_version is not None):
-        result = delta.merge(CURATED_CASES, cases, ["event_id"], partition_column="event_date", partition_value=day,
+def _deleted_by_date(stored: pl.DataFrame, written: dict[str, pl.DataFrame]) -> dict[str, int]:
+    """Cases of each date (as read) that a full refresh drops: raw no longer has them."""
+    return {day: stored.filter((pl.col("event_date") == day) & ~pl.col("event_id").is_in(cases["event_id"].to_list()))
+            .height for day, cases in written.items()}
+
+
+def _curate_dates(delta: DeltaLakeStorage, days: list[str], raw: pl.DataFrame, stored: pl.DataFrame,
+                  signals: pl.DataFrame, exceptions: pl.DataFrame, *, read_version: int | None,
+                  full_refresh: bool, add_hash_column: bool) -> list[_DateOutcome]:
+    """Curate the run's dates: plan and join each date, MERGE the new or changed cases of every date
+    in one commit (every case on a full refresh, which also drops cases raw no longer has), then read
+    back, once, the versions the checks judge (a range run pays one write and one read, not one per date)."""
+    raw_by = {day: raw.filter(pl.col("event_date") == day) for day in days}
+    plans = {day: joining.plan_incremental(raw_by[day], stored.filter(pl.col("event_date") == day)) for day in days}
+    written = {day: joining.curate_cases(raw_by[day] if full_refresh else plans[day].to_curate, signals, exceptions)
+               for day in days}
+    merged = days if (full_refresh and read_version is not None) else [d for d in days if not written[d].is_empty()]
+    version_written, deleted = None, {day: 0 for day in days}
+    if merged:
+        # The dates in the predicate: concurrent runs of other dates never conflict.
+        result = delta.merge(CURATED_CASES, pl.concat([written[d] for d in merged], how="diagonal_relaxed"),
+                             ["event_id"], partition_column="event_date", partition_value=merged,
                              delete_unmatched=full_refresh, merge_schema=add_hash_column)
-        version_written, deleted = result["version"], int(result["deleted"] or 0)
-    version = read_version if version_written is None else version_written
-    snapshot = (delta.read(CURATED_CASES, partition_column="event_date", partition_values=[day], version=version)
-                if version is not None else cases.clear())
-    return _DateOutcome(day, raw_day.height, plan, cases, deleted, version_written, version, snapshot,
-                        _compare_with_raw(delta, day, snapshot, raw_day))
+        version_written = result["version"]
+        if full_refresh and result["deleted"]:
+            deleted.update(_deleted_by_date(stored, {d: written[d] for d in merged}))
+    # Dates this run wrote are judged at the version it committed, the others at the version it read.
+    snapshots = {}
+    for version, group in ((version_written, merged), (read_version, [d for d in days if d not in merged])):
+        if version is not None and group:
+            snapshot = delta.read(CURATED_CASES, partition_column="event_date", partition_values=group, version=version)
+            snapshots.update({d: snapshot.filter(pl.col("event_date") == d) for d in group})
+    outcomes = []
+    for day in days:
+        cases = snapshots.get(day, written[day].clear())
+        outcomes.append(_DateOutcome(
+            day, raw_by[day].height, plans[day], written[day], deleted[day],
+            version_written if day in merged else None, version_written if day in merged else read_version,
+            cases, _compare_with_raw(delta, day, cases, raw_by[day])))
+    return outcomes
 
 
 @dg.asset(
@@ -156,7 +184,7 @@ def curated_cases(context: dg.AssetExecutionContext, config: CuratedCasesConfig,
     `exception_type = none`; each case keeps `source_sha256`, the hash of its raw row.
     Incremental: a run curates only the raw events of its dates that are new or changed
     (anti-join on `event_id` + `source_sha256`) and MERGEs them on `event_id`, one MERGE
-    per date; unchanged cases are never updated. `full_refresh` recomputes and replaces
+    for all its dates; unchanged cases are never updated. `full_refresh` recomputes and replaces
     each date (backfills, changed signal tables). A run may cover a date range (a sensor
     batch, a backfill). The checks are evaluated here, per date, right after the write, on
     the exact Delta versions read (`raw/events`) and written (`curated/cases`).
@@ -168,14 +196,10 @@ def curated_cases(context: dg.AssetExecutionContext, config: CuratedCasesConfig,
     signals, exceptions = (delta.read(key, version=v) for key, v in signal_versions.items())
     read_version = delta.version(CURATED_CASES)  # after raw's: nothing in it is newer than what this run read
     stored, has_hash = _stored_hashes(delta, read_version, days)
-    outcomes = []
-    for day in days:
-        outcome = _curate_date(delta, day, raw.filter(pl.col("event_date") == day),
-                               stored.filter(pl.col("event_date") == day), signals, exceptions,
-                               read_version=read_version, full_refresh=config.full_refresh,
-                               add_hash_column=not has_hash)
-        has_hash = has_hash or outcome.version_written is not None
-        outcomes.append(outcome)
+    outcomes = _curate_dates(delta, days, raw, stored, signals, exceptions, read_version=read_version,
+                             full_refresh=config.full_refresh, add_hash_column=not has_hash)
+    for outcome in outcomes:
+        day = outcome.day
         context.log.info(f"curated/cases {day}: {outcome.plan.added} added, {outcome.plan.changed} changed, "
                          f"{outcome.plan.unchanged} unchanged, {outcome.deleted} deleted; raw/events v{raw_version}"
                          f" -> curated/cases " + (f"v{outcome.version_written}" if outcome.version_written is not None
@@ -228,6 +252,7 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
     """One evaluation per check and date (a range run's plain check result would have no partition),
     then the check outputs Dagster expects (downstream steps wait on the blocking ones)."""
     selected = {key.name for key in context.selected_asset_check_keys}
+    targets = target_materializations(context, CURATED_CASES, [o.day for o in outcomes]) if selected else {}
     for o in outcomes:
         versions = {"partition": o.day, "curated_cases_version": -1 if o.version_checked is None else o.version_checked,
                     "raw_events_version": -1 if raw_version is None else raw_version}
@@ -236,5 +261,6 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
                                         (checks.MATCH_RAW_EVENTS, checks.match_raw_outcome(o.comparison))):
             if name in selected:
                 yield partition_check_evaluation(context, asset_key=CURATED_CASES, check_name=name,
-                                                 partition=o.day, passed=passed, metadata={**versions, **details})
+                                                 partition=o.day, passed=passed, metadata={**versions, **details},
+                                                 targets=targets)
     yield from check_outputs(context)

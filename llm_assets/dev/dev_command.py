@@ -102,6 +102,9 @@ def start_dagster_dev(port: int, home: Path) -> tuple[ManagedProcess, Path]:
     """`dagster dev` on 127.0.0.1:`port` in a session of its own; its output goes to a log file."""
     log_path = home / "dagster-dev.log"
     env = {**os.environ, "PYTHONWARNINGS": pythonwarnings(),  # the preview APIs we chose, not every warning
+           # Hugging Face's progress bars ("Loading weights" per embedding-model load in each run) are
+           # for a terminal; in this log file they are noise.
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
     with log_path.open("w") as log:
         process = start_process(

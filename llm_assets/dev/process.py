@@ -50,8 +50,12 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Linux `/proc`), whatever its process group or session."""
+def process_children() -> dict[int, list[int]]:
+    """One snapshot of the process tree (Linux `/proc`): parent pid -> child pids.
+
+    It reads every process's `stat`: on a busy machine one snapshot costs a good part of a
+    second, so shutdown takes one per round for all its processes, not one per process.
+    """
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -61,6 +65,13 @@ def descendants(pid: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def descendants(pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """Every process below `pid`, whatever its process group or session (`children`: a snapshot
+    from `process_children()`, taken now when None)."""
+    children = process_children() if children is None else children
     found, stack = [], list(children.get(pid, []))
     while stack:
         child = stack.pop()
@@ -98,27 +109,31 @@ class ManagedProcess:
     def is_running(self) -> bool:
         return self.process.poll() is None
 
-    def remember_descendants(self) -> None:
+    def remember_descendants(self, children: dict[int, list[int]] | None = None) -> None:
         """Note the current descendants, so they are found even after their parent died."""
         if self.is_running():
-            self._known.update(descendants(self.pid))
+            self._known.update(descendants(self.pid, children))
 
-    def interrupt(self) -> None:
+    def interrupt(self, children: dict[int, list[int]] | None = None) -> None:
         """SIGINT to the whole group: what a terminal's Ctrl-C would have sent it."""
-        self.remember_descendants()
+        self.remember_descendants(children)
         if self.is_running():
             _signal_group(self.pid, signal.SIGINT)
 
-    def leftovers(self) -> list[int]:
-        pids = ([self.pid] if self.is_running() else []) + sorted(self._known | set(descendants(self.pid)))
+    def leftovers(self, children: dict[int, list[int]] | None = None) -> list[int]:
+        pids = ([self.pid] if self.is_running() else []) + sorted(self._known | set(descendants(self.pid, children)))
         return [p for p in dict.fromkeys(pids) if _alive(p)]
+
+    def send_kill(self, children: dict[int, list[int]] | None = None) -> None:
+        """SIGKILL to the group and to every remembered descendant still alive (no waiting)."""
+        self.remember_descendants(children)
+        _signal_group(self.pid, signal.SIGKILL)
+        for pid in self.leftovers(children):
+            _signal_pid(pid, signal.SIGKILL)
 
     def kill(self) -> None:
         """SIGKILL to the group and to every remembered descendant still alive, then reap."""
-        self.remember_descendants()
-        _signal_group(self.pid, signal.SIGKILL)
-        for pid in self.leftovers():
-            _signal_pid(pid, signal.SIGKILL)
+        self.send_kill()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -144,19 +159,26 @@ def stop_all(processes: Sequence[ManagedProcess], grace_s: float = 5.0) -> list[
     Returns the names of those that had to be killed. Total time is about `grace_s` whatever
     the number of processes (they shut down in parallel).
     """
+    children = process_children()
     for proc in processes:
-        proc.interrupt()
+        proc.interrupt(children)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(p.leftovers() for p in processes):
+    while time.monotonic() < deadline:
+        children = process_children()
+        if not any(p.leftovers(children) for p in processes):
+            break
         for proc in processes:
             proc.process.poll()  # reap the parent as soon as it exits
         time.sleep(0.05)
-    killed = []
+    children = process_children()
+    stubborn = [proc for proc in processes if proc.leftovers(children)]
+    for proc in stubborn:  # all at once, then reap: a killed process goes in milliseconds
+        proc.send_kill(children)
+    reap_by = time.monotonic() + 5
     for proc in processes:
-        if proc.leftovers():
-            killed.append(proc.name)
-            proc.kill()
-        else:
-            proc.process.poll()
-    return killed
+        try:
+            proc.process.wait(timeout=max(0.0, reap_by - time.monotonic()) if proc in stubborn else 0)
+        except subprocess.TimeoutExpired:
+            pass
+    return [proc.name for proc in stubborn]
 

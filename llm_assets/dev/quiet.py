@@ -1,8 +1,9 @@
-"""The Dagster preview/beta APIs this project uses on purpose, silenced one by one for the console.
+"""The Dagster preview/beta APIs (and the one superseded command) this project uses on purpose,
+silenced one by one for the console.
 
 Every code-location load would print them again (hundreds of lines in a `make dev` session).
 Only these messages are ignored; any other warning, and every deprecation, still shows.
-`pyproject.toml` lists the same messages for the test suite.
+`pyproject.toml` lists the same preview APIs for the test suite.
 """
 
 import warnings
@@ -16,6 +17,8 @@ PREVIEW_APIS_IN_USE = (
     "Function `Definitions.map_resolved_asset_specs`",
     # Raised inside Dagster and dagster-dbt themselves.
     "Parameter `include_sources` of function `AssetSelection.all`",
+    # `dagster dev` with our workspace.yaml, printed once per start: `dg dev` is advice, not a problem.
+    "Function `dev_command` is superseded",
 )
 
 

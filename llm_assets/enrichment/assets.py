@@ -1,8 +1,10 @@
 """Assets of the enrichment domain: the embedding gate model and `enriched/cases`.
 
-`enriched/cases` is a thin shell around `pipeline.enrich_cases`: it picks the curated cases its
-dates do not hold yet (`pipeline.plan_increment`), enriches them in one batch, MERGEs them per
-date, writes the cache and a signed audit bundle covering exactly them, publishes exactly them
+`enriched/cases` is a thin shell around `pipeline.enrich_by_version`: it picks the curated cases its
+dates do not hold yet, and the rows a newer production model version should decide
+(`pipeline.plan_increment`, `serving.rows_behind`), enriches them in one batch per model version
+(`models/production` and its rollout, `serving`), MERGEs them (one commit for all its dates),
+writes the cache and a signed audit bundle per date covering exactly them, publishes exactly them
 to `cases.enriched` once the Delta write and its blocking checks passed, and reports the checks
 per date.
 """
@@ -10,7 +12,7 @@ per date.
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import dagster as dg
@@ -22,15 +24,16 @@ from llm_assets.asset_keys import (
     CURATED_CASES,
     EMBEDDING_GATE,
     ENRICHED_CASES,
+    GATE_TRAINING_EXAMPLES,
     EVALUATION_RATINGS,
     KB_DOCUMENTS,
     KB_INDEX,
+    MODELS_PRODUCTION,
     RESULT_CACHE,
 )
-from llm_assets.automation import build_daily_derived
-from llm_assets.enrichment import audit, llm_enricher, model_versions, pipeline, quality
+from llm_assets.automation import DEFAULT_LOOKBACK_DAYS, build_daily_derived, build_refresh_after_update_of
+from llm_assets.enrichment import audit, gate_evaluation, llm_enricher, model_versions, pipeline, quality, serving
 from llm_assets.enrichment.gate import (
-    DEFAULT_THRESHOLD,
     GateModel,
     GateNotFound,
     load_gate,
@@ -39,21 +42,46 @@ from llm_assets.enrichment.gate import (
     train_gate,
     training_examples,
 )
+from llm_assets.distillation import assets as distillation
+from llm_assets.distillation.retraining import training_rows
 from llm_assets.enrichment.redaction import redact_cached
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
 from llm_assets.metadata import frame_table, markdown_table
-from llm_assets.partitions import check_outputs, daily_partitions, partition_check_evaluation
+from llm_assets.models import production as production_record
+from llm_assets.models.production import ProductionState
+from llm_assets.models.registry import (
+    RegisteredModel,
+    RegistryError,
+    check_runnable,
+    check_unchanged,
+    load_registry,
+    resolve_endpoint,
+    row_model_version,
+    row_prompt_version,
+)
+from llm_assets.monitoring import plots
+from llm_assets.partitions import (
+    check_outputs,
+    daily_partitions,
+    partition_check_evaluation,
+    target_materializations,
+)
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.kafka import KafkaResource
-from llm_assets.resources.llm import LLMResource
+from llm_assets.resources.llm import LLMResource, LLMServerUnavailable
 from llm_assets.resources.milvus import MilvusResource
 from llm_assets.resources.signing import AuditSigner
 
+# Days back that a promotion in models/production re-enriches through automation (older days: a backfill).
+REENRICHMENT_LOOKBACK_DAYS = DEFAULT_LOOKBACK_DAYS
 
-@dg.asset(key=EMBEDDING_GATE, deps=[KB_DOCUMENTS], kinds={"scikit-learn", "sentence-transformers"},
-          group_name="models", automation_condition=dg.AutomationCondition.eager())
+
+@dg.asset(key=EMBEDDING_GATE, deps=[KB_DOCUMENTS, GATE_TRAINING_EXAMPLES], kinds={"scikit-learn", "sentence-transformers"},
+          group_name="models",
+          # New distilled examples retrain the gate through `gate_retraining_sensor` (once enough arrived).
+          automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(GATE_TRAINING_EXAMPLES)))
 def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, embedder: EmbedderResource,
                    artifacts: ArtifactStore):
     """The embedding gate: a classifier on sentence embeddings of redacted case texts.
@@ -63,20 +91,40 @@ def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, e
     threshold, `enriched/cases` skips the LLM for that case (route `gate`). Each training
     is stored in the artifact store under `models/embedding_gate/<version>/` with its metadata;
     `enriched/cases` loads the `gate_version` of this asset's latest materialization.
+
+    Distillation: the LLM-taught examples of `models/gate_training_examples` join the training
+    set. A retrained candidate replaces the serving gate only if its gated accuracy on the
+    held-out golden split does not fall; otherwise this materialization keeps the serving
+    `gate_version` and says why (`held_out_verdict`).
     """
     chunks = delta.read(KB_DOCUMENTS)
     resolved = chunks.filter(pl.col("type") == "resolved_case").to_dicts() if chunks.height else []
     ratings = delta.read(EVALUATION_RATINGS) if delta.exists(EVALUATION_RATINGS) else pl.DataFrame()
-    extra = [(t, lab) for t, lab in ratings.select("text", "label").iter_rows()] if {"text", "label"} <= set(
-        ratings.columns) else []
+    distilled, distilled_version = distillation.read_training_examples(delta)
+    resolved, extra, sources = training_rows(resolved, ratings, distilled)
     examples = training_examples(resolved, extra)
     if not examples.texts:
         raise dg.Failure("kb/documents has no labelled resolved cases to train the embedding gate on")
     texts = [redact_cached(t) for t in examples.texts]
+    golden_dir = settings.sample_data_dir() / "golden"
+    calibration = gate_evaluation.labelled_set("calibration", golden_dir)
+    calibration_texts = [redact_cached(t) for t in calibration.texts]
     model = train_gate(embedder.encode(texts), examples.labels, texts_sha256=texts_fingerprint(texts),
-                       source_description=f"{len(resolved)} KB resolved cases + {len(extra)} analyst ratings")
+                       source_description=" + ".join(f"{n} {k.replace('_', ' ')}" for k, n in sources.items()),
+                       calibration_embeddings=embedder.encode(calibration_texts),
+                       calibration_labels=calibration.labels,
+                       calibration_sha256=texts_fingerprint(calibration_texts))
+    verdict, serving = distillation.held_out_verdict(context, embedder, artifacts, model)
+    guard = distillation.verdict_metadata(verdict, distilled_version, sources)
+    if not verdict.accepted:  # the serving version stays: enriched/cases reads gate_version from here
+        context.log.warning(f"candidate gate {model.version} rejected: {verdict.reason}")
+        return dg.MaterializeResult(data_version=dg.DataVersion(serving.version), metadata={
+            "gate_version": serving.version, "candidate_gate_version": model.version, **guard})
     folder = save_gate(model, artifacts)
     cv = model.metadata.get("cross_validation", {})
+    golden = gate_evaluation.golden_report(
+        model, [gate_evaluation.labelled_set(name, golden_dir) for name in gate_evaluation.SPLITS],
+        lambda batch: embedder.encode([redact_cached(t) for t in batch]))
     # enriched/cases reads gate_version from this materialization: lineage, not a folder scan.
     return dg.MaterializeResult(data_version=dg.DataVersion(model.version), metadata={
         "gate_version": model.version,
@@ -84,18 +132,32 @@ def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, e
         "training_examples": len(texts),
         "label_counts": dg.MetadataValue.json(model.metadata["label_counts"]),
         "cross_validation": dg.MetadataValue.json(cv),
+        "target_precision": model.metadata["target_precision"],
+        "thresholds": dg.MetadataValue.json(model.metadata["thresholds"]),
+        "calibration": dg.MetadataValue.json(model.metadata["calibration"]),
+        "golden_splits": markdown_table(gate_evaluation.REPORT_HEADER, gate_evaluation.report_rows(model, golden)),
+        **{f"{split}_{k}": float(v) for split, m in golden.items()
+           for k, v in m.items() if k in ("gated_share", "gated_accuracy", "accuracy", "ece") and v is not None},
+        **({"calibration_ece": float(model.metadata["calibration"]["ece"])}
+           if model.metadata["calibration"]["ece"] is not None else {}),
+        **guard,
     })
 
 
 class EnrichmentConfig(dg.Config):
-    gate_threshold: float = Field(default=DEFAULT_THRESHOLD, description="gate confidence that skips the LLM")
+    gate_threshold: float | None = Field(
+        default=None, description="one gate confidence that skips the LLM for every label; empty: the gate's "
+                                  "per-label thresholds, calibrated for its target precision")
     use_gate: bool = Field(default=True, description="false: every uncached case goes to the LLM")
     use_cache: bool = Field(default=True, description="false: ignore the result cache (still refreshes it)")
     top_k: int = Field(default=4, description="KB chunks retrieved per case")
     max_fallback_rate: float = Field(default=0.05, description="above it the fallback-rate check warns")
     publish: bool = Field(default=True, description="publish the rows this run writes to cases.enriched")
     call_mode: str = Field(default="combined", description="combined: one LLM call per case; per_skill: three "
-                                                           "(summarize, classify, propose actions)")
+                                                           "(summarize, classify, propose actions); before the "
+                                                           "first promotion only (a registry version has its own)")
+    registry_path: str = Field(default="", description="model registry YAML that production's versions are looked "
+                                                       "up in; empty = llm_assets/models/registry.yaml")
     full_refresh: bool = Field(
         default=False,
         description="Re-enrich every curated case of the run's dates (backfills; model, prompt, KB index or gate "
@@ -188,6 +250,9 @@ class _DateOutcome:
     version_checked: int | None  # the version the checks judged: the one written, else the one read
     partition_rows: int
     evaluations: dict[str, tuple[bool, dict]]
+    re_enriched: int = 0         # rows written again because another model version serves them now
+    version_mix: list[tuple] = field(default_factory=list)  # serving.version_mix of the date's snapshot
+    behind: int = 0              # rows of the snapshot another model version serves (the next run's work)
     bundle_uri: str | None = None
     published: int = 0
 
@@ -195,16 +260,19 @@ class _DateOutcome:
         return [name for name, (passed, _) in self.evaluations.items() if not passed and name not in WARN_CHECKS]
 
 
-def _keys(delta: DeltaLakeStorage, key: dg.AssetKey, version: int | None, days: list[str]) -> pl.DataFrame:
-    """(event_date, event_id, source_sha256) of the dates at `version`; a null hash where the table
-    has no hash column yet (an enriched table from before: those rows are enriched once more)."""
-    schema = {"event_date": pl.String, "event_id": pl.String, pipeline.SOURCE_HASH: pl.String}
+def _keys(delta: DeltaLakeStorage, key: dg.AssetKey, version: int | None, days: list[str],
+          extra: tuple[str, ...] = ()) -> pl.DataFrame:
+    """(event_date, event_id, source_sha256, *extra) of the dates at `version`; a null hash where the
+    table has no hash column yet (an enriched table from before: those rows are enriched once more)."""
+    schema = {"event_date": pl.String, "event_id": pl.String, pipeline.SOURCE_HASH: pl.String,
+              **{name: pl.String for name in extra}}
     if version is None:
         return pl.DataFrame(schema=schema)
     scan = delta.scan(key, version=version)
     hashed = pipeline.SOURCE_HASH in scan.collect_schema().names()
     hash_column = pl.col(pipeline.SOURCE_HASH) if hashed else pl.lit(None, dtype=pl.String).alias(pipeline.SOURCE_HASH)
-    return scan.filter(pl.col("event_date").is_in(days)).select("event_date", "event_id", hash_column).collect()
+    return (scan.filter(pl.col("event_date").is_in(days)).select("event_date", "event_id", hash_column, *extra)
+            .collect())
 
 
 def _curated_rows(delta: DeltaLakeStorage, version: int | None, todo: pl.DataFrame) -> pl.DataFrame:
@@ -217,60 +285,160 @@ def _curated_rows(delta: DeltaLakeStorage, version: int | None, todo: pl.DataFra
             .collect().sort("event_date", "event_id"))
 
 
-def _snapshot(delta: DeltaLakeStorage, version: int | None, day: str, written_ids: list[str]):
-    """The date at `version`: (event_id, route) of every row, and the full rows this run wrote."""
-    if version is None:
-        empty = pl.DataFrame(schema=pipeline.ENRICHED_SCHEMA)
-        return empty.select("event_id", "route"), empty
-    scan = delta.scan(ENRICHED_CASES, version=version).filter(pl.col("event_date") == day)
-    partition = scan.select("event_id", "route").collect()
-    written = (scan.filter(pl.col("event_id").is_in(written_ids)).collect() if written_ids
-               else pl.DataFrame(schema=pipeline.ENRICHED_SCHEMA))
-    return partition, written
+def _snapshots(delta: DeltaLakeStorage, version_by_day: dict[str, int | None],
+               written_ids: list[str]) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
+    """Each date at its version: (event_id, route, model_version) of every row, and the full rows this
+    run wrote; one scan per version, not per date."""
+    empty = pl.DataFrame(schema=pipeline.ENRICHED_SCHEMA)
+    found = {day: (empty.select("event_id", "route", "model_version"), empty)
+             for day, version in version_by_day.items() if version is None}
+    for version in {v for v in version_by_day.values() if v is not None}:
+        group = [day for day, v in version_by_day.items() if v == version]
+        scan = delta.scan(ENRICHED_CASES, version=version).filter(pl.col("event_date").is_in(group))
+        partition = scan.select("event_date", "event_id", "route", "model_version").collect()
+        written = scan.filter(pl.col("event_id").is_in(written_ids)).collect() if written_ids else empty
+        for day in group:
+            found[day] = (partition.filter(pl.col("event_date") == day).drop("event_date"),
+                          written.filter(pl.col("event_date") == day))
+    return found
+
+
+def _registered_versions(config: EnrichmentConfig, history: pl.DataFrame,
+                         names: set[str]) -> dict[str, RegisteredModel]:
+    """The registry entries of the production versions this run serves, as they were promoted.
+
+    A name the registry lost, a version whose content changed since its promotion (versions are
+    immutable) or whose prompts the code no longer builds fails the run before anything is
+    written: enriching with something else under the promoted name would falsify provenance.
+    """
+    if not names:  # nothing promoted: the registry is not read at all
+        return {}
+    try:
+        registry = load_registry(config.registry_path or None)
+    except RegistryError as exc:
+        raise dg.Failure(f"models/production serves {sorted(names)}, but the model registry cannot be read: "
+                         f"{exc}") from exc
+    found = {}
+    for name in sorted(names):
+        if name not in registry:
+            raise dg.Failure(f"models/production serves {name}, which the model registry does not hold "
+                             f"({config.registry_path or 'llm_assets/models/registry.yaml'}): restore its entry "
+                             f"or promote (roll back to) another version")
+        model = registry[name]
+        promoted = history.filter(pl.col("version") == name)["registry_fingerprint"].drop_nulls()
+        try:
+            check_runnable(model)
+            check_unchanged(model, promoted[-1] if promoted.len() else None)
+        except RegistryError as exc:
+            raise dg.Failure(f"models/production serves {name}, but it cannot run as promoted: {exc}") from exc
+        found[name] = model
+    return found
+
+
+def _transport(model: RegisteredModel, llm: LLMResource) -> LLMResource:
+    """The transport of a registry version: the run's own `llm` when it points at the same server
+    and model, else one with its tuning aimed at the version's endpoint, checked like the run's
+    own transport is at setup (a server that is down fails the run before anything is written)."""
+    base_url = resolve_endpoint(model)
+    if model.backend == "server" and not base_url:
+        raise dg.Failure(f"production model version {model.name} is served at {model.endpoint}, which is not set "
+                         f"here: set it, or promote (roll back to) another version")
+    transport = llm.with_endpoint(model.backend, base_url, model.model)
+    if transport is not llm and model.backend == "server":
+        try:
+            transport.check_health()
+        except LLMServerUnavailable as exc:
+            raise dg.Failure(f"production model version {model.name}: {exc}") from exc
+    return transport
+
+
+@dataclass
+class _Serving:
+    """What decides this run's cases: per model version that serves some of them (a registry name,
+    or None for the env-derived backend), its strategy, its backend and its transport."""
+
+    strategies: dict[str | None, pipeline.Strategy]
+    backends: dict[str | None, str]
+    transports: dict[str | None, LLMResource]
+
+    def versions(self) -> dict[str | None, pipeline.Versions]:
+        return {key: strategy.versions for key, strategy in self.strategies.items()}
 
 
 def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, delta: DeltaLakeStorage,
                    llm: LLMResource, milvus: MilvusResource, embedder: EmbedderResource, artifacts: ArtifactStore,
-                   batches: list[int]):
-    """The run's versions and `enrich(cases)`, bound to the resources (only when there is work:
-    an empty increment opens neither Milvus nor the LLM)."""
+                   batches: list[int], history: pl.DataFrame, served: set[str | None]):
+    """What serves the run's cases (`_Serving`) and `enrich(cases, served_by)`, bound to the resources
+    (only when there is work: an empty increment opens neither Milvus nor an LLM).
+
+    `served`: the model versions the cases need (`serving.served_by`). None is the env-derived
+    backend (nothing promoted yet): `llm` as configured, `call_mode` from the run config. A
+    registry version brings its own backend, endpoint, model, call mode and generation parameters.
+    """
     kb_version = current_kb_index_version(milvus) or "none"
     gate = _materialized_gate(context, artifacts) if config.use_gate else None
-    named = model_versions.versions_for(llm_enricher.describe(
-        llm, call_mode=config.call_mode, gate_version=gate.version if gate else None))
-    versions = pipeline.Versions(model_version=named.model_version, prompt_version=named.prompt_version,
-                                 kb_index_version=kb_version, gate_version=gate.version if gate else None)
+    gate_version = gate.version if gate else None
+    registered = _registered_versions(config, history, {name for name in served if name is not None})
+
+    def counted(enricher: llm_enricher.LLMEnricher):
+        def send_to_llm(cases):
+            batches.append(len(cases))  # one batch per model version and run, whatever the number of dates
+            return enricher(cases)
+        return send_to_llm
+
+    strategies, backends, transports = {}, {}, {}
+    for key in sorted(served, key=lambda k: k or ""):
+        if key is None:
+            named = model_versions.versions_for(llm_enricher.describe(llm, call_mode=config.call_mode,
+                                                                      gate_version=gate_version))
+            versions = pipeline.Versions(model_version=named.model_version, prompt_version=named.prompt_version,
+                                         kb_index_version=kb_version, gate_version=gate_version)
+            transport = llm if llm.configured else None
+            enricher = llm_enricher.LLMEnricher(llm, call_mode=config.call_mode) if transport else None
+            backends[key] = llm_enricher.model_backend(llm)
+        else:
+            model = registered[key]
+            versions = pipeline.Versions(model_version=row_model_version(model, gate_version),
+                                         prompt_version=row_prompt_version(model), kb_index_version=kb_version,
+                                         gate_version=gate_version)
+            transport = None if model.backend == "local" else _transport(model, llm)
+            enricher = llm_enricher.LLMEnricher(transport, call_mode=model.call_mode, max_tokens=model.max_tokens,
+                                                temperature=model.temperature) if transport else None
+            backends[key] = model.backend
+        strategies[key] = pipeline.Strategy(versions, counted(enricher) if enricher else None)
+        if transport is not None:
+            transports[key] = transport
 
     def retrieve_context(vectors) -> list[list[dict]]:
         hits = retrieve_by_vectors(milvus, vectors, top_k=config.top_k)
         return [[{"doc_id": h.doc_id, "type": h.type, "label": h.label, "content": redact_cached(h.content)}
                  for h in chunk_hits] for chunk_hits in hits]
 
-    enricher = llm_enricher.LLMEnricher(llm, call_mode=config.call_mode) if llm.configured else None
-
-    def send_to_llm(cases):
-        batches.append(len(cases))  # one batch per run, whatever the number of dates
-        return enricher(cases)
-
-    def enrich(cases: pl.DataFrame) -> pipeline.EnrichmentRun:
-        return pipeline.enrich_cases(
-            cases, versions=versions, retrieve=retrieve_context, embed=embedder.encode, gate=gate,
-            gate_threshold=config.gate_threshold, llm=send_to_llm if enricher else None,
+    def enrich(cases: pl.DataFrame, served_by: list[str | None]) -> pipeline.EnrichmentRun:
+        return pipeline.enrich_by_version(
+            cases, served_by=served_by, strategies=strategies, retrieve=retrieve_context, embed=embedder.encode,
+            gate=gate, gate_threshold=config.gate_threshold,
             cache_lookup=(lambda keys: _cached_results(delta, keys)) if config.use_cache else None)
 
-    return versions, enrich
+    return _Serving(strategies, backends, transports), enrich
 
 
 @dg.asset(
     key=ENRICHED_CASES,
-    deps=[CURATED_CASES, KB_INDEX, EMBEDDING_GATE],
+    # models/production is read when present (nothing promoted yet: the env-derived backend), so its
+    # absence holds nothing back, and a promotion re-enriches the lookback's days (older: a backfill).
+    deps=[CURATED_CASES, KB_INDEX, EMBEDDING_GATE, MODELS_PRODUCTION],
     partitions_def=daily_partitions,
     check_specs=ENRICHED_CHECKS,
     kinds={"vllm", "milvus", "delta", "kafka"},
     group_name="enrichment",
     op_tags={"llm_assets/stage": "enrichment", **_gpu_op_tags()},
     pool="llm",  # LLM work, one step at a time locally: dagster.yaml `concurrency.pools`
-    automation_condition=build_daily_derived(ignore_updates_of=[KB_INDEX, EMBEDDING_GATE]),  # versions: full_refresh
+    automation_condition=(
+        build_daily_derived(ignore_updates_of=[KB_INDEX, EMBEDDING_GATE, MODELS_PRODUCTION],  # versions: full_refresh
+                            may_be_missing=[MODELS_PRODUCTION])
+        | build_refresh_after_update_of([MODELS_PRODUCTION], lookback_days=REENRICHMENT_LOOKBACK_DAYS,
+                                        may_be_missing=[MODELS_PRODUCTION])),
     # A range run (a sensor batch over several dates, a backfill) sends all its dates' cases as one LLM batch.
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
@@ -281,7 +449,7 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
 
     Incremental: a run enriches only the curated cases of its dates that `enriched/cases` does not
     hold as they are (anti-join on `event_id` + the curated row's `source_sha256`, kept on each
-    enriched row), MERGEs them on `event_id` (one MERGE per date), writes a signed audit bundle
+    enriched row), MERGEs them on `event_id` (one MERGE for all its dates), writes a signed audit bundle
     covering exactly them and publishes exactly them to `cases.enriched`, after the write and its
     blocking checks passed. Rows already written are never rewritten: their route, `enriched_at`
     and provenance stay. A run with nothing new calls no LLM, publishes nothing and writes no
@@ -297,47 +465,77 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     result cache with its original route and `served_from_cache` set, without new work.
     PII is redacted before anything else sees the text. The checks are evaluated here per date,
     on the `enriched/cases` version written and the `curated/cases` version read.
+
+    Enrichment follows production: once a version of the model registry was promoted in
+    `models/production`, it decides the cases (its backend, endpoint, model, prompts and
+    parameters; `model_version` starts with its registry name). During a gradual rollout at share
+    s, the cases whose `event_id` hash falls in s get the new version and the rest keep the
+    previous one (the same cases on every run). Rows that another version serves now (after a
+    promotion, a rollback or a larger share) are enriched again by the next run of their date,
+    and a promotion makes automation run the days of the last 7 (older days: a backfill); the
+    other rows stay as they are. Before the first promotion the environment decides
+    (`LLM_BASE_URL` set: the server, else the local strategy). The `model_versions` table of the
+    metadata shows the split per date and the rows still behind.
     """
     days = list(context.partition_keys)
     signing_key = audit_signer.signing_key  # resolved when the resource was set up, before any write
     curated_version = delta.version(CURATED_CASES)  # the snapshot this run enriches and its checks judge
     curated_keys = _keys(delta, CURATED_CASES, curated_version, days)
     read_version = delta.version(ENRICHED_CASES)  # after curated's: everything in it was enriched from what we read
-    stored = _keys(delta, ENRICHED_CASES, read_version, days)
-    todo = curated_keys if config.full_refresh else pipeline.plan_increment(curated_keys, stored)
+    stored = _keys(delta, ENRICHED_CASES, read_version, days, extra=("model_version",))
+    history = production_record.history(delta)  # the promotions; nothing promoted: the env-derived backend
+    state = production_record.state_from_history(history)
+    behind = serving.rows_behind(state, stored)  # rows another model version serves now
+    todo = curated_keys if config.full_refresh else pipeline.plan_increment(curated_keys, stored,
+                                                                            behind["event_id"].to_list())
     cases = _curated_rows(delta, curated_version, todo)
 
     batches: list[int] = []
-    versions, run = None, None
+    served, run = None, None
     if cases.height:
-        versions, enrich = _bind_pipeline(context, config, delta, llm, milvus, embedder, artifacts, batches)
-        run = enrich(cases)  # every date of the run in one batch
+        served_by = serving.served_by(state, cases["event_id"].to_list())
+        served, enrich = _bind_pipeline(context, config, delta, llm, milvus, embedder, artifacts, batches,
+                                        history, set(served_by))
+        run = enrich(cases, served_by)  # every date of the run in one batch per model version
         if run.new_cache_rows:
             delta.merge(RESULT_CACHE, pipeline.rows_frame(run.new_cache_rows, pipeline.CACHE_SCHEMA), ["cache_key"])
     rows = run.rows if run else []
     known = set(stored["event_id"].to_list())
+    behind_ids = set(behind["event_id"].to_list())
     mode = "full_refresh" if config.full_refresh else "incremental"
 
+    # One MERGE for all the run's dates (they are in its predicate: runs of other dates never conflict),
+    # one scan per version judged and one publish: a 30-day backfill pays for each once, not per date.
+    rows_by_day = {day: [r for r in rows if r["event_date"] == day] for day in days}
+    merged = days if (config.full_refresh and read_version is not None) else [d for d in days if rows_by_day[d]]
+    version_written, deleted = None, {}
+    if merged:
+        # merge_schema: a table from before a new column (source_sha256) gains it on its next write.
+        result = delta.merge(ENRICHED_CASES, pipeline.rows_frame(rows, pipeline.ENRICHED_SCHEMA), ["event_id"],
+                             partition_column="event_date", partition_value=merged,
+                             delete_unmatched=config.full_refresh, merge_schema=True)
+        version_written = result["version"]
+        if config.full_refresh and result["deleted"]:  # per date: the rows read that the refresh did not write
+            deleted = {d: stored.filter((pl.col("event_date") == d) & ~pl.col("event_id").is_in(
+                [r["event_id"] for r in rows_by_day[d]])).height for d in merged}
+    checked = {day: version_written if day in merged else read_version for day in days}
+    snapshots = _snapshots(delta, checked, [r["event_id"] for r in rows])
     outcomes = []
     for day in days:
-        day_rows = [r for r in rows if r["event_date"] == day]
-        version_written, deleted = None, 0
-        if day_rows or (config.full_refresh and read_version is not None):
-            # merge_schema: a table from before a new column (source_sha256) gains it on its next write.
-            result = delta.merge(ENRICHED_CASES, pipeline.rows_frame(day_rows, pipeline.ENRICHED_SCHEMA), ["event_id"],
-                                 partition_column="event_date", partition_value=day,
-                                 delete_unmatched=config.full_refresh, merge_schema=True)
-            version_written, deleted = result["version"], int(result["deleted"] or 0)
-        version = read_version if version_written is None else version_written
+        day_rows = rows_by_day[day]
         written_ids = [r["event_id"] for r in day_rows]
-        partition, written = _snapshot(delta, version, day, written_ids)
+        partition, written = snapshots[day]
         curated_ids = curated_keys.filter(pl.col("event_date") == day)["event_id"]
         new = sum(i not in known for i in written_ids)
         outcomes.append(_DateOutcome(
             day, curated_rows=curated_ids.len(), new=new, changed=len(written_ids) - new, rows=day_rows,
-            deleted=deleted, version_written=version_written, version_checked=version,
+            deleted=deleted.get(day, 0), version_written=version_written if day in merged else None,
+            version_checked=checked[day],
             partition_rows=partition.height,
-            evaluations=_evaluate(written, partition, curated_ids, config.max_fallback_rate)))
+            evaluations=_evaluate(written, partition, curated_ids, config.max_fallback_rate),
+            re_enriched=sum(i in behind_ids for i in written_ids),
+            version_mix=serving.version_mix(state, partition, written_ids),
+            behind=serving.rows_behind(state, partition).height))
 
     for o in outcomes:
         if o.rows:
@@ -349,32 +547,52 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
         if o.blocking_failures():
             context.log.error(f"{o.day}: not publishing to {settings.ENRICHED_TOPIC}: blocking checks failed "
                               f"{o.blocking_failures()}")
-        elif config.publish and o.rows:
-            kafka.produce_batch(settings.ENRICHED_TOPIC, [
-                (r["event_id"], json.dumps({**r, "enriched_at": r["enriched_at"].isoformat()}).encode())
-                for r in o.rows])
+    publishable = [o for o in outcomes if config.publish and o.rows and not o.blocking_failures()]
+    if publishable:  # one producer and one flush for every date that passed its checks
+        kafka.produce_batch(settings.ENRICHED_TOPIC, [
+            (r["event_id"], json.dumps({**r, "enriched_at": r["enriched_at"].isoformat()}).encode())
+            for o in publishable for r in o.rows])
+        for o in publishable:
             o.published = len(o.rows)
+    for o in outcomes:
         context.log.info(f"enriched/cases {o.day}: {len(o.rows)} cases written ({o.new} new, {o.changed} changed, "
                          f"{o.deleted} deleted), {o.published} published; curated/cases v{curated_version} -> "
                          f"enriched/cases " + (f"v{o.version_written}" if o.version_written is not None
                                                else "not written"))
 
-    yield dg.MaterializeResult(metadata=_metadata(outcomes, run, versions, batches, llm, mode, curated_version,
+    yield dg.MaterializeResult(metadata=_metadata(outcomes, run, served, batches, state, mode, curated_version,
                                                   read_version))
     yield from _check_evaluations(context, outcomes, curated_version)
 
 
-def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, versions: pipeline.Versions | None,
-              batches: list[int], llm: LLMResource, mode: str, curated_version: int | None,
+def _production_metadata(state: ProductionState, outcomes: list[_DateOutcome]) -> dict:
+    """What production serves (version, previous version, share) and the model versions of each
+    date's rows after the write: a rollout's split, and the rows still behind (the next run's work)."""
+    mix = [(o.day, *row) for o in outcomes for row in o.version_mix]
+    return {
+        "production": dg.MetadataValue.json({
+            "version": state.version or f"nothing promoted: {serving.ENV_BACKEND}", "previous_version":
+            state.previous_version, "rollout_share": state.rollout_share, "promoted_at": state.promoted_at}),
+        "rollout_share": state.rollout_share,
+        "model_versions": markdown_table(["event_date", "model_version", "serves as", "configured share", "rows",
+                                          "share of rows", "written by this run"], mix),
+        "re_enriched_for_production": sum(o.re_enriched for o in outcomes),
+        "rows_behind_production": sum(o.behind for o in outcomes),
+    }
+
+
+def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, served: _Serving | None,
+              batches: list[int], state: ProductionState, mode: str, curated_version: int | None,
               read_version: int | None) -> dict:
     written = sum(len(o.rows) for o in outcomes)
     by_date = pl.DataFrame([{
         "event_date": o.day, "curated_rows": o.curated_rows, "written": len(o.rows), "new": o.new,
-        "changed": o.changed, "deleted": o.deleted, "published": o.published, "enriched_rows": o.partition_rows,
+        "changed": o.changed, "re_enriched": o.re_enriched, "deleted": o.deleted, "published": o.published,
+        "enriched_rows": o.partition_rows, "behind_production": o.behind,
         "enriched_version_written": o.version_written} for o in outcomes],
         schema={"event_date": pl.String, "curated_rows": pl.Int64, "written": pl.Int64, "new": pl.Int64,
-                "changed": pl.Int64, "deleted": pl.Int64, "published": pl.Int64, "enriched_rows": pl.Int64,
-                "enriched_version_written": pl.Int64})
+                "changed": pl.Int64, "re_enriched": pl.Int64, "deleted": pl.Int64, "published": pl.Int64,
+                "enriched_rows": pl.Int64, "behind_production": pl.Int64, "enriched_version_written": pl.Int64})
     bundles = {o.day: o.bundle_uri for o in outcomes if o.bundle_uri}
     metadata = {
         "mode": mode,
@@ -386,6 +604,7 @@ def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, 
         "enriched_cases_versions_written": dg.MetadataValue.json({o.day: o.version_written for o in outcomes}),
         "by_date": frame_table(by_date, limit=by_date.height),
         "llm_batches": len(batches),
+        **_production_metadata(state, outcomes),
     }
     if len(bundles) == 1:
         metadata["audit_bundle"] = dg.MetadataValue.path(next(iter(bundles.values())))
@@ -393,32 +612,48 @@ def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, 
         metadata["audit_bundles"] = dg.MetadataValue.json(bundles)
     if len(outcomes) == 1:  # a range run's metadata is shared by its partitions: no per-partition count then
         metadata["dagster/row_count"] = outcomes[0].partition_rows
-    if run is None or versions is None:
+    if run is None or served is None:
         return metadata
     frame = pipeline.rows_frame(run.rows, pipeline.ENRICHED_SCHEMA)
     labels = Counter(r["label"] for r in run.rows)
+    versions = served.versions()
+    # One version: plain values as before; a rollout run: a value per serving version.
+    one = next(iter(versions.values())) if len(versions) == 1 else None
+
+    def per_version(value) -> str | dg.MetadataValue:
+        if one is not None:
+            return value(next(iter(versions)), one)
+        return dg.MetadataValue.json({key or serving.ENV_BACKEND: value(key, v) for key, v in versions.items()})
+
+    transports = {key or serving.ENV_BACKEND: t.stats() for key, t in served.transports.items()}
     return {
         **metadata,
-        "backend": llm_enricher.model_backend(llm),
-        "model_version": versions.model_version,
-        "prompt_version": versions.prompt_version,
-        "kb_index_version": versions.kb_index_version,
-        "gate_version": versions.gate_version or "none",
+        "backend": per_version(lambda key, _: served.backends[key]),
+        "model_version": per_version(lambda _, v: v.model_version),
+        "prompt_version": per_version(lambda _, v: v.prompt_version),
+        "kb_index_version": next(iter(versions.values())).kb_index_version,
+        "gate_version": next(iter(versions.values())).gate_version or "none",
         "routes": markdown_table(["route", "decided now", "served from cache", "cases"], run.route_table()),
+        "plot_routes": dg.MetadataValue.md(plots.markdown_image(plots.stacked_bars(
+            [route for route, *_ in run.route_table()],
+            {"decided now": [now for _, now, _, _ in run.route_table()],
+             "served from cache": [cached for _, _, cached, _ in run.route_table()]},
+            f"Routes of the {len(run.rows)} cases of this run", "cases"), "cases by route")),
         "served_from_cache": run.served_from_cache,
         "served_from_cache_share": round(run.served_from_cache_share(), 4),
         "labels": markdown_table(["label", "cases"], sorted(labels.items())),
-        "gate_threshold": run.gate_threshold,
+        "gate_threshold": "per label" if run.gate_threshold is None else run.gate_threshold,
         "gated_share_of_uncached": round(run.gated_share, 4),
         "llm_calls_per_case": round(run.calls_per_case(), 4),
         **run.llm_stats.as_metadata(),
         "llm_errors_by_kind": dg.MetadataValue.md(run.llm_stats.errors_markdown()),
-        **({"llm_transport": dg.MetadataValue.json(llm.stats())} if llm.configured else {}),
+        **({"llm_transport": dg.MetadataValue.json(next(iter(transports.values())) if len(transports) == 1
+                                                   else transports)} if transports else {}),
         "fallback_reasons": dg.MetadataValue.json(dict(run.fallback_reasons)),
         "pii_redacted": dg.MetadataValue.json(dict(run.redactions)),
         "cache_rows_added": len(run.new_cache_rows),
         "preview": frame_table(frame.select("event_id", "event_date", "route", "served_from_cache", "label",
-                                            "confidence", "severity", "summary")),
+                                            "confidence", "severity", "model_version", "summary")),
     }
 
 
@@ -427,6 +662,7 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
     """One evaluation per check and date (a range run's plain check result would have no partition),
     then the check outputs Dagster expects (downstream steps wait on the blocking ones)."""
     selected = {key.name for key in context.selected_asset_check_keys}
+    targets = target_materializations(context, ENRICHED_CASES, [o.day for o in outcomes]) if selected else {}
     for o in outcomes:
         judged = {"partition": o.day, "enriched_cases_version": -1 if o.version_checked is None else o.version_checked,
                   "curated_cases_version": -1 if curated_version is None else curated_version}
@@ -440,5 +676,6 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
                 context, asset_key=ENRICHED_CASES, check_name=name, partition=o.day, passed=passed,
                 metadata={**judged, **scope, **{k: dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v
                                                  for k, v in details.items()}},
-                severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR, blocking=not warn)
+                severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR, blocking=not warn,
+                targets=targets)
     yield from check_outputs(context)

@@ -12,14 +12,18 @@ keeps the route of the result it reuses and has `served_from_cache` set. The Dag
 the callables to resources; the benchmarks call `enrich_cases` directly.
 
 `plan_increment` decides which curated cases a run enriches: the ones enriched does not hold as
-they are (anti-join on `event_id` + the curated row's `source_sha256`, which each enriched row keeps).
+they are (anti-join on `event_id` + the curated row's `source_sha256`, which each enriched row keeps),
+and the ones whose row a newer production model version should decide (`serving.rows_behind`).
+
+`enrich_by_version` runs one `enrich_cases` per model version when a rollout splits the cases
+between two versions (each with its own versions, LLM and cache keys) and merges the runs.
 """
 
 import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -60,11 +64,13 @@ class EnrichmentRun:
     routes: Counter  # rows by route, cached or not
     redactions: Counter
     fallback_reasons: Counter
-    gate_threshold: float
+    gate_threshold: float | None  # None: the gate's per-label thresholds
     gated_share: float = 0.0
     llm_calls: int = 0
     routes_from_cache: Counter = field(default_factory=Counter)
     extra: dict = field(default_factory=dict)
+    uncached: int = 0  # cases decided now (not served from the cache): what gated_share is a share of
+    llm_results: list[CaseResult] = field(default_factory=list)  # what llm_stats sums up
 
     def calls_per_case(self) -> float:
         return self.llm_calls / len(self.rows) if self.rows else 0.0
@@ -137,17 +143,23 @@ def _origins(cases: pl.DataFrame, day: str | None) -> list[_Origin]:
     return [_Origin(str(d), h) for d, h in zip(dates, hashes)]
 
 
-def plan_increment(curated_keys: pl.DataFrame, stored_keys: pl.DataFrame) -> pl.DataFrame:
+def plan_increment(curated_keys: pl.DataFrame, stored_keys: pl.DataFrame,
+                   re_enrich: Sequence[str] = ()) -> pl.DataFrame:
     """The curated (`event_date`, `event_id`, `source_sha256`) rows enriched does not hold as they are.
 
     An anti-join on `event_id` + `source_sha256`: a new case, a case whose curated content changed,
-    and a row written before enriched kept the hash (null) are enriched; the rest stay untouched.
+    and a row written before enriched kept the hash (null) are enriched; so are the cases of
+    `re_enrich` (rows a newer production model version should decide); the rest stay untouched.
     """
     keys = ["event_date", "event_id", SOURCE_HASH]
     if stored_keys.is_empty():
         return curated_keys.select(keys)
-    return curated_keys.select(keys).join(stored_keys.select(keys).unique(), on=keys, how="anti",
+    todo = curated_keys.select(keys).join(stored_keys.select(keys).unique(), on=keys, how="anti",
                                           nulls_equal=False)
+    if len(re_enrich):
+        todo = pl.concat([todo, curated_keys.select(keys).filter(
+            pl.col("event_id").is_in(list(re_enrich)) & ~pl.col("event_id").is_in(todo["event_id"].implode()))])
+    return todo
 
 
 def align_results(cases: Sequence[CaseContext], results: Sequence[CaseResult], origin: str) -> list[CaseResult]:
@@ -177,7 +189,7 @@ def enrich_cases(
     retrieve: Retriever,
     embed: Embedder,
     gate=None,
-    gate_threshold: float = 0.85,
+    gate_threshold: float | None = None,
     llm: LLMRunner | None = None,
     cache_lookup: CacheLookup | None = None,
 ) -> EnrichmentRun:
@@ -215,11 +227,15 @@ def enrich_cases(
     doc_ids = {i: [h["doc_id"] for h in contexts[i].retrieved] for i in todo}
 
     predictions: dict[int, tuple[str, float]] = {}
+    confident: set[int] = set()
     if todo and gate is not None:
-        for i, p in zip(todo, gate.predict(vectors)):
-            predictions[i] = (p.label, p.confidence)
+        # The gate's per-label thresholds decide (`gate_threshold`, when given, overrides them all).
+        for i, d in zip(todo, gate.decide(vectors, threshold=gate_threshold)):
+            predictions[i] = (d.label, d.confidence)
+            if d.gated:
+                confident.add(i)
 
-    gated = [i for i in todo if i in predictions and predictions[i][1] >= gate_threshold]
+    gated = [i for i in todo if i in confident]
     undecided = [i for i in todo if i not in set(gated)]
 
     for i, result in zip(gated, local_rules.enrich_locally([contexts[i] for i in gated],
@@ -269,6 +285,53 @@ def enrich_cases(
         routes=routes, redactions=redactions, fallback_reasons=reasons, gate_threshold=gate_threshold,
         gated_share=len(gated) / len(todo) if todo else 0.0,
         llm_calls=sum(r.calls for r in llm_results), routes_from_cache=from_cache,
+        uncached=len(todo), llm_results=list(llm_results),
+    )
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What decides the cases of one model version: the provenance its rows carry (and its cache
+    keys), and its LLM (None: the local strategy, rules plus the gate's classifier)."""
+
+    versions: Versions
+    llm: LLMRunner | None = None
+
+
+def enrich_by_version(cases: pl.DataFrame, *, served_by: Sequence[Hashable], strategies: Mapping[Hashable, Strategy],
+                      **common) -> EnrichmentRun:
+    """Enrich each case with the strategy of the model version that serves it (`served_by[i]` for
+    case i, a key of `strategies`): one `enrich_cases` per version, merged into one run whose rows
+    keep the cases' order. `common` goes to every `enrich_cases` (retrieve, embed, gate, cache...).
+
+    A rollout serves a share of the cases with the new version and the rest with the previous one;
+    each version has its own `model_version` / `prompt_version`, so its cache keys are its own.
+    """
+    if len(served_by) != cases.height:
+        raise ValueError(f"served_by has {len(served_by)} entries for {cases.height} cases")
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(served_by):
+        groups.setdefault(key, []).append(i)
+    runs = [(indices, enrich_cases(cases[indices], versions=strategies[key].versions, llm=strategies[key].llm,
+                                   **common))
+            for key, indices in groups.items()]
+    if len(runs) == 1:
+        return runs[0][1]
+    rows: list[dict | None] = [None] * cases.height
+    for indices, run in runs:
+        for i, row in zip(indices, run.rows):
+            rows[i] = row
+    parts = [run for _, run in runs]
+    uncached = sum(r.uncached for r in parts)
+    llm_results = [result for r in parts for result in r.llm_results]
+    return EnrichmentRun(
+        rows=[r for r in rows if r is not None], new_cache_rows=[c for r in parts for c in r.new_cache_rows],
+        llm_stats=BatchStats.from_results(llm_results), routes=sum((r.routes for r in parts), Counter()),
+        redactions=sum((r.redactions for r in parts), Counter()),
+        fallback_reasons=sum((r.fallback_reasons for r in parts), Counter()), gate_threshold=parts[0].gate_threshold,
+        gated_share=sum(r.gated_share * r.uncached for r in parts) / uncached if uncached else 0.0,
+        llm_calls=sum(r.llm_calls for r in parts), routes_from_cache=sum((r.routes_from_cache for r in parts), Counter()),
+        uncached=uncached, llm_results=llm_results,
     )
 
 

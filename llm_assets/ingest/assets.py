@@ -11,8 +11,9 @@ message with the pure contract (`contract.validate_values`) and writes
   written (Dagster still records the range's materialization for it); a run without any
   valid event of its dates materializes nothing;
 - every invalid message of the ranges to `raw/rejected_events` (unpartitioned), MERGEd on
-  (topic, partition, offset, message_sha256): a replay is the same row, and a different
-  message at an offset reused after the topic was recreated is a new one.
+  (topic, topic_id, partition, offset, message_sha256): a replay is the same row, and a
+  message at an offset reused after the topic was recreated is a new one (the broker's topic
+  id names the log's incarnation, so even the same bytes at the same offset count again).
 
 So a duplicate delivery is one row, a re-run writes nothing, and the valid events of a
 batch are never lost because of its invalid ones. Reading the batch once is what lets the
@@ -90,6 +91,7 @@ def read_batch(kafka: KafkaResource, config: KafkaBatchConfig, now: datetime) ->
     window = current_partition_window(config.last_partition_date)
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
     events, rejected, read = [], [], 0
+    topic_id = None  # the log's incarnation, asked for once, only when a message is rejected
     with contract.gc_paused():  # 100k messages read in bulk: no cyclic garbage, no GC passes
         for chunk in kafka.read_ranges(config.topic, ranges, chunk_size=READ_CHUNK):
             read += len(chunk.offsets)
@@ -97,9 +99,11 @@ def read_batch(kafka: KafkaResource, config: KafkaBatchConfig, now: datetime) ->
                                                window=window)
             events.append(contract.valid_events_frame(checked, topic=config.topic, partitions=chunk.partitions,
                                                       offsets=chunk.offsets, ingested_at=now))
+            if checked.rejected.height and topic_id is None:
+                topic_id = kafka.topic_id(config.topic) or ""
             rejected.append(contract.rejected_events_frame(
                 checked, topic=config.topic, partitions=chunk.partitions, offsets=chunk.offsets, keys=chunk.keys,
-                values=chunk.values, seen_at=now))
+                values=chunk.values, seen_at=now, topic_id=topic_id or ""))
     return ReadBatch(events=pl.concat(events) if events else contract.events_frame([]),
                      rejected=pl.concat(rejected) if rejected else contract.rejected_frame([]), messages_read=read,
                      read_seconds=time.perf_counter() - started)
@@ -181,8 +185,8 @@ def _stored_rejection_keys(delta: DeltaLakeStorage, config: KafkaBatchConfig) ->
     if not delta.exists(REJECTED_EVENTS):
         return empty
     table = delta.scan(REJECTED_EVENTS)
-    if "message_sha256" not in table.collect_schema().names():
-        return empty  # written before the identity included the content: the MERGE adds the column
+    if not set(contract.REJECTED_KEY_COLUMNS) <= set(table.collect_schema().names()):
+        return empty  # written before the identity included the content and the log: the MERGE adds them
     in_ranges = pl.lit(False)
     for r in config.ranges:
         in_ranges = in_ranges | ((pl.col("partition") == r.partition)
@@ -227,7 +231,8 @@ def write_rejected_events(context: dg.AssetExecutionContext, batch: ReadBatch, c
         dg.AssetSpec(
             REJECTED_EVENTS, kinds={"kafka", "delta"}, group_name="ingest",
             description="Dead letter of `events.raw`: every message that breaks the contract, one row per "
-                        "(topic, partition, offset, message_sha256 of key and value) with the key, the raw value "
+                        "(topic, topic_id of the log's incarnation, partition, offset, message_sha256 of key and "
+                        "value) with the key, the raw value "
                         "(base64) and a readable error. "
                         "Written by the same run as `raw/events` from the same read, MERGEd on its key and "
                         "never rewritten, so re-runs are idempotent."),

@@ -98,12 +98,15 @@ EVENT_CONTENT_COLUMNS = EVENT_COLUMNS
 DATE_COLUMNS = ("event_ts", "event_date")  # what the sensor needs
 
 REJECTED_EVENTS_SCHEMA: dict[str, pl.DataType] = {
-    "topic": pl.String(), "partition": pl.Int32(), "offset": pl.Int64(), "message_sha256": pl.String(),
-    "key": pl.String(), "value_b64": pl.String(), "error": pl.String(), "seen_at": pl.Datetime("us", "UTC"),
+    "topic": pl.String(), "topic_id": pl.String(), "partition": pl.Int32(), "offset": pl.Int64(),
+    "message_sha256": pl.String(), "key": pl.String(), "value_b64": pl.String(), "error": pl.String(),
+    "seen_at": pl.Datetime("us", "UTC"),
 }
-# Where the message was and what it said: a replay of the same message is the same dead letter,
-# a different message at an offset reused after the topic was recreated is a new one.
-REJECTED_KEY_COLUMNS = ("topic", "partition", "offset", "message_sha256")
+# Which log, where in it and what it said: a replay of the same message is the same dead letter; a
+# message at an offset reused after the topic was recreated is a new one, even with the same bytes
+# (a restarted local broker and a deterministic producer repeat them): the broker's topic id names
+# the log's incarnation.
+REJECTED_KEY_COLUMNS = ("topic", "topic_id", "partition", "offset", "message_sha256")
 
 
 @dataclass(frozen=True)
@@ -399,9 +402,10 @@ def message_sha256(key: bytes | None, value: bytes | None) -> str:
 
 
 def rejected_row(*, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                 reason: str, seen_at: datetime) -> dict:
+                 reason: str, seen_at: datetime, topic_id: str = "") -> dict:
     """The `raw/rejected_events` row of an invalid message (the value kept byte for byte)."""
-    return {"topic": topic, "partition": partition, "offset": offset, "message_sha256": message_sha256(key, value),
+    return {"topic": topic, "topic_id": topic_id, "partition": partition, "offset": offset,
+            "message_sha256": message_sha256(key, value),
             "key": key.decode("utf-8", "backslashreplace") if key is not None else None,
             "value_b64": base64.b64encode(value).decode("ascii") if value is not None else None,
             "error": reason, "seen_at": seen_at}
@@ -409,11 +413,12 @@ def rejected_row(*, topic: str, partition: int, offset: int, key: bytes | None, 
 
 def rejected_events_frame(checked: ValidatedValues, *, topic: str, partitions: Sequence[int],
                           offsets: Sequence[int], keys: Sequence[bytes | None], values: Sequence[bytes | None],
-                          seen_at: datetime) -> pl.DataFrame:
-    """The `raw/rejected_events` rows of a validated batch; the other arguments are per input value."""
+                          seen_at: datetime, topic_id: str = "") -> pl.DataFrame:
+    """The `raw/rejected_events` rows of a validated batch; `topic_id` names the log's incarnation, the
+    other arguments are per input value."""
     return rejected_frame(
         rejected_row(topic=topic, partition=partitions[i], offset=offsets[i], key=keys[i], value=values[i],
-                     reason=reason, seen_at=seen_at) for i, reason in checked.rejected.iter_rows())
+                     reason=reason, seen_at=seen_at, topic_id=topic_id) for i, reason in checked.rejected.iter_rows())
 
 
 def rejected_frame(rows: Iterable[dict]) -> pl.DataFrame:

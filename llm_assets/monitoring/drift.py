@@ -29,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
-from scipy.spatial import distance
+
+# scipy is imported where used: `scipy.stats` costs about 3 s, and every run (the sensor's micro-batches
+# too) imports this module with the code location.
 
 # Evidently's fixed AUC threshold and bootstrap rule for the `model` embedding method, the
 # usual PSI rule of thumb (0.1 moderate, 0.2 significant) and Evidently's JS threshold; the
@@ -172,6 +173,8 @@ def random_classifier_auc_quantile(scores: np.ndarray, n_current: int, *, quanti
     scores against `rounds` random choices of which rows are "current"."""
     n = len(scores)
     rng = np.random.default_rng(seed)
+    from scipy import stats
+
     ranks = np.broadcast_to(stats.rankdata(scores), (rounds, n))
     positives = np.argsort(rng.random((rounds, n)), axis=1)[:, :n_current]
     return float(np.quantile(_rank_auc(ranks, positives, n_current, n - n_current), quantile))
@@ -236,6 +239,8 @@ def chi2_p_value(reference_counts: np.ndarray, current_counts: np.ndarray) -> fl
     table = table[:, table.sum(axis=0) > 0]  # a label absent from both windows says nothing
     if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
         return 1.0
+    from scipy import stats
+
     return float(stats.chi2_contingency(table, correction=False).pvalue)
 
 
@@ -256,6 +261,8 @@ def label_mix_drift(reference_labels: Sequence[str], current_labels: Sequence[st
     r, c = _shares(r_counts), _shares(c_counts)
     psi = population_stability_index(r, c)
     p_value = chi2_p_value(r_counts, c_counts)
+    from scipy.spatial import distance
+
     js = float(distance.jensenshannon(r, c)) if r.sum() and c.sum() else 0.0
     js = 0.0 if math.isnan(js) else js
     return LabelMixDrift(psi=psi, js_distance=js, chi2_p_value=p_value, psi_threshold=settings.psi_threshold,
@@ -269,6 +276,8 @@ def label_mix_drift(reference_labels: Sequence[str], current_labels: Sequence[st
 # -- confidence drift ------------------------------------------------------------------------
 def confidence_drift(reference: Sequence[float], current: Sequence[float],
                      settings: DriftSettings = DriftSettings()) -> ConfidenceDrift:
+    from scipy import stats
+
     result = stats.ks_2samp(np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64))
     p = float(result.pvalue)
     return ConfidenceDrift(ks_statistic=float(result.statistic), p_value=p, alpha=settings.ks_alpha,

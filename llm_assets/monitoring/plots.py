@@ -1,4 +1,5 @@
-"""PNG plots of a drift report (matplotlib, Agg backend), with no Dagster import.
+"""PNG plots of a drift report and small charts for other metadata (matplotlib, Agg backend), with
+no Dagster import.
 
 Each function returns the PNG bytes of one small figure; `markdown_image` turns them into a
 markdown image with a base64 data URI, which the Dagster UI renders inside materialization
@@ -90,6 +91,19 @@ def embedding_plot(report: DriftReport) -> bytes | None:
     ax.set_xlabel("classifier's P(current) on held-out texts")
     ax.set_ylabel("density")
     ax.set_title(f"Texts: ROC AUC {emb.roc_auc:.3f} vs {emb.threshold:.3f} ({_verdict(emb.drifted)})", fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(plt, fig)
+
+
+def stacked_bars(categories: Sequence[str], stacks: dict[str, Sequence[float]], title: str, ylabel: str) -> bytes:
+    """One bar per category, stacked by series (e.g. `enriched/cases` routes: decided now / from cache)."""
+    plt, fig, ax = _figure()
+    bottom = np.zeros(len(categories))
+    for (name, values), color in zip(stacks.items(), (CURRENT_COLOR, REFERENCE_COLOR, "#4a90a4", "#8e6bb5")):
+        ax.bar(categories, values, 0.6, bottom=bottom, label=name, color=color)
+        bottom += np.asarray(values, dtype=float)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return _png(plt, fig)
 

@@ -31,9 +31,10 @@ class DeltaLakeStorage(dg.ConfigurableResource):
         return dict(self.storage_options) or None
 
     def merge(self, key: dg.AssetKey, df: pl.DataFrame, keys: Sequence[str], *, partition_column: str | None = None,
-              partition_value: str | None = None, delete_unmatched: bool = False,
+              partition_value: str | Sequence[str] | None = None, delete_unmatched: bool = False,
               merge_schema: bool = False) -> dict[str, int | None]:
-        """MERGE on `keys`; returns `inserted`, `updated`, `deleted` and the `version` committed."""
+        """MERGE on `keys` (into one partition, or several in one commit); returns `inserted`, `updated`,
+        `deleted` and the `version` committed."""
         return delta.merge_rows(df, self.uri(key), keys, partition_column=partition_column,
                                 partition_value=partition_value, storage_options=self._opts(),
                                 delete_unmatched=delete_unmatched, merge_schema=merge_schema)

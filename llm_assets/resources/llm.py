@@ -724,6 +724,22 @@ class LLMResource(dg.ConfigurableResource):
     _tls: ssl.SSLContext | None = PrivateAttr(default=None)
 
     # -- configuration -------------------------------------------------------------------------
+    def with_endpoint(self, backend: str, base_url: str | None, model: str | None) -> LLMResource:
+        """A transport to another endpoint or model with this one's tuning (timeouts, retries,
+        concurrency, breaker): what a caller needs to talk to a second server in the same run.
+
+        Itself when nothing differs (the breaker and concurrency limits stay shared). The API key
+        goes only to this resource's own server: a key is never sent to a server it was not set for.
+        """
+        wanted = NOT_CONFIGURED if backend == "local" else backend
+        if (wanted, base_url, model) == (self.resolved_backend(), self.base_url, self.model):
+            return self
+        tuning = {name: getattr(self, name) for name in type(self).model_fields
+                  if name not in ("backend", "base_url", "model", "api_key")}
+        same_server = bool(base_url) and (base_url or "").rstrip("/") == (self.base_url or "").rstrip("/")
+        return LLMResource(**tuning, backend=backend, base_url=base_url, model=model,
+                           api_key=self.api_key if same_server else None)
+
     def resolved_backend(self) -> str:
         """`server`, `offline`, or `none` (not configured: no LLM)."""
         backend = (self.backend or ("server" if self.base_url else "local")).strip().lower()

@@ -1,8 +1,6 @@
-"""The business vocabulary of the sample data: labels, case templates, and the KB corpus.
+"""The business vocabulary of the sample data: labels, source systems, and the KB reference corpus.
 
-Templates take PII slots (`{email}`, `{card}`, `{phone}`, `{iban}`, `{national_id}`) and
-business slots (`{partner}`, `{amount}`, `{ref}`, ...), so the same catalogue feeds Kafka
-events, resolved KB cases and golden sets.
+Case texts (events, resolved KB cases, golden sets) are composed in `phrasings`.
 """
 
 from __future__ import annotations
@@ -10,78 +8,6 @@ from __future__ import annotations
 from llm_assets.enrichment.playbook import ACTION_VERBS, ACTIONS_BY_LABEL, BASE_SEVERITY, LABELS  # noqa: F401
 
 SOURCE_SYSTEMS = ("payments-core", "partner-gateway", "fraud-engine", "ticketing", "ledger")
-
-CASE_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "data_quality": (
-        "Settlement file row for reference {ref} has a null settlement_amount and currency code 'XXX'; "
-        "the customer {email} says the statement does not match.",
-        "Batch import from {system} rejected {n} rows: malformed date in value_date and negative fee "
-        "amounts; account holder contact {phone}.",
-        "Duplicate transaction ids in the nightly extract for merchant {merchant}; amount column shifted by "
-        "one column after field 14. Reported by {email}.",
-        "The exchange rate field is empty for {n} payments dated yesterday and totals do not reconcile; "
-        "beneficiary IBAN {iban} appears with a truncated name.",
-    ),
-    "partner_mismatch": (
-        "Partner {partner} reports {amount} EUR for reference {ref} but our ledger shows {amount2} EUR; "
-        "their ops contact is {phone}.",
-        "Reconciliation with {partner} failed: they hold {n} transactions we never received, settlement "
-        "report vs internal ledger differ by {amount} EUR.",
-        "Partner {partner} settled against the wrong merchant account; their remittance advice lists "
-        "IBAN {iban} while the contract says another account.",
-        "Fee schedule mismatch with {partner}: partner invoice charges {amount} EUR per item, the signed "
-        "contract says {amount2} EUR. Contact {email}.",
-    ),
-    "fraud_suspected": (
-        "Card {card} used in {n} countries within 10 minutes; device fingerprint changed and the velocity "
-        "rule fired for customer {email}.",
-        "Account takeover suspected: password reset from a new device, then {n} payouts to IBAN {iban} "
-        "within an hour. Customer phone {phone} unreachable.",
-        "Chargeback spike on card {card}: {n} disputes in a day, all card-not-present, shipping address "
-        "changed just before the purchases.",
-        "Synthetic identity suspected: national id {national_id} linked to {n} new accounts opened this week "
-        "with the same device and different names.",
-    ),
-    "routing_error": (
-        "Ticket was placed in the chargebacks queue but concerns a KYC document upload from {email}; it "
-        "belongs to onboarding.",
-        "Case about a failed SEPA transfer to {iban} was assigned to the card disputes team by the routing "
-        "rule; wrong team, it should go to payments operations.",
-        "Complaint from {phone} about a delayed refund was routed to the fraud queue because of keyword "
-        "matching; no fraud indicators present, needs customer service.",
-        "The partner onboarding request for {partner} landed in the collections queue after the form "
-        "category was mislabelled; reassign to partner management.",
-    ),
-    "other": (
-        "Customer {email} asked for a copy of last month's invoice; no discrepancy found.",
-        "General question from {phone} about opening hours of the support desk and how to update a "
-        "postal address.",
-        "Customer wants to change the language of their statements to French; request logged by {email}.",
-        "Feedback received: the new mobile app layout is confusing, customer {phone} suggests a dark mode.",
-    ),
-}
-
-# Sentences that appear in every kind of case, so texts are not trivially separable.
-FILLERS = (
-    "Opened by the night shift.",
-    "Priority was set by the intake form.",
-    "See the attached screenshot.",
-    "Customer has been waiting two days.",
-    "Second report this week.",
-    "Flagged during the daily review.",
-    "",
-    "",
-)
-
-# Cases deliberately written across two labels: the golden answer is the first label.
-AMBIGUOUS_TEMPLATES: tuple[tuple[str, str], ...] = (
-    ("partner_mismatch", "Partner {partner} disputes {n} transactions; some of the card payments look unusual "
-     "but the amounts differ from our ledger by {amount} EUR."),
-    ("data_quality", "Routing of {n} settlement rows failed because the partner id column is empty in the "
-     "extract from {system}."),
-    ("fraud_suspected", "Customer {email} complains that a refund never arrived, and the card {card} then "
-     "showed {n} small test payments from abroad."),
-)
 
 DEFAULT_ACTIONS = ACTIONS_BY_LABEL
 SEVERITY = BASE_SEVERITY

@@ -6,7 +6,12 @@
   kind of each (`valid`, `duplicate`, `malformed:<kind>`) and the PII planted in it;
 - `entity_signals.jsonl`, `exceptions.jsonl`;
 - `kb/*.jsonl`: policies, runbooks, data dictionary, resolved cases, escalation templates;
-- `golden/cases.jsonl` (labelled cases) and `golden/retrieval_queries.jsonl`.
+- `golden/cases.jsonl` (labelled cases of the phrasing families the KB and the gate train on),
+  `golden/held_out.jsonl` (labelled cases of families, openers, closers and synonyms that
+  neither training nor calibration ever saw), `golden/validation.jsonl` (the calibration split
+  of the gate) and `golden/retrieval_queries.jsonl`.
+
+Case texts are composed by `phrasings.compose`, which owns the train / validation / held_out split.
 """
 
 from __future__ import annotations
@@ -18,9 +23,14 @@ import random
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
-from . import catalog, pii
+from . import catalog, phrasings, pii
+from .phrasings import Split
+
+GoldenSplit = Literal["in_distribution", "held_out"]
+# Which phrasing split each golden set draws from (see `phrasings`).
+GOLDEN_SPLITS: dict[str, Split] = {"in_distribution": "train", "held_out": "held_out"}
 
 MALFORMED_KINDS = (
     "not_json", "empty_value", "nul_bytes", "missing_event_id", "bad_event_ts", "wrong_types", "oversized_payload",
@@ -44,6 +54,7 @@ class CaseText:
     text: str
     label: str
     pii: tuple[str, ...]
+    family: str = ""  # the phrasing family (`label/name`), or `ambiguous`
 
 
 def _fill(template: str, rng: random.Random) -> tuple[str, tuple[str, ...]]:
@@ -56,20 +67,23 @@ def _fill(template: str, rng: random.Random) -> tuple[str, tuple[str, ...]]:
         "system": rng.choice(catalog.SOURCE_SYSTEMS),
     }
     used = tuple(values[k] for k in ("email", "card", "phone", "iban", "national_id") if "{" + k + "}" in template)
-    text = template.format(**values)
-    filler = rng.choice(catalog.FILLERS)
-    return (f"{text} {filler}".strip(), used)
+    return template.format(**values), used
 
 
-def case_text(rng: random.Random, ambiguous_share: float = 0.05) -> CaseText:
-    """One realistic case description with its true label and the PII planted in it."""
+def case_text(rng: random.Random, ambiguous_share: float = 0.05, split: Split | None = None) -> CaseText:
+    """One realistic case description with its true label and the PII planted in it.
+
+    `split=None` draws from every phrasing split (live traffic); `train`, `validation` or
+    `held_out` only from that split's families, openers, closers and synonyms.
+    """
     if rng.random() < ambiguous_share:
-        label, template = rng.choice(catalog.AMBIGUOUS_TEMPLATES)
+        label, template = rng.choice(phrasings.ambiguous(split))
+        template, family = phrasings.vary_surface(template, rng), "ambiguous"
     else:
         label = rng.choices(catalog.LABELS, weights=(25, 20, 20, 15, 20))[0]
-        template = rng.choice(catalog.CASE_TEMPLATES[label])
+        template, family = phrasings.compose(label, rng, split)
     text, used = _fill(template, rng)
-    return CaseText(text=text, label=label, pii=used)
+    return CaseText(text=text, label=label, pii=used, family=family)
 
 
 def _event_ts(rng: random.Random, start: date, days: int) -> str:
@@ -178,7 +192,7 @@ def exceptions(messages: list[SampleMessage], seed: int = 7, share: float = 0.3)
         yield {"event_id": m.key.decode(), "is_exception": True, "exception_type": by_label[m.label]}
 
 
-def kb_corpus(seed: int = 7, resolved_per_label: int = 60) -> dict[str, list[dict]]:
+def kb_corpus(seed: int = 7, resolved_per_label: int = 100) -> dict[str, list[dict]]:
     """The KB as JSONL files by name. Resolved cases carry their label and actions."""
     rng = random.Random(seed + 3)
     files: dict[str, list[dict]] = {
@@ -194,9 +208,10 @@ def kb_corpus(seed: int = 7, resolved_per_label: int = 60) -> dict[str, list[dic
     }
     resolved = []
     for label in catalog.LABELS:
-        templates = catalog.CASE_TEMPLATES[label]
+        # Only the train split: the held-out golden set's phrasings never reach the KB or the gate.
         for k in range(resolved_per_label):
-            text, _ = _fill(templates[k % len(templates)], rng)
+            template, _ = phrasings.compose(label, rng, "train")
+            text, _ = _fill(template, rng)
             resolved.append({
                 "source": "resolved_cases", "id": f"resolved-{label}-{k:03d}", "type": "resolved_case",
                 "label": label, "actions": catalog.DEFAULT_ACTIONS[label],
@@ -207,16 +222,33 @@ def kb_corpus(seed: int = 7, resolved_per_label: int = 60) -> dict[str, list[dic
     return files
 
 
-
-def golden_cases(n: int = 200, seed: int = 1007) -> list[dict]:
+def _labelled_cases(n: int, seed: int, split: Split, prefix: str, ambiguous_share: float) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        case = case_text(rng)
-        rows.append({"event_id": f"gold-{i:05d}", "source_system": rng.choice(catalog.SOURCE_SYSTEMS),
+        case = case_text(rng, ambiguous_share=ambiguous_share, split=split)
+        rows.append({"event_id": f"{prefix}-{i:05d}", "source_system": rng.choice(catalog.SOURCE_SYSTEMS),
                      "partner_id": f"P-{rng.randint(1, 40):03d}", "payload_raw": case.text, "label": case.label,
-                     "actions": [a["action"] for a in catalog.DEFAULT_ACTIONS[case.label]], "pii": list(case.pii)})
+                     "actions": [a["action"] for a in catalog.DEFAULT_ACTIONS[case.label]], "pii": list(case.pii),
+                     "family": case.family, "split": split})
     return rows
+
+
+def golden_cases(n: int = 200, seed: int = 1007, *, split: GoldenSplit = "in_distribution") -> list[dict]:
+    """Labelled golden cases: `in_distribution` (fresh cases of the phrasing families the KB and the gate
+    train on) or `held_out` (families, openers, closers and synonyms never trained or calibrated on).
+
+    Each row: event_id, source_system, partner_id, payload_raw, label, actions, pii, family, split.
+    """
+    if split not in GOLDEN_SPLITS:
+        raise ValueError(f"unknown golden split {split!r}; expected one of {sorted(GOLDEN_SPLITS)}")
+    prefix = "gold" if split == "in_distribution" else "gold-ho"
+    return _labelled_cases(n, seed if split == "in_distribution" else seed + 1, GOLDEN_SPLITS[split], prefix, 0.05)
+
+
+def calibration_cases(n: int = 500, seed: int = 2007) -> list[dict]:
+    """Labelled cases of the `validation` phrasing split: what the gate calibrates and picks thresholds on."""
+    return _labelled_cases(n, seed, "validation", "calib", 0.05)
 
 
 def golden_queries() -> list[dict]:
@@ -245,6 +277,8 @@ def generate_sample_data(out_dir: Path, n_events: int = 3000, seed: int = 7, sta
         "entity_signals": _write_jsonl(out_dir / "entity_signals.jsonl", entity_signals(seed)),
         "exceptions": _write_jsonl(out_dir / "exceptions.jsonl", exceptions(messages, seed)),
         "golden_cases": _write_jsonl(out_dir / "golden" / "cases.jsonl", golden_cases()),
+        "golden_held_out": _write_jsonl(out_dir / "golden" / "held_out.jsonl", golden_cases(split="held_out")),
+        "golden_validation": _write_jsonl(out_dir / "golden" / "validation.jsonl", calibration_cases()),
         "golden_queries": _write_jsonl(out_dir / "golden" / "retrieval_queries.jsonl", golden_queries()),
     }
     for name, rows in kb_corpus(seed).items():

@@ -28,6 +28,12 @@ an offset whose messages are not written. A failed run keeps its batch (and ever
 uncommitted until a re-execution of it succeeds; once `max_pending_batches` batches wait,
 the sensor stops reading (back-pressure) and says why.
 
+One batch in flight: while a run of an earlier batch is queued or running, a tick reads
+nothing (it still commits what finished). The sensor's runs go one at a time anyway
+(`dagster.yaml`), so reading on would queue small batches behind each other, each paying a
+run's fixed cost, and latency would grow without bound whenever a run outlasts the tick
+interval; waiting makes the next batch take everything that arrived meanwhile.
+
 Recovery policy when the log restarts (RESET_TO_EARLIEST): when the topic id changed
 (topic deleted and recreated) or a cursor offset lies beyond the log end (log truncated),
 the sensor says so, bumps the cursor's generation (so no run key is ever reused), drops
@@ -70,6 +76,9 @@ from llm_assets.resources.kafka import KafkaIngestSettings, KafkaResource, Kafka
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 BATCH_TAG = "llm_assets/kafka_batch"
+# A run in one of these states still has its batch to write: the sensor reads nothing new meanwhile.
+IN_FLIGHT = frozenset({dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                       dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.MANAGED, dg.DagsterRunStatus.CANCELING})
 READ_CHUNK = 50_000  # messages dated per `validate_values` call (its cost is mostly per call below this)
 RUN_KEY_TAG = "llm_assets/kafka_run_key"
 # A far-apart date's run: the hot path without the dead letter (the batch's main run writes it).
@@ -160,26 +169,36 @@ def _run_request(run: PlannedRun, key: str, settings: KafkaIngestSettings, last_
                          asset_selection=None if run.dead_letters else late_selection)
 
 
-def _finished_batches(instance: dg.DagsterInstance, cursor: IngestCursor) -> tuple[set[str], list[str]]:
-    """Batches whose every run key has a successful run; and the run keys whose runs failed."""
-    finished: set[str] = set()
-    failed: list[str] = []
+@dataclass
+class BatchRuns:
+    """Where the runs of the pending batches stand."""
+
+    finished: set[str] = field(default_factory=set)  # batch ids whose every run key has a successful run
+    failed: list[str] = field(default_factory=list)  # run keys whose runs failed or were canceled
+    in_flight: list[str] = field(default_factory=list)  # run keys with a run queued, starting or running
+
+
+def pending_batch_runs(instance: dg.DagsterInstance, cursor: IngestCursor) -> BatchRuns:
+    """The state of the runs of every pending batch (one run query per pending batch)."""
+    state = BatchRuns()
     for batch in cursor.pending:
         runs = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: batch.batch_id}))
         succeeded = {r.tags.get(RUN_KEY_TAG) for r in runs if r.status == dg.DagsterRunStatus.SUCCESS}
+        state.in_flight += sorted({r.tags.get(RUN_KEY_TAG) for r in runs if r.status in IN_FLIGHT})
         if set(batch.run_keys) <= succeeded:
-            finished.add(batch.batch_id)
+            state.finished.add(batch.batch_id)
             continue
-        failed += sorted({r.tags.get(RUN_KEY_TAG) for r in runs
-                          if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)} - succeeded)
-    return finished, failed
+        state.failed += sorted({r.tags.get(RUN_KEY_TAG) for r in runs
+                                if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)}
+                               - succeeded)
+    return state
 
 
 def _commit_finished(context: dg.SensorEvaluationContext, kafka: KafkaResource, cursor: IngestCursor,
-                     settings: KafkaIngestSettings, notes: list[str]) -> IngestCursor:
+                     settings: KafkaIngestSettings, runs: BatchRuns, notes: list[str]) -> IngestCursor:
     if not cursor.pending:
         return cursor
-    finished, failed = _finished_batches(context.instance, cursor)
+    finished, failed = runs.finished, runs.failed
     if failed:
         notes.append(f"{len(failed)} run(s) failed, their offsets stay uncommitted until a re-execution "
                      f"succeeds: {', '.join(failed[:5])}")
@@ -232,7 +251,17 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     elif cursor.topic_id is None:
         cursor = cursor.model_copy(update={"topic_id": topic_id})
 
-    cursor = _commit_finished(context, kafka, cursor, settings, notes)
+    runs = pending_batch_runs(context.instance, cursor) if cursor.pending else BatchRuns()
+    cursor = _commit_finished(context, kafka, cursor, settings, runs, notes)
+    if runs.in_flight:
+        # One batch at a time: the runs of this sensor go one by one (dagster.yaml), so a batch read
+        # now would only wait in the queue behind them, and the next one behind it, every tick
+        # adding a run's fixed cost (process start, imports) to the queue. Waiting instead lets the
+        # next tick take everything that arrived meanwhile as one batch: latency stays one run plus
+        # one interval, whatever the rate.
+        notes.append(f"waiting for {len(runs.in_flight)} run(s) of earlier batches to finish before reading "
+                     f"more: {', '.join(runs.in_flight[:3])}")
+        return dg.SensorResult(skip_reason=" ".join(notes), cursor=cursor.dump())
     if len(cursor.pending) >= settings.max_pending_batches:
         notes.append(f"{len(cursor.pending)} batches are waiting for their runs (limit {settings.max_pending_batches});"
                      f" not reading more until they succeed")

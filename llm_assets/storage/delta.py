@@ -28,10 +28,20 @@ def table_version(uri: str, storage_options: dict[str, str] | None = None) -> in
     return DeltaTable(uri, storage_options=storage_options).version()
 
 
-def _merge_predicate(keys: Sequence[str], partition_column: str | None, partition_value: str | None) -> str:
+def _partition_clause(partition_column: str, partition_value: str | Sequence[str]) -> str:
+    """`t.col = 'v'`, or `t.col IN ('v1', 'v2')` for a write that covers several partitions in one commit."""
+    if isinstance(partition_value, str):
+        return f"t.{partition_column} = '{partition_value}'"
+    if not partition_value:
+        raise ValueError("a partition write needs at least one partition value")
+    return f"t.{partition_column} IN ({', '.join(repr(str(v)) for v in partition_value)})"
+
+
+def _merge_predicate(keys: Sequence[str], partition_column: str | None,
+                     partition_value: str | Sequence[str] | None) -> str:
     clauses = [f"t.{k} = s.{k}" for k in keys]
     if partition_column is not None and partition_value is not None:
-        clauses.append(f"t.{partition_column} = '{partition_value}'")
+        clauses.append(_partition_clause(partition_column, partition_value))
     return " AND ".join(clauses)
 
 
@@ -41,7 +51,7 @@ def merge_rows(
     keys: Sequence[str],
     *,
     partition_column: str | None = None,
-    partition_value: str | None = None,
+    partition_value: str | Sequence[str] | None = None,
     storage_options: dict[str, str] | None = None,
     delete_unmatched: bool = False,
     merge_schema: bool = False,
@@ -54,6 +64,8 @@ def merge_rows(
     `keys` first (the last one wins) so one batch can never insert a key twice.
     `delete_unmatched` (with a partition) also deletes the partition's rows absent from
     `df`: the partition is replaced in one commit. `merge_schema` adds new columns of `df`.
+    `partition_value` may list several partitions: one commit writes them all (a range run's
+    dates), with the same guarantees per partition.
     """
     df = df.unique(subset=list(keys), keep="last", maintain_order=True)
     partition_by = [partition_column] if partition_column else None
@@ -87,7 +99,7 @@ MERGE_COMMIT_ATTEMPTS = 5
 
 
 def _merge_once(df: pl.DataFrame, uri: str, keys: Sequence[str], partition_column: str | None,
-                partition_value: str | None, storage_options: dict[str, str] | None, delete_unmatched: bool,
+                partition_value: str | Sequence[str] | None, storage_options: dict[str, str] | None, delete_unmatched: bool,
                 merge_schema: bool) -> dict[str, int | None]:
     table = DeltaTable(uri, storage_options=storage_options)  # after the merge: the version it committed
     if df.is_empty() and not delete_unmatched:
@@ -109,7 +121,7 @@ def _merge_once(df: pl.DataFrame, uri: str, keys: Sequence[str], partition_colum
         .when_not_matched_insert_all()
     )
     if delete_unmatched:
-        merger = merger.when_not_matched_by_source_delete(predicate=f"t.{partition_column} = '{partition_value}'")
+        merger = merger.when_not_matched_by_source_delete(predicate=_partition_clause(partition_column, partition_value))
     metrics = merger.execute()
     return {"inserted": int(metrics.get("num_target_rows_inserted", 0)),
             "updated": int(metrics.get("num_target_rows_updated", 0)),

@@ -206,7 +206,7 @@ def test_full_refresh_recomputes_the_day_with_changed_signals(curated_home, delt
     assert all(e.passed for e in refreshed.get_asset_check_evaluations())
 
 
-def test_a_range_run_merges_each_date_and_reports_checks_per_date(curated_home, delta):
+def test_a_range_run_merges_its_dates_in_one_commit_and_reports_checks_per_date(curated_home, delta):
     per_day = write_raw_events(delta, curated_home / "sample_data")
     days = sorted(per_day)
     _signals(delta)
@@ -219,7 +219,7 @@ def test_a_range_run_merges_each_date_and_reports_checks_per_date(curated_home, 
         assert set(evaluations) == {(name, day) for name in CHECK_NAMES for day in days}
         assert all(e.passed for e in evaluations.values())
         written = _metadata(result, days[0])["curated_cases_versions_written"]
-        assert sorted(written) == days and len(set(written.values())) == len(days)  # one MERGE (commit) per date
+        assert sorted(written) == days and len(set(written.values())) == 1  # one MERGE (commit) for the range
         for day in days:
             assert _curated_day(delta, day, version=written[day]).height == per_day[day]
             # Each evaluation judges its date's materialization of this run (what the UI and automation read).
@@ -230,6 +230,31 @@ def test_a_range_run_merges_each_date_and_reports_checks_per_date(curated_home, 
         for name in CHECK_NAMES:
             status = instance.event_log_storage.get_asset_check_partition_info([dg.AssetCheckKey(CURATED_CASES, name)])
             assert {info.partition_key for info in status if info.is_current} == set(days)
+
+
+def test_a_range_full_refresh_drops_what_raw_lost_in_its_dates_only(curated_home, delta):
+    per_day = write_raw_events(delta, curated_home / "sample_data")
+    days = sorted(per_day)
+    _signals(delta)
+    assert _curate(delta, days).success
+    # raw/events loses one event on each of the first two dates (a correction upstream).
+    gone = {day: _raw_day(delta, day)["event_id"].sort()[0] for day in days[:2]}
+    DeltaTable(delta.uri(RAW_EVENTS)).delete(" OR ".join(f"event_id = '{e}'" for e in gone.values()))
+    untouched = _curated_day(delta, days[2])
+
+    refreshed = _curate(delta, days[:2], full_refresh=True)
+
+    assert refreshed.success
+    assert all(e.passed for e in refreshed.get_asset_check_evaluations())
+    lines = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+             for line in _metadata(refreshed, days[0])["by_date"].splitlines() if line.startswith("|")]
+    header, rows = lines[0], lines[2:]  # the markdown table: header, rule, rows
+    by_date = {row[header.index("event_date")]: dict(zip(header, row)) for row in rows}
+    for day in days[:2]:
+        assert by_date[day]["deleted"] == "1"
+        assert gone[day] not in _curated_day(delta, day)["event_id"].to_list()
+        assert _curated_day(delta, day).height == per_day[day] - 1
+    assert _curated_day(delta, days[2]).sort("event_id").equals(untouched.sort("event_id"))  # outside the run
 
 
 def test_contract_check_fails_on_planted_violations_in_the_sources(curated_home, delta):

@@ -115,18 +115,22 @@ def test_dead_letters_at_offsets_reused_by_a_recreated_topic_are_recorded_and_re
     _run(defs, ingest_rejected_events_job, topic, 0, 2)  # a replay of the same messages
     assert delta.count(REJECTED_EVENTS) == 2
 
-    # The topic is recreated: offsets 0 and 1 come back with other malformed messages, 2 is new.
+    # The topic is recreated: offset 0 comes back with another malformed message, offset 1 with the very
+    # same bytes as before (a restarted broker, a deterministic producer), 2 is new.
+    old_log = kafka.topic_id(topic)
     delete_topic(kafka_broker, topic)
     create_topics(kafka_broker, {topic: 1})
-    produce_sample_messages(kafka, topic, [(b"k0", b"{broken"), (b"other", b"not json"), (b"k1", b"")])
+    produce_sample_messages(kafka, topic, [(b"k0", b"{broken"), (b"k1", b""), (b"other", b"not json")])
     result = _run(defs, ingest_rejected_events_job, topic, 0, 3)
     assert _metadata(result, REJECTED_EVENTS)["rows_inserted"] == 3  # every one of them, reused offsets included
     again = _run(defs, ingest_rejected_events_job, topic, 0, 3)
     assert _metadata(again, REJECTED_EVENTS)["rows_inserted"] == 0
 
     rows = delta.read(REJECTED_EVENTS).sort("offset", "seen_at")
-    assert rows.select("offset", "key").rows() == [(0, "k0"), (0, "k0"), (1, "k1"), (1, "other"), (2, "k1")]
-    assert rows.select("offset", "message_sha256").n_unique() == 5
+    assert rows.select("offset", "key").rows() == [(0, "k0"), (0, "k0"), (1, "k1"), (1, "k1"), (2, "other")]
+    assert rows.select("topic_id", "offset", "message_sha256").n_unique() == 5
+    assert set(rows["topic_id"]) == {old_log, kafka.topic_id(topic)} and old_log != kafka.topic_id(topic)
+    assert rows.filter(pl.col("offset") == 1)["message_sha256"].n_unique() == 1  # same bytes, two logs
     assert [base64.b64decode(v) for v in rows.filter(pl.col("offset") == 0)["value_b64"]] == [b"not json",
                                                                                               b"{broken"]
 

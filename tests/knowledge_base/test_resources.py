@@ -9,7 +9,7 @@ from llm_assets.knowledge_base.chunking import ChunkingParams, chunk_documents
 from llm_assets.knowledge_base.corpus import load_corpus, load_golden_queries
 from llm_assets.knowledge_base.indexing import build_kb_index
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve
-from llm_assets.resources.embedder import EmbedderResource
+from llm_assets.resources.embedder import BertMeanPoolingEncoder, EmbedderResource, load_sentence_model
 from llm_assets.resources.milvus import MilvusResource
 
 
@@ -22,6 +22,25 @@ def test_embedder_returns_unit_float32_vectors_in_batches_and_a_stable_model_id(
     assert embedder.model_id.startswith("sentence-transformers/all-MiniLM-L6-v2@")
     assert EmbedderResource(batch_size=8).model_id == embedder.model_id
     assert embedder.encode([]).shape == (0, 384)
+
+
+def test_the_packaged_model_runs_without_sentence_transformers_and_gives_its_vectors(embedder):
+    # Each run is a new process: the plain BERT + mean pooling path skips sentence-transformers' import.
+    import subprocess
+    import sys
+
+    texts = ["  Card 4111 1111 1111 1111 declined for partner P-001 ", "routing mismatch " * 300, "Ünïcødé café",
+             ""] + [f"case {i}: settlement differs" for i in range(40)]
+    direct = load_sentence_model(embedder.resolved_model_path)
+    assert isinstance(direct, BertMeanPoolingEncoder) and isinstance(embedder.model(), BertMeanPoolingEncoder)
+    reference = load_sentence_model(embedder.resolved_model_path, direct=False)
+    expected = reference.encode(texts, batch_size=8, normalize_embeddings=True, convert_to_numpy=True,
+                                show_progress_bar=False)
+    assert np.abs(embedder.encode(texts) - expected).max() < 1e-5
+    code = ("import sys; from llm_assets.resources.embedder import EmbedderResource; "
+            "EmbedderResource().encode(['x']); print('sentence_transformers' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
 
 
 def test_embedding_model_must_be_a_local_folder(monkeypatch, tmp_path):

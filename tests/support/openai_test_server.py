@@ -24,7 +24,11 @@ And what tests need to see and to break:
   around), `prose` (no JSON at all), `drop` (closes the connection without answering);
 - `stop_after`: the server dies (as `stop()`) when that many chat requests have arrived, the
   last one included, so a test can lose its server in the middle of a batch;
-- a thread-safe log of every request (`requests`, `chat_requests`: path, headers, parsed body).
+- a thread-safe log of every request (`requests`, `chat_requests`: path, headers, parsed body);
+- `labelers`: per requested model id, a function from the case text (redacted, as in the prompt)
+  to the label answered (e.g. an oracle of the golden set, or `rotated(oracle)`), so one server
+  stands in for a good and a bad model version at once; the model ids it names are served too
+  (`/v1/models`); other model ids get the plausible label.
 
 Use: `with OpenAITestServer(slots=4, latency_s=0.05) as server: server.base_url ...`, or run
 `python -m tests.support.openai_test_server --slots 32 --latency 0.2` (prints the base URL,
@@ -60,6 +64,13 @@ _LABEL_KEYWORDS = (
     ("data_quality", ("malformed", "null", "duplicate", "exchange rate", "column", "rejected")),
 )
 _CASE = re.compile(r"<case>\s*(.*?)\s*</case>", re.DOTALL)
+# Every label answered as the next one: a model version that is confidently wrong on every case.
+ROTATED_LABELS = dict(zip(playbook.LABELS, playbook.LABELS[1:] + playbook.LABELS[:1]))
+
+
+def rotated(labeler: Callable[[str], str]) -> Callable[[str], str]:
+    """A labeler that answers the label after `labeler`'s, on every case."""
+    return lambda case_text: ROTATED_LABELS[labeler(case_text)]
 
 
 def plausible_label(case_text: str) -> str:
@@ -88,12 +99,13 @@ def _value_for(name: str, spec: dict, label: str, case_text: str) -> Any:
     return {"string": "", "number": 0.5, "integer": 1, "boolean": False, "array": [], "object": {}}.get(kind)
 
 
-def plausible_answer(messages: list[dict], schema: dict | None) -> dict:
-    """An object valid for `schema` (our skills' schemas), derived from the case in the prompt."""
+def plausible_answer(messages: list[dict], schema: dict | None, labeler: Callable[[str], str] | None = None) -> dict:
+    """An object valid for `schema` (our skills' schemas), derived from the case in the prompt
+    (the label from `labeler(case text)` when given, else the plausible one)."""
     prompt = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
     match = _CASE.search(prompt)
     case_text = match.group(1) if match else prompt
-    label = plausible_label(case_text)
+    label = (labeler or plausible_label)(case_text)
     properties = (schema or {}).get("properties") or {"summary": {}, "label": {}, "confidence": {}}
     return {name: _value_for(name, spec, label, case_text) for name, spec in properties.items()}
 
@@ -105,8 +117,9 @@ class OpenAITestServer:
                  faults: Sequence[str | None] | None = None, fault_rates: dict[str, float] | None = None,
                  seed: int = 0, timeout_sleep_s: float = 2.0, retry_after_s: float | None = None,
                  api_key: str | None = None, healthy: bool = True, host: str = "127.0.0.1", port: int = 0,
-                 stop_after: int | None = None):
+                 stop_after: int | None = None, labelers: dict[str, Callable[[str], str]] | None = None):
         self.slots, self.latency_s, self.model = slots, latency_s, model
+        self.labelers = dict(labelers or {})
         self.timeout_sleep_s, self.retry_after_s, self.api_key, self.healthy = (
             timeout_sleep_s, retry_after_s, api_key, healthy)
         self._host, self._port = host, port
@@ -272,7 +285,7 @@ class OpenAITestServer:
         """(content, finish_reason, usage) for a chat request, with the content fault applied."""
         messages = body.get("messages") or []
         schema = (((body.get("response_format") or {}).get("json_schema") or {}).get("schema"))
-        content = json.dumps(plausible_answer(messages, schema))
+        content = json.dumps(plausible_answer(messages, schema, self.labelers.get(body.get("model"))))
         finish = "stop"
         if fault == "truncated":
             content, finish = content[: len(content) // 2], "length"
@@ -381,7 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/v1/models":
             if self._authorized():
                 self._send_json(200, {"object": "list", "data": [
-                    {"id": self.owner.model, "object": "model", "owned_by": "vllm", "max_model_len": 8192}]})
+                    {"id": model, "object": "model", "owned_by": "vllm", "max_model_len": 8192}
+                    for model in dict.fromkeys([self.owner.model, *self.owner.labelers])]})
         elif self.path == "/metrics":  # unauthenticated, like vLLM's
             data = self.owner.prometheus_metrics().encode()
             self.send_response(200)

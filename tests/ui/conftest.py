@@ -1,8 +1,8 @@
 """The code location under a running webserver and daemon, seeded once for the UI tests.
 
-One module-scoped stack (`dagster dev` via `tests/e2e/stack.py`, a `milvus-lite server`, the
-session's tansu broker, a temporary `LLM_ASSETS_HOME`): raw events of three sample days are
-written straight to Delta, the seed tables (signals, exceptions, KB, gate) are built by one run
+One stack for the whole package, shared by the backfill and browser tests (`dagster dev` via
+`tests/e2e/stack.py`, a `milvus-lite server`, the session's tansu broker, a temporary
+`LLM_ASSETS_HOME`): raw events of three sample days are written straight to Delta, the seed tables (signals, exceptions, KB, gate) are built by one run
 launched through GraphQL, and automation is switched off so only the tests launch runs.
 """
 
@@ -20,7 +20,7 @@ SEED_ASSETS = ["features/entity_signals", "signals/exceptions", "kb/documents", 
 SEED_TIMEOUT_S = 420  # the embedding model and the index on a loaded 2-core machine
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")  # seeding takes minutes: once for every test module here
 def ui_stack(tmp_path_factory, kafka_broker):
     """A seeded, running stack; yields `(stack, raw rows per event_date)`."""
     home = tmp_path_factory.mktemp("ui") / "home"

@@ -1,0 +1,1 @@
+"""Distillation: LLM answers become training examples for the next embedding gate version."""
