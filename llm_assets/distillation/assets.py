@@ -15,7 +15,7 @@ from pydantic import Field
 from llm_assets import settings
 from llm_assets.asset_keys import CURATED_CASES, EMBEDDING_GATE, ENRICHED_CASES, EVALUATION_RATINGS, GATE_TRAINING_EXAMPLES
 from llm_assets.distillation import examples as ex
-from llm_assets.distillation.retraining import DEFAULT_MIN_NEW_EXAMPLES, DEFAULT_TOLERANCE, gated_score, judge
+from llm_assets.distillation.retraining import DEFAULT_MIN_NEW_EXAMPLES, gated_score, judge
 from llm_assets.enrichment.gate import GateNotFound, load_gate
 from llm_assets.enrichment.gate_evaluation import labelled_set
 from llm_assets.enrichment.redaction import find_pii, redact_cached
@@ -189,8 +189,7 @@ def read_training_examples(delta: DeltaLakeStorage) -> tuple[pl.DataFrame, int |
     return delta.read(GATE_TRAINING_EXAMPLES, version=version), version
 
 
-def held_out_verdict(context: dg.AssetExecutionContext, embedder, artifacts, candidate,
-                     tolerance: float = DEFAULT_TOLERANCE):
+def held_out_verdict(context: dg.AssetExecutionContext, embedder, artifacts, candidate):
     """Judge `candidate` against the serving gate (this asset's latest materialization) on the
     held-out golden split; returns (verdict, serving gate or None)."""
     serving_version = _recorded(context.instance, EMBEDDING_GATE, "gate_version")
@@ -204,7 +203,7 @@ def held_out_verdict(context: dg.AssetExecutionContext, embedder, artifacts, can
     vectors = embedder.encode([redact_cached(t) for t in held_out.texts])
     labels = held_out.labels
     verdict = judge(gated_score(candidate, vectors, labels),
-                    gated_score(serving, vectors, labels) if serving is not None else None, tolerance=tolerance)
+                    gated_score(serving, vectors, labels) if serving is not None else None)
     return verdict, serving
 
 

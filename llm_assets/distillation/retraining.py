@@ -8,10 +8,11 @@ version stays and the verdict says why.
 
 "Not lower" is judged against what the split can tell apart: a candidate usually gates more
 held-out cases than the serving gate (that is the point of distillation), and on a couple of
-hundred cases one error more moves gated accuracy by a percent or two. So the candidate loses
-when even the optimistic end of its accuracy's confidence interval (Wilson, one-sided 95%) lies
-below the serving gate's gated accuracy minus `tolerance`: a poisoned or broken candidate is
-stopped at once, a better-covering one is not stopped by one unlucky case.
+hundred cases one error more moves gated accuracy by a percent or two (a serving gate at 63/63
+would otherwise stop every candidate forever). So the candidate loses when its gated accuracy is
+significantly lower (one-sided two-proportion z-test at 5%), or below `min_gated_accuracy`
+(0.95, the project's goal for gated accuracy): a poisoned or broken candidate is stopped at
+once, a better-covering one is not stopped by one unlucky case.
 Pure logic: callers pass the models and embeddings in.
 """
 
@@ -24,7 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import polars as pl
 
-DEFAULT_TOLERANCE = 0.0
+DEFAULT_MIN_GATED_ACCURACY = 0.95
 Z_ONE_SIDED_95 = 1.645
 # Fewer new examples than this do not start a retraining (the sensor's default).
 DEFAULT_MIN_NEW_EXAMPLES = 100
@@ -45,15 +46,6 @@ class GatedScore:
     @property
     def gated_accuracy(self) -> float | None:
         return self.correct / self.gated if self.gated else None
-
-    def gated_accuracy_upper_bound(self, z: float = Z_ONE_SIDED_95) -> float | None:
-        """The Wilson score interval's upper end for gated accuracy (None when nothing is gated)."""
-        if not self.gated:
-            return None
-        n, p = self.gated, self.correct / self.gated
-        center = p + z * z / (2 * n)
-        margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-        return min(1.0, (center + margin) / (1 + z * z / n))
 
     def as_dict(self) -> dict:
         accuracy = self.gated_accuracy
@@ -76,9 +68,18 @@ def gated_score(gate, embeddings: np.ndarray, labels: Sequence[str]) -> GatedSco
     return GatedScore(cases=len(labels), gated=len(gated), correct=sum(p == t for p, t in gated))
 
 
-def judge(candidate: GatedScore, serving: GatedScore | None, *, tolerance: float = DEFAULT_TOLERANCE) -> Verdict:
+def lower_by(candidate: GatedScore, serving: GatedScore) -> float:
+    """z of "the candidate's gated accuracy is lower than the serving gate's" (pooled two-proportion test)."""
+    pooled = (candidate.correct + serving.correct) / (candidate.gated + serving.gated)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / candidate.gated + 1 / serving.gated))
+    difference = serving.gated_accuracy - candidate.gated_accuracy
+    return 0.0 if se == 0 else difference / se
+
+
+def judge(candidate: GatedScore, serving: GatedScore | None, *,
+          min_gated_accuracy: float = DEFAULT_MIN_GATED_ACCURACY, z: float = Z_ONE_SIDED_95) -> Verdict:
     """Accept `candidate` unless it loses gated accuracy on the held-out split against `serving`
-    (beyond what the split can resolve: see the module docstring).
+    (significantly, or below `min_gated_accuracy`: see the module docstring).
 
     A gate that gates nothing has no accuracy to lose (it costs LLM calls, not quality).
     """
@@ -87,13 +88,16 @@ def judge(candidate: GatedScore, serving: GatedScore | None, *, tolerance: float
     new, old = candidate.gated_accuracy, serving.gated_accuracy
     if new is None or old is None:
         return Verdict(True, "one of the gates decides no held-out case: nothing to lose", candidate, serving)
-    upper = candidate.gated_accuracy_upper_bound()
-    if upper + tolerance < old:
-        return Verdict(False, f"held-out gated accuracy would fall from {old:.4f} to {new:.4f} ({candidate.correct}"
-                              f"/{candidate.gated}; at most {upper:.4f} at 95%): keeping the serving gate",
+    seen = (f"held-out gated accuracy {new:.4f} ({candidate.correct}/{candidate.gated}) vs {old:.4f} "
+            f"({serving.correct}/{serving.gated}) of the serving gate")
+    if new < min_gated_accuracy:
+        return Verdict(False, f"{seen}: below {min_gated_accuracy}, keeping the serving gate", candidate, serving)
+    score = lower_by(candidate, serving)
+    if score > z:
+        return Verdict(False, f"{seen}: significantly lower (z {score:.2f} > {z}), keeping the serving gate",
                        candidate, serving)
-    return Verdict(True, f"held-out gated accuracy {new:.4f} vs {old:.4f} of the serving gate "
-                         f"(gated share {candidate.gated_share:.3f} vs {serving.gated_share:.3f})", candidate, serving)
+    return Verdict(True, f"{seen} (z {score:.2f}); gated share {candidate.gated_share:.3f} vs "
+                         f"{serving.gated_share:.3f}", candidate, serving)
 
 
 def training_rows(resolved_cases: Iterable[dict], ratings: pl.DataFrame, distilled: pl.DataFrame,

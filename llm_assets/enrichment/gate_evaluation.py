@@ -63,7 +63,8 @@ def golden_report(model: GateModel, sets: Sequence[LabelledSet],
 def report_rows(model: GateModel, report: dict[str, dict]) -> list[list[object]]:
     """Rows of the markdown table: one per golden split, then the calibration split (out-of-sample)."""
     calibration = model.metadata.get("calibration") or {}
-    rows = [[name, m["n"], m["accuracy"], m["gated_share"], m["gated_accuracy"], m["ece"]] for name, m in report.items()]
+    rows = [[name, m["n"], m["accuracy"], m["gated_share"], m["gated_accuracy"], m["ece"]]
+            for name, m in report.items()]
     if calibration:
         rows.append([f"calibration ({calibration.get('source')})", calibration.get("n"), calibration.get("accuracy"),
                      calibration.get("gated_share"), calibration.get("gated_accuracy"), calibration.get("ece")])

@@ -151,8 +151,11 @@ def test_training_rows_count_a_rated_distilled_case_once():
 
 def test_the_guard_rejects_a_candidate_that_loses_gated_accuracy():
     serving = GatedScore(cases=200, gated=100, correct=99)
-    assert not judge(GatedScore(200, 160, 150), serving).accepted  # more cases gated, but worse
+    assert not judge(GatedScore(200, 160, 150), serving).accepted  # more cases gated, but below 0.95
     assert judge(GatedScore(200, 160, 158), serving).accepted      # 0.9875 vs 0.99: within what 200 cases resolve
+    assert judge(GatedScore(200, 160, 158), GatedScore(200, 63, 63)).accepted  # a perfect 63/63 is no wall
+    lower = judge(GatedScore(200, 160, 154), GatedScore(200, 100, 100))
+    assert not lower.accepted and "significantly lower" in lower.reason  # 0.9625 vs 1.00 on 100: a real loss
     assert judge(GatedScore(200, 0, 0), serving).accepted           # gates nothing: nothing lost
     assert judge(GatedScore(200, 50, 40), None).accepted             # nothing serves yet
     assert "0.9900" in judge(GatedScore(200, 160, 150), serving).reason

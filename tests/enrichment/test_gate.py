@@ -266,3 +266,37 @@ def test_interrupted_save_without_training_json_is_not_loaded(trained_gate, stor
 def test_wrong_embedding_dimension_is_rejected(trained_gate):
     with pytest.raises(ValueError, match="384-d"):
         trained_gate.predict(np.zeros((2, 10), dtype=np.float32))
+
+
+def test_each_gate_materialization_reports_both_golden_splits(tmp_path, monkeypatch):
+    """`models/embedding_gate` trains on the KB, calibrates on golden/validation.jsonl and reports the
+    in-distribution and held-out splits of the regenerated sample data as floats and a table."""
+    import dagster as dg
+
+    from llm_assets.distillation import assets as distillation
+    from llm_assets.enrichment import assets as enrichment_assets
+    from llm_assets.knowledge_base import assets as kb_assets
+    from llm_assets.resources.delta import DeltaLakeStorage
+    from llm_assets.resources.embedder import EmbedderResource
+    from tests.support.pipeline import artifact_resources
+
+    monkeypatch.setenv("LLM_ASSETS_HOME", str(tmp_path))
+    monkeypatch.setenv("SAMPLE_DATA_DIR", str(tmp_path / "sample_data"))
+    generator.generate_sample_data(tmp_path / "sample_data", n_events=20, days=1)
+    resources = {"delta": DeltaLakeStorage(root=str(tmp_path / "delta")), "embedder": EmbedderResource(),
+                 **artifact_resources(tmp_path)}
+    result = dg.materialize([kb_assets.kb_documents, enrichment_assets.embedding_gate,
+                             distillation.gate_training_examples],
+                            selection=[dg.AssetKey.from_user_string(k) for k in ("kb/documents", "models/embedding_gate")],
+                            resources=resources, instance=dg.DagsterInstance.ephemeral())
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("models__embedding_gate")[0].metadata.items()}
+
+    print(f"\nmodels/embedding_gate {meta['gate_version']}:\n{meta['golden_splits']}\nthresholds {meta['thresholds']}")
+    assert set(meta["thresholds"]) == set(catalog.LABELS) and meta["target_precision"] == 0.97
+    assert meta["calibration"]["source"] == "validation set" and meta["calibration"]["n"] == 500
+    assert "| held_out | 200 |" in meta["golden_splits"] and "| in_distribution | 200 |" in meta["golden_splits"]
+    for split in ("in_distribution", "held_out"):
+        for name in ("accuracy", "gated_share", "gated_accuracy", "ece"):
+            assert isinstance(meta[f"{split}_{name}"], float)
+    assert meta["held_out_gated_accuracy"] >= 0.95 and meta["held_out_gated_share"] >= 0.15
+    assert isinstance(meta["calibration_ece"], float) and meta["calibration_ece"] <= 0.1
