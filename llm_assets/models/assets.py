@@ -46,10 +46,6 @@ from llm_assets.resources.milvus import MilvusResource
 
 CHECK_NAME = "no_regression_vs_production"
 REGRESSION_CHECK = dg.AssetCheckKey(MODELS_EVALUATION, CHECK_NAME)
-# The transport's fields a registered version sets itself; every other setting (timeouts, retries,
-# concurrency, the API key) comes from the bound `llm` resource of the environment.
-_VERSION_FIELDS = ("backend", "base_url", "model")
-
 
 class ModelEvaluationConfig(dg.Config):
     registry_path: str = Field(default="", description="model registry YAML; empty = llm_assets/models/registry.yaml")
@@ -77,8 +73,7 @@ def transport_for(model: RegisteredModel, bound: LLMResource) -> LLMResource:
     base_url = resolve_endpoint(model)
     if model.backend == "server" and not base_url:
         raise dg.Failure(f"{model.name}: endpoint {model.endpoint} is not set in the environment")
-    settings = {name: getattr(bound, name) for name in type(bound).model_fields if name not in _VERSION_FIELDS}
-    return LLMResource(**settings, backend=model.backend, base_url=base_url, model=model.model)
+    return bound.with_endpoint(model.backend, base_url, model.model)
 
 
 def materialized_gate(instance: dg.DagsterInstance, artifacts: ArtifactStore) -> GateModel | None:

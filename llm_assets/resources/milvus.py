@@ -63,6 +63,13 @@ def _import_pymilvus() -> None:
         os.environ["MILVUS_URI"] = value
 
 
+# pymilvus pings every 10 s even on an idle channel; a gRPC server with default settings (Milvus
+# Lite's) counts those as abuse, answers GOAWAY "too_many_pings" and the next call on the channel
+# fails with UNAVAILABLE. Pinging only while a call is in flight keeps dead-peer detection for
+# long calls and never trips the server's limit.
+IDLE_KEEPALIVE_OFF = {"grpc.keepalive_permit_without_calls": False}
+
+
 class MilvusResource(dg.ConfigurableResource):
     """A pymilvus `MilvusClient` on `uri`: a Milvus Lite file path by default, a server for a URL."""
 
@@ -92,7 +99,7 @@ class MilvusResource(dg.ConfigurableResource):
             uri = self.resolved_uri
             if not is_server_uri(uri):
                 Path(uri).parent.mkdir(parents=True, exist_ok=True)
-            self._client = MilvusClient(uri=uri, token=self.token or "")
+            self._client = MilvusClient(uri=uri, token=self.token or "", grpc_options=IDLE_KEEPALIVE_OFF)
         return self._client
 
     def close(self) -> None:
