@@ -248,7 +248,7 @@ def test_llm_answers_retrain_the_gate_through_the_sensor_and_a_worse_candidate_n
     assert rejected["candidate_accepted"].value is False
     assert rejected["gate_version"].value == serving_version  # enriched/cases keeps the serving gate
     assert rejected["candidate_gate_version"].value != serving_version
-    assert "would fall" in rejected["held_out_verdict"].value
+    assert "keeping the serving gate" in rejected["held_out_verdict"].value
     assert rejected["training_sources"].value["distilled_examples"] == stored.height
     # The gate considered these examples: no new retraining until new ones arrive.
     assert isinstance(_sensor(instance, min_new=1), dg.SkipReason)
