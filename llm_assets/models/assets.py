@@ -10,7 +10,7 @@ from pydantic import Field
 
 from llm_assets.asset_keys import EMBEDDING_GATE, KB_INDEX, MODELS_EVALUATION, MODELS_PRODUCTION
 from llm_assets.enrichment import pipeline
-from llm_assets.enrichment.gate import DEFAULT_THRESHOLD, GateModel, GateNotFound, load_gate
+from llm_assets.enrichment.gate import GateModel, GateNotFound, load_gate
 from llm_assets.enrichment.llm_enricher import LLMEnricher
 from llm_assets.enrichment.redaction import redact_cached
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
@@ -53,7 +53,8 @@ class ModelEvaluationConfig(dg.Config):
     top_k: int = Field(default=4, description="KB chunks retrieved per case (as enriched/cases)")
     use_kb: bool = Field(default=True, description="retrieve KB context from the serving kb/index, as production "
                                                    "does (false: evaluate without context, and never open Milvus)")
-    gate_threshold: float = Field(default=DEFAULT_THRESHOLD, description="the local version's gate threshold")
+    gate_threshold: float | None = Field(default=None, description="one gate threshold for every label of the "
+                                       "local version; empty = the gate's calibrated per-label thresholds")
 
 
 def registered(name: str, registry_path: str = "") -> RegisteredModel:

@@ -70,7 +70,7 @@ class GoldenRun:
 
 
 def run_golden(golden: pl.DataFrame, *, model: RegisteredModel, versions: pipeline.Versions,
-               retrieve: pipeline.Retriever, embed: pipeline.Embedder, gate=None, gate_threshold: float = 0.85,
+               retrieve: pipeline.Retriever, embed: pipeline.Embedder, gate=None, gate_threshold: float | None = None,
                llm: RecordingLLM | None = None) -> GoldenRun:
     """The golden cases through `pipeline.enrich_cases` for `model` (see the module docstring)."""
     if model.uses_llm and llm is None:
