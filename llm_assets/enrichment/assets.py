@@ -209,22 +209,28 @@ def _cached_results(delta: DeltaLakeStorage, keys: list[str]) -> dict[str, dict]
     return {r["cache_key"]: r for r in found.to_dicts()} if found.height else {}
 
 
-def _materialized_gate(context: dg.AssetExecutionContext, artifacts: ArtifactStore) -> GateModel | None:
-    """The gate version of `models/embedding_gate`'s latest materialization, loaded from the artifact store.
+def materialized_gate(instance: dg.DagsterInstance, artifacts: ArtifactStore) -> GateModel | None:
+    """The gate of `models/embedding_gate`'s latest materialization, loaded from the artifact store.
 
     Lineage, not a folder scan: every run (a fresh pod in production) uses exactly the version
-    the instance recorded. None (with a warning) when the gate was never materialized.
+    the instance recorded. None when the gate was never materialized.
     """
-    event = context.instance.get_latest_materialization_event(EMBEDDING_GATE)
+    event = instance.get_latest_materialization_event(EMBEDDING_GATE)
     recorded = event.asset_materialization.metadata.get("gate_version") if event and event.asset_materialization else None
     if recorded is None:
-        context.log.warning("models/embedding_gate has not been materialized yet: every case goes to the LLM backend")
         return None
     try:
         return load_gate(artifacts, str(recorded.value))
     except GateNotFound as exc:
         raise dg.Failure(f"models/embedding_gate recorded gate_version {recorded.value}, but the artifact store "
                          f"does not have it ({exc}); check ARTIFACT_ROOT or rematerialize models/embedding_gate") from exc
+
+
+def _materialized_gate(context: dg.AssetExecutionContext, artifacts: ArtifactStore) -> GateModel | None:
+    gate = materialized_gate(context.instance, artifacts)
+    if gate is None:
+        context.log.warning("models/embedding_gate has not been materialized yet: every case goes to the LLM backend")
+    return gate
 
 
 def _gpu_op_tags() -> dict:

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from llm_assets.asset_keys import EMBEDDING_GATE, KB_INDEX, MODELS_EVALUATION, MODELS_PRODUCTION
+from llm_assets.asset_keys import KB_INDEX, MODELS_EVALUATION, MODELS_PRODUCTION
 from llm_assets.enrichment import pipeline
-from llm_assets.enrichment.gate import GateModel, GateNotFound, load_gate
+from llm_assets.enrichment.assets import materialized_gate
 from llm_assets.enrichment.llm_enricher import LLMEnricher
 from llm_assets.enrichment.redaction import redact_cached
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
@@ -75,19 +75,6 @@ def transport_for(model: RegisteredModel, bound: LLMResource) -> LLMResource:
     if model.backend == "server" and not base_url:
         raise dg.Failure(f"{model.name}: endpoint {model.endpoint} is not set in the environment")
     return bound.with_endpoint(model.backend, base_url, model.model)
-
-
-def materialized_gate(instance: dg.DagsterInstance, artifacts: ArtifactStore) -> GateModel | None:
-    """The gate of `models/embedding_gate`'s latest materialization (None: never materialized)."""
-    event = instance.get_latest_materialization_event(EMBEDDING_GATE)
-    recorded = event.asset_materialization.metadata.get("gate_version") if event and event.asset_materialization else None
-    if recorded is None:
-        return None
-    try:
-        return load_gate(artifacts, str(recorded.value))
-    except GateNotFound as exc:
-        raise dg.Failure(f"models/embedding_gate recorded gate_version {recorded.value}, but the artifact store "
-                         f"does not have it ({exc})") from exc
 
 
 def _no_vectors(texts: list[str]) -> np.ndarray:

@@ -8,10 +8,8 @@ import json
 import logging
 import re
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -25,7 +23,7 @@ from llm_assets.resources.kafka import KafkaResource
 from llm_assets.resources.llm import LLMResource
 from llm_assets.resources.milvus import MilvusResource
 from llm_assets.sample_data.generator import generate_sample_data
-from tests.support.pii_corpus import KINDS, Planted, pii_sentences
+from tests.support.pii_corpus import KINDS, pii_sentences
 from tests.support.pipeline import artifact_resources, materialize_keys
 
 DAY = "2026-11-18"
