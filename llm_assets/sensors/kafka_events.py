@@ -28,11 +28,13 @@ an offset whose messages are not written. A failed run keeps its batch (and ever
 uncommitted until a re-execution of it succeeds; once `max_pending_batches` batches wait,
 the sensor stops reading (back-pressure) and says why.
 
-One batch in flight: while a run of an earlier batch is queued or running, a tick reads
-nothing (it still commits what finished). The sensor's runs go one at a time anyway
+At most one batch waiting: while a run of an earlier batch is still queued (not started), a
+tick reads nothing (it still commits what finished). The sensor's runs go one at a time
 (`dagster.yaml`), so reading on would queue small batches behind each other, each paying a
 run's fixed cost, and latency would grow without bound whenever a run outlasts the tick
-interval; waiting makes the next batch take everything that arrived meanwhile.
+interval; waiting makes the next batch take everything that arrived meanwhile. While a run
+is already running, the next batch is read and queued behind it, so an event waits for at
+most one run ahead of its own.
 
 Recovery policy when the log restarts (RESET_TO_EARLIEST): when the topic id changed
 (topic deleted and recreated) or a cursor offset lies beyond the log end (log truncated),
@@ -79,6 +81,7 @@ BATCH_TAG = "llm_assets/kafka_batch"
 # A run in one of these states still has its batch to write: the sensor reads nothing new meanwhile.
 IN_FLIGHT = frozenset({dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                        dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.MANAGED, dg.DagsterRunStatus.CANCELING})
+NOT_STARTED = frozenset({dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED})
 READ_CHUNK = 50_000  # messages dated per `validate_values` call (its cost is mostly per call below this)
 RUN_KEY_TAG = "llm_assets/kafka_run_key"
 # A far-apart date's run: the hot path without the dead letter (the batch's main run writes it).
@@ -176,6 +179,7 @@ class BatchRuns:
     finished: set[str] = field(default_factory=set)  # batch ids whose every run key has a successful run
     failed: list[str] = field(default_factory=list)  # run keys whose runs failed or were canceled
     in_flight: list[str] = field(default_factory=list)  # run keys with a run queued, starting or running
+    not_started: list[str] = field(default_factory=list)  # run keys whose run still waits in the queue
 
 
 def pending_batch_runs(instance: dg.DagsterInstance, cursor: IngestCursor) -> BatchRuns:
@@ -185,6 +189,7 @@ def pending_batch_runs(instance: dg.DagsterInstance, cursor: IngestCursor) -> Ba
         runs = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: batch.batch_id}))
         succeeded = {r.tags.get(RUN_KEY_TAG) for r in runs if r.status == dg.DagsterRunStatus.SUCCESS}
         state.in_flight += sorted({r.tags.get(RUN_KEY_TAG) for r in runs if r.status in IN_FLIGHT})
+        state.not_started += sorted({r.tags.get(RUN_KEY_TAG) for r in runs if r.status in NOT_STARTED})
         if set(batch.run_keys) <= succeeded:
             state.finished.add(batch.batch_id)
             continue
@@ -253,14 +258,14 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
 
     runs = pending_batch_runs(context.instance, cursor) if cursor.pending else BatchRuns()
     cursor = _commit_finished(context, kafka, cursor, settings, runs, notes)
-    if runs.in_flight:
-        # One batch at a time: the runs of this sensor go one by one (dagster.yaml), so a batch read
-        # now would only wait in the queue behind them, and the next one behind it, every tick
-        # adding a run's fixed cost (process start, imports) to the queue. Waiting instead lets the
-        # next tick take everything that arrived meanwhile as one batch: latency stays one run plus
-        # one interval, whatever the rate.
-        notes.append(f"waiting for {len(runs.in_flight)} run(s) of earlier batches to finish before reading "
-                     f"more: {', '.join(runs.in_flight[:3])}")
+    if runs.not_started:
+        # At most one batch in the queue: the runs of this sensor go one by one (dagster.yaml), so a
+        # batch read now would wait behind the queued one, and the next one behind it, every tick
+        # adding a run's fixed cost (process start, imports). Waiting instead lets the next tick take
+        # everything that arrived meanwhile as one batch: an event waits for at most one run ahead
+        # of its own, whatever the rate.
+        notes.append(f"waiting for {len(runs.not_started)} queued run(s) of earlier batches to start before "
+                     f"reading more: {', '.join(runs.not_started[:3])}")
         return dg.SensorResult(skip_reason=" ".join(notes), cursor=cursor.dump())
     if len(cursor.pending) >= settings.max_pending_batches:
         notes.append(f"{len(cursor.pending)} batches are waiting for their runs (limit {settings.max_pending_batches});"

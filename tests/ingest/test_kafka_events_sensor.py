@@ -146,33 +146,42 @@ def test_offsets_are_committed_to_the_group_only_after_the_runs_succeed(kafka, r
     assert IngestCursor.model_validate_json(third.cursor).pending == []
 
 
-def test_while_a_batch_run_is_in_progress_the_sensor_waits_and_then_takes_what_arrived_as_one_batch(
+def test_while_a_batch_run_is_queued_the_sensor_waits_and_then_takes_what_arrived_as_one_batch(
         kafka, resources, make_topic):
     topic = make_topic()
     produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z")])
     instance, resources = dg.DagsterInstance.ephemeral(), _on(resources, topic)
     first = _tick(resources, instance)
     [request] = first.run_requests
-    # The daemon started the batch's run (the sensor's runs go one at a time); more events arrive meanwhile.
-    running = dg.DagsterRun(job_name=request.job_name, run_id="running-run", status=dg.DagsterRunStatus.STARTED,
-                            tags=request.tags)
-    instance.add_run(running)
+    # The batch's run waits in the queue (the sensor's runs go one at a time); more events arrive meanwhile.
+    queued = dg.DagsterRun(job_name=request.job_name, run_id="queued-run", status=dg.DagsterRunStatus.NOT_STARTED,
+                           tags=request.tags)
+    instance.add_run(queued)
     produce_sample_messages(kafka, topic, [_event("b", "2026-11-18T10:01:00Z")])
     produce_sample_messages(kafka, topic, [_event("c", "2026-11-18T10:02:00Z")])
 
     waiting = _tick(resources, instance, first.cursor)
-    assert waiting.run_requests == [] and "waiting for 1 run(s)" in waiting.skip_message
+    assert waiting.run_requests == [] and "waiting for 1 queued run(s)" in waiting.skip_message
     assert request.run_key in waiting.skip_message
     assert IngestCursor.model_validate_json(waiting.cursor).next_offsets == {0: 1}  # nothing read
 
-    instance.delete_run(running.run_id)  # ... and the run went through:
-    assert _execute([request], instance, resources) == [True]
+    # Once it runs, the next batch is read and queued behind it: both events that arrived meanwhile,
+    # one batch, one run. Nothing is committed until the first batch's run succeeded.
+    instance.delete_run(queued.run_id)
+    running = dg.DagsterRun(job_name=request.job_name, run_id="running-run", status=dg.DagsterRunStatus.STARTED,
+                            tags=request.tags)
+    instance.add_run(running)
     after = _tick(resources, instance, waiting.cursor)
-    [batch] = after.run_requests  # both events that arrived meanwhile, one batch, one run
+    [batch] = after.run_requests
     assert batch.run_key == f"{topic}:g0:p0:1-3:2026-11-18"
-    assert _execute([batch], instance, resources) == [True]
+    assert kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: None}
+
+    instance.delete_run(running.run_id)  # ... the first run went through, then the second:
+    assert _execute([request, batch], instance, resources) == [True, True]
     assert sorted(resources["delta"].read(RAW_EVENTS)["event_id"]) == ["a", "b", "c"]
-    assert kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: 1}  # the first batch, committed
+    final = _tick(resources, instance, after.cursor)
+    assert "No new messages" in final.skip_message
+    assert kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: 3}  # both batches, in order
 
 
 def test_sensor_resumes_from_its_cursor_after_a_restart_and_never_writes_a_message_twice(
