@@ -4,9 +4,9 @@ The global lineage shows every group (then expanded); each key asset's group lin
 node with its checks, and its page shows its group, its owning team and its checks, as the
 webserver's GraphQL API declares them; every dbt model has its page with its group and owners,
 and a dbt model's checks tab lists its dbt tests; `enriched/cases` shows its routes table and a
-PNG plot in its latest materialization. Screenshots go to a folder under the pytest tmp dir and are copied to
-`$LLM_ASSETS_TEST_ARTIFACTS/ui` (default `test-artifacts/ui`, ignored by git); the lineage one is
-also the README's picture (`docs/lineage.png`) when `LLM_ASSETS_UPDATE_DOCS=1`.
+PNG plot in its latest materialization. Screenshots go to a folder under the pytest tmp dir and
+are copied to `$LLM_ASSETS_TEST_ARTIFACTS/ui` (default `test-artifacts/ui`, ignored by git); the
+lineage one is also the README's picture (`docs/lineage.png`) when `LLM_ASSETS_UPDATE_DOCS=1`.
 """
 
 from __future__ import annotations
