@@ -8,7 +8,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from llm_assets import settings
 from llm_assets.enrichment import audit, pipeline, quality
@@ -22,6 +21,7 @@ from llm_assets.resources.milvus import MilvusResource
 from llm_assets.sample_data.generator import generate_sample_data, load_messages
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES
 from tests.support.pipeline import artifact_resources, materialize_keys, write_raw_events
+from tests.support.topics import read_topic
 
 UNPARTITIONED = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
                  "models/embedding_gate"]
@@ -76,18 +76,7 @@ def _rows(resources, day) -> pl.DataFrame:
 
 
 def _published(bootstrap: str) -> list[tuple[str, dict]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False,
-                         "enable.partition.eof": False})
-    try:
-        consumer.assign([TopicPartition(settings.ENRICHED_TOPIC, p, OFFSET_BEGINNING) for p in range(3)])
-        out, idle = [], 0
-        while idle < 6:
-            batch = consumer.consume(num_messages=1000, timeout=0.5)
-            idle = 0 if batch else idle + 1
-            out += [(m.key().decode(), json.loads(m.value())) for m in batch if m.error() is None]
-        return out
-    finally:
-        consumer.close()
+    return [(key, json.loads(value)) for key, value in read_topic(bootstrap, settings.ENRICHED_TOPIC)]
 
 
 def test_local_backend_enriches_every_case_publishes_once_and_signs_an_audit_bundle(env, kafka_broker):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from deltalake import DeltaTable
 
 from llm_assets import settings
@@ -24,6 +23,7 @@ from llm_assets.resources.environments import resources_for
 from llm_assets.resources.milvus import MilvusResource
 from llm_assets.sample_data.generator import generate_sample_data
 from tests.support.pipeline import materialize_keys, write_raw_events
+from tests.support.topics import read_topic
 
 KEY_HEX = "5a" * 32
 UPSTREAM = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index"]
@@ -85,18 +85,7 @@ def _metadata(result, key: dg.AssetKey) -> dict:
 
 
 def _published_count(bootstrap: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "fresh-pod-reader", "enable.auto.commit": False,
-                         "enable.partition.eof": False})
-    try:
-        consumer.assign([TopicPartition(settings.ENRICHED_TOPIC, p, OFFSET_BEGINNING) for p in range(3)])
-        count, idle = 0, 0
-        while idle < 6:
-            batch = consumer.consume(num_messages=1000, timeout=0.5)
-            idle = 0 if batch else idle + 1
-            count += sum(1 for m in batch if m.error() is None)
-        return count
-    finally:
-        consumer.close()
+    return len(read_topic(bootstrap, settings.ENRICHED_TOPIC))
 
 
 def _table_version(resources, key: dg.AssetKey) -> int | None:

@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from llm_assets import settings
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, RAW_EVENTS, RESULT_CACHE
@@ -25,6 +24,7 @@ from llm_assets.resources.milvus import MilvusResource
 from llm_assets.sample_data.generator import generate_sample_data
 from tests.support.pii_corpus import KINDS, pii_sentences
 from tests.support.pipeline import artifact_resources, materialize_keys
+from tests.support.topics import read_topic
 
 DAY = "2026-11-18"
 UNPARTITIONED = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index", "models/embedding_gate"]
@@ -92,17 +92,7 @@ def _raw_events(delta: DeltaLakeStorage, texts: list[str]) -> list[str]:
 
 
 def _published(bootstrap: str, ids: set[str]) -> list[str]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pii-reader", "enable.auto.commit": False})
-    try:
-        consumer.assign([TopicPartition(settings.ENRICHED_TOPIC, p, OFFSET_BEGINNING) for p in range(3)])
-        out, idle = [], 0
-        while idle < 6:
-            batch = consumer.consume(num_messages=1000, timeout=0.5)
-            idle = 0 if batch else idle + 1
-            out += [m.value().decode() for m in batch if m.error() is None and m.key().decode() in ids]
-        return out
-    finally:
-        consumer.close()
+    return [value.decode() for key, value in read_topic(bootstrap, settings.ENRICHED_TOPIC) if key in ids]
 
 
 def test_written_forms_cover_the_ways_people_write_a_value():
