@@ -57,17 +57,19 @@ def tick(instance: dg.DagsterInstance, resources: Mapping[str, Any], cursor: str
 
 
 def drain_topic(instance: dg.DagsterInstance, resources: Mapping[str, Any], *, cursor: str | None = None,
-                max_ticks: int = 100, quiet: bool = False) -> dict[str, Any]:
+                max_ticks: int = 100, quiet: bool = False, defs: dg.Definitions | None = None) -> dict[str, Any]:
     """Tick the sensor and execute its runs until it skips (or `max_ticks`).
 
     `resources` needs `kafka` and `delta` (and `kafka_ingest` for another topic or limits);
-    `quiet` keeps the runs' console logs to warnings. Returns a summary: ticks, runs (by job),
+    `quiet` keeps the runs' console logs to warnings. `defs`: the whole code location, so that
+    the sensor's runs take their dates from raw through curated to enriched as the daemon's do;
+    by default the ingest assets alone. Returns a summary: ticks, runs (by job),
     failed run keys, requested run keys, the last skip reason, the final cursor (pass it
     back in to resume, as the daemon would after a restart) and the seconds spent in ticks
     and in runs.
     """
     resources = with_ingest_settings(resources)
-    defs = ingest_definitions(resources)
+    defs = defs or ingest_definitions(resources)
     summary: dict[str, Any] = {"ticks": 0, "runs": {ingest_events_job.name: 0, ingest_rejected_events_job.name: 0},
                                "run_keys": [], "failed_run_keys": [], "skip_reason": None, "cursor": cursor,
                                "tick_seconds": 0.0, "run_seconds": 0.0}

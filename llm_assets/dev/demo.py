@@ -40,6 +40,9 @@ def run_demo(sample_dir: Path) -> int:
     from llm_assets.definitions import defs
     from llm_assets.dev.daemon import drain_topic
     from llm_assets.dev.samples import produce_sample_messages
+    from llm_assets.models.commands import promote
+    from llm_assets.models.registry import load_registry
+    from llm_assets.partitions import model_versions
     from llm_assets.resources.delta import DeltaLakeStorage
     from llm_assets.sample_data.generator import load_messages
 
@@ -54,8 +57,20 @@ def run_demo(sample_dir: Path) -> int:
     _materialize(defs, instance, ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
                                   "models/embedding_gate"])
 
+    local_version = next(m.name for m in load_registry().values() if m.backend == "local")
+    print(f"   model versions: models/evaluation[{local_version}] on the golden cases, the blocking check "
+          "no_regression_vs_production, then models/production")
+    instance.add_dynamic_partitions(model_versions.name, [local_version])
+    evaluation = _materialize(defs, instance, ["models/evaluation"], partition_key=local_version)
+    metrics = {m.metadata["accuracy"].value for m in evaluation.asset_materializations_for_node("models__evaluation")
+               if "accuracy" in m.metadata}
+    print(f"  golden accuracy {', '.join(f'{a:.3f}' for a in metrics)}; promoting it:", end=" ", flush=True)
+    if promote(local_version, instance=instance, delta=defs.resources["delta"]) != 0:
+        print("  not promoted: enrichment keeps the environment's backend")
+
     print("2/4 micro-batches: kafka_events_sensor ticks -> one run per batch: raw -> curated -> enriched")
-    ingest = drain_topic(instance, {k: defs.resources[k] for k in ("kafka", "kafka_ingest", "delta")}, quiet=True)
+    ingest = drain_topic(instance, {k: defs.resources[k] for k in ("kafka", "kafka_ingest", "delta")}, defs=defs,
+                         quiet=True)
     print(f"  {ingest['ticks']} sensor ticks, runs {ingest['runs']}, failed {len(ingest['failed_run_keys'])}; "
           f"last tick: {ingest['skip_reason']}")
 
