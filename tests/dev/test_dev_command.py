@@ -71,6 +71,7 @@ def test_dev_stops_on_a_signal_and_leaves_no_process_or_port(tmp_path, how):
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MILVUS_URI", "DAGSTER_HOME")}
     env.update(LLM_ASSETS_HOME=str(tmp_path / "home"), SAMPLE_DATA_DIR=str(tmp_path / "samples"))
     log = (tmp_path / "dev.log").open("w")
+    pids: list[int] = []
     dev = subprocess.Popen([sys.executable, "-m", "llm_assets.cli", "dev", "--port", str(port), "--events", "200",
                             "--interval", "1"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                            start_new_session=True)  # its own process group, like a shell's foreground job
@@ -82,7 +83,7 @@ def test_dev_stops_on_a_signal_and_leaves_no_process_or_port(tmp_path, how):
             assert time.monotonic() < deadline, "the UI never answered"
             time.sleep(1)
         assert _ui_answers(port)
-        pids = [dev.pid, *descendants(dev.pid)]
+        pids += [dev.pid, *descendants(dev.pid)]
         ports = _listening_ports(pids)
         # The UI, tansu and milvus-lite at least (the code server listens on a unix socket).
         assert port in ports and len(ports) >= 3, ports
@@ -98,7 +99,13 @@ def test_dev_stops_on_a_signal_and_leaves_no_process_or_port(tmp_path, how):
         output = (tmp_path / "dev.log").read_text()
         assert output.startswith(ready) and len(output.strip().splitlines()) == 1, output  # quiet: that one line
     finally:
-        if dev.poll() is None:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
+        # A failed stop must not leave the stack running through the rest of the suite: `dagster dev`
+        # runs in a session of its own, out of reach of the process group.
+        for pid in [dev.pid, *pids, *descendants(dev.pid)]:
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        dev.wait()
         log.close()
