@@ -27,7 +27,12 @@ def demo(args: argparse.Namespace) -> int:
 def dev(args: argparse.Namespace) -> int:
     from llm_assets.dev.dev_command import run_dev
 
-    return run_dev(port=args.port, events=args.events, interval_s=args.interval)
+    code = run_dev(port=args.port, events=args.events, interval_s=args.interval)
+    # Every process it started is stopped by now. A live-stream publish stuck on the stopped broker
+    # (a daemon thread inside librdkafka's flush) must not hold the exit past the 10 s promise.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def verify_audit(args: argparse.Namespace) -> int:

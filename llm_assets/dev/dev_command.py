@@ -166,8 +166,8 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0) -> i
         # Shutdown must finish: a second Ctrl-C (or SIGTERM) must not leave half of it undone.
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            if stream is not None:
-                stream.stop(timeout_s=0.5)
+            if stream is not None:  # while the broker still runs, so its last publish completes quietly
+                stream.stop(timeout_s=2.0)
             # Whatever needs SIGKILL after the grace period gets it silently: a slow shutdown of a
             # local dev stack is not the user's problem (the daemon fails a run it left behind).
             stop_all(processes, SHUTDOWN_GRACE_S)
