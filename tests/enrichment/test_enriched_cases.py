@@ -20,7 +20,7 @@ from llm_assets.resources.llm import LLMResource
 from llm_assets.resources.milvus import MilvusResource
 from llm_assets.sample_data.generator import generate_sample_data, load_messages
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES
-from tests.support.pipeline import artifact_resources, materialize_keys, write_raw_events
+from tests.support.pipeline import artifact_resources, materialize_keys, use_local_home, write_raw_events
 from tests.support.topics import read_topic
 
 UNPARTITIONED = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
@@ -32,10 +32,7 @@ def home(tmp_path_factory, kafka_broker):
     """Sample data for two days, raw/events, signals, KB index, gate and curated/cases, built once."""
     root = tmp_path_factory.mktemp("enriched")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLM_ASSETS_HOME", str(root))
-        mp.setenv("SAMPLE_DATA_DIR", str(root / "sample_data"))
-        mp.delenv("AUDIT_SIGNING_KEY", raising=False)
-        mp.delenv("LLM_ASSETS_ENV", raising=False)
+        use_local_home(mp, root)
         generate_sample_data(root / "sample_data", n_events=80, days=2)
         create_topics(kafka_broker, {settings.ENRICHED_TOPIC: 3})
         resources = base_resources(root, kafka_broker)

@@ -21,7 +21,7 @@ from llm_assets.partitions import daily_partitions
 from llm_assets.resources.llm import LLMResource
 from llm_assets.sample_data.generator import generate_sample_data, load_messages
 from tests.enrichment.test_enriched_cases import UNPARTITIONED, _published, base_resources
-from tests.support.pipeline import graph_definitions, materialize_keys
+from tests.support.pipeline import graph_definitions, materialize_keys, use_local_home
 
 CHECK_NAMES = {"labels_and_confidence_valid", "actions_within_allow_list", "provenance_versions_present",
                "no_pii_in_outputs", "one_row_per_curated_case", "fallback_rate_below_threshold",
@@ -33,10 +33,7 @@ def home(tmp_path_factory, kafka_broker):
     """Six days of sample events (about 30 a day) as raw rows, not yet written; signals, KB index and gate built."""
     root = tmp_path_factory.mktemp("enriched-incremental")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLM_ASSETS_HOME", str(root))
-        mp.setenv("SAMPLE_DATA_DIR", str(root / "sample_data"))
-        mp.delenv("AUDIT_SIGNING_KEY", raising=False)
-        mp.delenv("LLM_ASSETS_ENV", raising=False)
+        use_local_home(mp, root)
         generate_sample_data(root / "sample_data", n_events=180, days=6, start_date=date(2026, 10, 1))
         create_topics(kafka_broker, {settings.ENRICHED_TOPIC: 3})
         assert materialize_keys(base_resources(root, kafka_broker), UNPARTITIONED).success

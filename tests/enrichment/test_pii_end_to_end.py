@@ -23,7 +23,7 @@ from llm_assets.resources.llm import LLMResource
 from llm_assets.resources.milvus import MilvusResource
 from llm_assets.sample_data.generator import generate_sample_data
 from tests.support.pii_corpus import KINDS, pii_sentences
-from tests.support.pipeline import artifact_resources, materialize_keys
+from tests.support.pipeline import artifact_resources, materialize_keys, use_local_home
 from tests.support.topics import read_topic
 
 DAY = "2026-11-18"
@@ -107,10 +107,7 @@ def test_written_forms_cover_the_ways_people_write_a_value():
 
 @pytest.fixture
 def home(tmp_path, kafka_broker, monkeypatch):
-    monkeypatch.setenv("LLM_ASSETS_HOME", str(tmp_path))
-    monkeypatch.setenv("SAMPLE_DATA_DIR", str(tmp_path / "sample_data"))
-    monkeypatch.delenv("AUDIT_SIGNING_KEY", raising=False)
-    monkeypatch.delenv("LLM_ASSETS_ENV", raising=False)
+    use_local_home(monkeypatch, tmp_path)
     generate_sample_data(tmp_path / "sample_data", n_events=20, days=1)
     create_topics(kafka_broker, {settings.ENRICHED_TOPIC: 3})
     return tmp_path

@@ -29,7 +29,7 @@ from llm_assets.resources.llm import LLMResource
 from llm_assets.sample_data.generator import generate_sample_data
 from tests.enrichment.test_enriched_cases import UNPARTITIONED, base_resources
 from tests.support.openai_test_server import OpenAITestServer, plausible_label, rotated
-from tests.support.pipeline import graph_definitions, materialize_keys, write_raw_events
+from tests.support.pipeline import graph_definitions, materialize_keys, use_local_home, write_raw_events
 
 LOCAL, GOOD, NEVER_PROMOTED = "local-rules@v1", "good-model@v1", "rotated-model@v1"
 TODAY = date.fromisoformat(daily_partitions.get_last_partition_key())
@@ -56,10 +56,7 @@ def home(tmp_path_factory, kafka_broker, llm_server):
         {"name": NEVER_PROMOTED, "backend": "server", "endpoint": f"{llm_server.base_url}/v1", "model": "rotated"},
     ]}))
     with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        mp.setenv("LLM_ASSETS_HOME", str(root))
-        mp.setenv("SAMPLE_DATA_DIR", str(root / "sample_data"))
-        mp.delenv("AUDIT_SIGNING_KEY", raising=False)
-        mp.delenv("LLM_ASSETS_ENV", raising=False)
+        use_local_home(mp, root)
         mp.delenv("LLM_BASE_URL", raising=False)
         generate_sample_data(root / "sample_data", n_events=900, days=9,
                              start_date=date.fromisoformat(OUTSIDE))

@@ -9,6 +9,15 @@ from llm_assets.sample_data.generator import load_messages
 from llm_assets.asset_keys import RAW_EVENTS
 
 
+def use_local_home(mp, root: Path) -> None:
+    """Point the code location at a test home on the embedded defaults: its Delta, artifacts and
+    sample data under `root`, the local environment and a signing key generated there."""
+    mp.setenv("LLM_ASSETS_HOME", str(root))
+    mp.setenv("SAMPLE_DATA_DIR", str(root / "sample_data"))
+    mp.delenv("AUDIT_SIGNING_KEY", raising=False)
+    mp.delenv("LLM_ASSETS_ENV", raising=False)
+
+
 def write_raw_events(delta: DeltaLakeStorage, sample_dir: Path) -> dict[str, int]:
     """Validate the sample messages with the ingest contract and MERGE them into raw/events.
 
