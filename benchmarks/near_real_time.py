@@ -205,7 +205,7 @@ def main() -> int:
             t0 = time.monotonic()
             stack.start()
             if not args.automation:
-                stack.stop_sensor("llm_assets_automation")
+                stack.stop_automation()
             seed = stack.wait_for_run(stack.launch_assets(SEED_ASSETS), 1800)  # minutes on a loaded machine
             assert seed["status"] == "SUCCESS", stack.failure(seed["runId"])
             print(f"stack up and seed tables built in {time.monotonic() - t0:.0f} s; streaming {args.rate:g} "

@@ -2,16 +2,18 @@
 
 Merges each domain's own `Definitions`, registers the sensors (`sensors/`: they stand above
 the domains whose jobs they launch), binds the resources of the current environment
-(`LLM_ASSETS_ENV`, see `resources/environments.py`) and applies cross-cutting policy in
-one place: a freshness policy on every daily asset and an owning team per group.
-"""
+(`LLM_ASSETS_ENV`, see `resources/environments.py`) and applies the cross-cutting policies
+(`policies.py`: a freshness policy on every daily asset, an owning team per group).
 
-from datetime import timedelta
+The dbt models are not here: they are the code location `llm_assets_analytics`
+(`analytics_definitions.py`). Every run of this location is a new process that loads this
+module, the Kafka sensor's micro-batch runs included, and importing dagster-dbt (dbt-core)
+cost each of them 2-3.5 s of CPU; the global lineage joins the two locations by asset key.
+"""
 
 import dagster as dg
 
 # Domain modules, not their `defs`: one Definitions object at module scope is what Dagster loads.
-from llm_assets.analytics import definitions as analytics
 from llm_assets.curated import definitions as curated
 from llm_assets.distillation import definitions as distillation
 from llm_assets.enrichment import definitions as enrichment
@@ -21,14 +23,10 @@ from llm_assets.ingest import definitions as ingest
 from llm_assets.knowledge_base import definitions as knowledge_base
 from llm_assets.models import definitions as models
 from llm_assets.monitoring import definitions as monitoring
-from llm_assets.partitions import daily_partitions
+from llm_assets.policies import with_policies
 from llm_assets.resources.environments import current_environment, resources_for
 from llm_assets.sensors.kafka_events import kafka_events_sensor
 from llm_assets.sensors.vllm_metrics import vllm_metrics_sensor
-
-# A daily partition that has not been refreshed for a day and a half is late for the analysts.
-DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=36), warn_window=timedelta(hours=26))
-
 
 # Runs the assets' AutomationConditions (curated and enriched follow ingest eagerly); running by default.
 automation_sensor = dg.AutomationConditionSensorDefinition(
@@ -36,27 +34,6 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=30,
     description="Materializes curated/cases and enriched/cases as soon as their upstream partitions land.",
 )
-
-
-# Who answers for each group (shown on every asset in the UI; the lineage filters by owner).
-OWNERS_BY_GROUP = {
-    "ingest": ["team:data-platform"],
-    "curated": ["team:data-platform"],
-    "knowledge_base": ["team:ml-platform"],
-    "models": ["team:ml-platform"],
-    "enrichment": ["team:ml-platform"],
-    "evaluation": ["team:case-operations"],
-    "monitoring": ["team:ml-platform"],
-    "analytics": ["team:analytics"],
-}
-
-
-def _with_policies(spec: dg.AssetSpec) -> dg.AssetSpec:
-    if spec.partitions_def == daily_partitions and spec.freshness_policy is None:
-        spec = spec.replace_attributes(freshness_policy=DAILY_FRESHNESS)
-    if not spec.owners and spec.group_name in OWNERS_BY_GROUP:
-        spec = spec.replace_attributes(owners=OWNERS_BY_GROUP[spec.group_name])
-    return spec
 
 
 defs = dg.Definitions.merge(
@@ -68,7 +45,6 @@ defs = dg.Definitions.merge(
     distillation.defs,
     evaluation.defs,
     monitoring.defs,
-    analytics.defs,
     dg.Definitions(sensors=[automation_sensor, kafka_events_sensor, vllm_metrics_sensor],
                    resources=resources_for(current_environment()), executor=executor_for(current_environment())),
-).map_resolved_asset_specs(func=_with_policies)
+).map_resolved_asset_specs(func=with_policies)

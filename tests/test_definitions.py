@@ -14,10 +14,11 @@ EXPECTED_ASSETS = {
     "models/evaluation": model_versions, "models/production": None,
     "evaluation/samples": "daily", "evaluation/ratings": None, "evaluation/quality_metrics": "daily",
     "monitoring/drift_report": "daily", "monitoring/case_tickets": "daily",
-    **{f"analytics/{model}": None for model in (
-        "daily_label_counts", "daily_route_rates", "daily_fallback_rates", "daily_action_counts",
-        "model_version_comparison", "daily_pipeline_coverage", "weekly_report", "enriched_cases_by_day")},
 }
+# The code location `llm_assets_analytics` (`llm_assets/analytics_definitions.py`).
+EXPECTED_ANALYTICS_ASSETS = {f"analytics/{model}" for model in (
+    "daily_label_counts", "daily_route_rates", "daily_fallback_rates", "daily_action_counts",
+    "model_version_comparison", "daily_pipeline_coverage", "weekly_report", "enriched_cases_by_day")}
 EXPECTED_CHECKS = {
     "curated/cases": {"curated_cases_contract", "curated_cases_unique_event_id", "curated_cases_match_raw_events"},
     "enriched/cases": {"labels_and_confidence_valid", "actions_within_allow_list", "provenance_versions_present",
@@ -79,7 +80,7 @@ def test_jobs_sensors_and_resources_are_bound(defs):
                                               "gate_retraining_sensor", "model_registry_sensor"}
     assert {"ingest_events_job", "ingest_rejected_events_job"} <= {j.name for j in defs.jobs}
     assert set(defs.resources) == {"delta", "kafka", "kafka_ingest", "milvus", "embedder", "llm", "artifacts",
-                                  "audit_signer", "case_tool", "dbt"}
+                                  "audit_signer", "case_tool"}
 
 
 def test_production_environment_reads_endpoints_from_env_vars(monkeypatch):
@@ -99,3 +100,47 @@ def test_the_module_exposes_exactly_one_definitions_object_for_dagster_dev():
 
     targets = loadable_targets_from_python_module("llm_assets.definitions", None)
     assert [t.attribute for t in targets] == ["defs"]
+
+
+@pytest.fixture(scope="module")
+def analytics_defs(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLM_ASSETS_HOME", str(tmp_path_factory.mktemp("analytics")))
+        from llm_assets.analytics_definitions import defs as loaded
+
+        dg.Definitions.validate_loadable(loaded)
+        yield loaded
+
+
+def test_the_analytics_location_holds_the_dbt_models_downstream_of_the_main_locations_tables(analytics_defs):
+    graph = analytics_defs.resolve_asset_graph()
+    materializable = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
+    assert materializable == EXPECTED_ANALYTICS_ASSETS
+    # What they read is defined by the main location: referenced here by key only (the lineage joins them).
+    upstream = {k.to_user_string() for k in graph.get_all_asset_keys() if not graph.get(k).is_materializable}
+    assert {"enriched/cases", "curated/cases"} <= upstream <= set(EXPECTED_ASSETS)
+    for spec in analytics_defs.resolve_all_asset_specs():
+        if spec.key.to_user_string() in EXPECTED_ANALYTICS_ASSETS:
+            assert spec.owners == ["team:analytics"] and spec.group_name == "analytics", spec.key
+    assert {s.name for s in analytics_defs.sensors} == {"analytics_automation"}
+    assert set(analytics_defs.resources) == {"delta", "dbt"}
+
+
+def test_the_main_location_never_imports_dbt():
+    """Each of its runs (a Kafka micro-batch included) is a new process that loads the module."""
+    import subprocess
+    import sys
+
+    probe = "import sys, llm_assets.definitions; print(sorted(m for m in ('dbt', 'dagster_dbt') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_workspace_loads_both_locations():
+    import yaml
+
+    from llm_assets.dev.dev_command import REPO_ROOT
+
+    entries = [e["python_module"] for e in yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())["load_from"]]
+    assert {(e["module_name"], e["location_name"]) for e in entries} == {
+        ("llm_assets.definitions", "llm_assets"), ("llm_assets.analytics_definitions", "llm_assets_analytics")}

@@ -103,14 +103,17 @@ def test_the_helm_values_use_only_keys_of_the_dagster_chart():
     assert not unknown, f"keys the chart does not have (Helm would ignore them): {unknown}"
 
 
-def test_the_code_location_runs_the_definitions_in_prod_with_the_shared_environment():
+def test_the_code_locations_run_the_definitions_in_prod_with_the_shared_environment():
     values = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
-    [deployment] = values["dagster-user-deployments"]["deployments"]
-    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "llm_assets.definitions"]
-    assert {"name": "LLM_ASSETS_ENV", "value": "prod"} in deployment["env"]
-    assert deployment["envConfigMaps"] == [{"name": ENV_CONFIG_MAP}]
-    assert deployment["envSecrets"] == [{"name": ENV_SECRET}]
-    assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
+    deployments = {d["name"]: d for d in values["dagster-user-deployments"]["deployments"]}
+    modules = {"llm-assets": "llm_assets.definitions", "llm-assets-analytics": "llm_assets.analytics_definitions"}
+    assert set(deployments) == set(modules)  # the two locations of workspace.yaml
+    for name, deployment in deployments.items():
+        assert deployment["dagsterApiGrpcArgs"] == ["--module-name", modules[name]]
+        assert {"name": "LLM_ASSETS_ENV", "value": "prod"} in deployment["env"]
+        assert deployment["envConfigMaps"] == [{"name": ENV_CONFIG_MAP}]
+        assert deployment["envSecrets"] == [{"name": ENV_SECRET}]
+        assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
 
 
 def _config_map() -> dict:

@@ -27,7 +27,10 @@ from llm_assets.dev.milvus import MilvusServerHandle, start_milvus_server
 from llm_assets.dev.process import ManagedProcess, free_port, stop_all
 
 LOCATION = "llm_assets"
+ANALYTICS_LOCATION = "llm_assets_analytics"  # the dbt models (workspace.yaml)
 REPOSITORY = "__repository__"
+# Each location's automation sensor, by location.
+AUTOMATION_SENSORS = {LOCATION: "llm_assets_automation", ANALYTICS_LOCATION: "analytics_automation"}
 TOPIC_PARTITIONS = 3
 TERMINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 # SIGINT to a clean exit of `dagster dev` (webserver, daemon, code server): about 6 s here, more under load.
@@ -132,22 +135,53 @@ class DaemonStack:
             raise RuntimeError(f"GraphQL errors: {body['errors']}")
         return body["data"]
 
-    def sensor(self, name: str) -> dict:
+    @staticmethod
+    def _sensor_selector(name: str, location: str) -> dict:
+        return {"repositoryLocationName": location, "repositoryName": REPOSITORY, "sensorName": name}
+
+    def sensor(self, name: str, location: str = LOCATION) -> dict:
         data = self.graphql("""
             query Sensor($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
               __typename ... on Sensor { id name sensorState { id status } } } }""",
-                            {"selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
-                                          "sensorName": name}})["sensorOrError"]
+                            {"selector": self._sensor_selector(name, location)})["sensorOrError"]
         if data["__typename"] != "Sensor":
             raise KeyError(f"sensor {name}: {data['__typename']}")
         return data
 
-    def stop_sensor(self, name: str) -> None:
-        state_id = self.sensor(name)["sensorState"]["id"]
+    def stop_sensor(self, name: str, location: str = LOCATION) -> None:
+        state_id = self.sensor(name, location)["sensorState"]["id"]
         data = self.graphql("""mutation Stop($id: String) { stopSensor(id: $id) { __typename
               ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }""",
                             {"id": state_id})["stopSensor"]
         assert data["__typename"] == "StopSensorMutationResult", data
+
+    def start_sensor(self, name: str, location: str = LOCATION) -> None:
+        data = self.graphql("""mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+              __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }""",
+                            {"selector": self._sensor_selector(name, location)})["startSensor"]
+        assert data["__typename"] == "Sensor" and data["sensorState"]["status"] == "RUNNING", data
+
+    def stop_automation(self, timeout_s: float = 120.0) -> None:
+        """Stop the automation sensor of each code location (the analytics location may still be loading)."""
+        for location, name in AUTOMATION_SENSORS.items():
+            def loaded(name=name, location=location):
+                try:
+                    return self.sensor(name, location)
+                except (httpx.HTTPError, KeyError):
+                    return None
+
+            if wait_for(loaded, timeout_s, f"{location} loaded")["sensorState"]["status"] == "RUNNING":
+                self.stop_sensor(name, location)
+
+    def ticks(self, name: str, limit: int = 100) -> list[dict]:
+        """The sensor's ticks, newest first: `timestamp`, `status`, `runIds`, `requestedAssetMaterializationCount`."""
+        data = self.graphql("""query Ticks($selector: SensorSelector!, $limit: Int) {
+              sensorOrError(sensorSelector: $selector) { __typename ... on Sensor { sensorState {
+                ticks(limit: $limit) { timestamp status runIds requestedAssetMaterializationCount } } } } }""",
+                            {"selector": self._sensor_selector(name, LOCATION), "limit": limit})["sensorOrError"]
+        if data["__typename"] != "Sensor":
+            raise KeyError(f"sensor {name}: {data['__typename']}")
+        return data["sensorState"]["ticks"]
 
     def launch_assets(self, keys: Iterable[str]) -> str:
         """Launch one run of the asset keys (user strings) through the queue; returns the run id."""

@@ -31,9 +31,9 @@ def ui_stack(tmp_path_factory, kafka_broker):
             generate_sample_data(home / "sample_data", n_events=90)  # three days, 2026-11-18 .. 20
             raw_per_day = write_raw_events(DeltaLakeStorage(root=str(home / "delta")), home / "sample_data")
             stack.start()
-            for sensor in ("llm_assets_automation", "kafka_events_sensor"):
-                if stack.sensor(sensor)["sensorState"]["status"] == "RUNNING":
-                    stack.stop_sensor(sensor)
+            stack.stop_automation()
+            if stack.sensor("kafka_events_sensor")["sensorState"]["status"] == "RUNNING":
+                stack.stop_sensor("kafka_events_sensor")
             seed = stack.wait_for_run(stack.launch_assets(SEED_ASSETS), SEED_TIMEOUT_S)
             assert seed["status"] == "SUCCESS", stack.failure(seed["runId"])
             yield stack, raw_per_day
