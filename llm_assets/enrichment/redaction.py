@@ -53,7 +53,8 @@ fraction of a second (the benchmark prints the slowest). Pure module: no Dagster
 from __future__ import annotations
 
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -497,10 +498,39 @@ def redact(text: str) -> Redacted:
     return Redacted("".join(out), dict(Counter(kind for _, _, kind in spans)))
 
 
-@lru_cache(maxsize=8192)
+REDACTION_CACHE_SIZE = 8192
+_redacted_texts: OrderedDict[str, str] = OrderedDict()  # text -> its redaction, least recently used first
+_redacted_texts_lock = threading.Lock()
+
+
+def _remember(text: str, clean: str) -> None:
+    with _redacted_texts_lock:
+        # `redact` is idempotent, so a redacted text is its own redaction: the prompt builder's guard
+        # (`redact_cached` on text that was already redacted) is then a lookup, not a second scan.
+        _redacted_texts[text] = clean
+        _redacted_texts[clean] = clean
+        while len(_redacted_texts) > REDACTION_CACHE_SIZE:
+            _redacted_texts.popitem(last=False)
+
+
 def redact_cached(text: str) -> str:
-    """`redact(text).text`, memoised: KB documents repeat across thousands of prompts."""
-    return redact(text).text
+    """`redact(text).text`, memoised (least recently used out): KB documents repeat across thousands
+    of prompts, and case texts redacted by `redact_remembered` come back here as prompts are built."""
+    with _redacted_texts_lock:
+        clean = _redacted_texts.get(text)
+        if clean is not None:
+            _redacted_texts.move_to_end(text)
+            return clean
+    clean = redact(text).text
+    _remember(text, clean)
+    return clean
+
+
+def redact_remembered(text: str) -> Redacted:
+    """`redact(text)` with the counts per kind, its result remembered for `redact_cached`."""
+    redacted = redact(text)
+    _remember(text, redacted.text)
+    return redacted
 
 
 def find_pii(text: str) -> list[str]:
