@@ -8,6 +8,11 @@ comes from the runs `kafka_events_sensor` requests, one per batch (the hot path)
 batches, one of them with an event 20 days old (a run of its own, older than automation's
 lookback) and one repeating an earlier event; the stack is stopped with SIGINT halfway and
 started again, and the batch produced while it was down is picked up from the cursor.
+
+After the restart automation is switched on while the sensor's runs are in flight (the
+situation that once starved it for 10.7 minutes): its first tick must request runs (the
+evaluation days automation was kept away from, among them an event two days old), and from
+then on it runs beside the sensor without a case written or published twice.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ def test_events_from_an_outside_producer_reach_enriched_cases_and_the_topic_once
     now = datetime.now(timezone.utc).replace(microsecond=0)
     batches = [[_event(n, now - timedelta(minutes=n)) for n in range(b * 4, b * 4 + 4)] for b in range(5)]
     batches[1].append(_event(90, now - timedelta(days=20)))  # older than automation's 7-day lookback
+    batches[1].append(_event(91, now - timedelta(days=2)))  # inside it: automation has work there after the restart
     batches[3].append(batches[0][0])  # a duplicate delivery of an event already enriched
     expected = {e["event_id"] for batch in batches for e in batch}
 
@@ -82,7 +88,7 @@ def test_events_from_an_outside_producer_reach_enriched_cases_and_the_topic_once
 
     stack.start()
     phase("code location up")
-    stack.stop_sensor("llm_assets_automation")  # every curated and enriched row must come from the sensor's runs
+    stack.stop_automation()  # every curated and enriched row must come from the sensor's runs
     seed = stack.wait_for_run(stack.launch_assets(SEED_ASSETS), SEED_TIMEOUT_S)
     assert seed["status"] == "SUCCESS", stack.failure(seed["runId"])
     phase("seed tables built")
@@ -104,7 +110,18 @@ def test_events_from_an_outside_producer_reach_enriched_cases_and_the_topic_once
     assert stack.dagster.leftovers() == []
     phase("stopped")
     produce(stack.bootstrap, stack.events_topic, batches[2])
+    restarted = time.time()
     stack.start()
+    stack.start_sensor("llm_assets_automation")
+
+    def first_automation_tick():
+        ticks = [t for t in stack.ticks("llm_assets_automation") if t["timestamp"] >= restarted]
+        first = min(ticks, key=lambda t: t["timestamp"]) if ticks else None
+        return first if first and first["status"] != "STARTED" else None
+
+    tick = wait_for(first_automation_tick, BATCH_TIMEOUT_S, "automation's first tick after the restart")
+    assert tick["status"] == "SUCCESS" and tick["runIds"], tick  # requested runs on its first tick
+    phase(f"automation's first tick after the restart requested {len(tick['runIds'])} run(s)")
     wanted = {e["event_id"] for e in batches[2]}
     wait_for(lambda: wanted <= set(_ids(delta, ENRICHED_CASES)), BATCH_TIMEOUT_S, "the batch produced while down",
              interval_s=2)
