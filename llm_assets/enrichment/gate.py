@@ -13,6 +13,9 @@ share phrasings with the training cases).
 This module owns training (with out-of-fold metrics, expected calibration error and the
 thresholds as training metadata), prediction, evaluation on labelled sets, and versioned,
 integrity-checked storage of the model in the artifact store (`models/embedding_gate/<version>/`).
+Serving needs no scikit-learn: the fitted linear model is also stored as plain numpy arrays and
+`load_gate` predicts with those (importing scikit-learn costs each fresh run process seconds of
+CPU); the joblib file stays for provenance and for gates saved before the arrays existed.
 Pure logic: no Dagster and no embedding-model import (callers pass embeddings and the store in).
 """
 
@@ -22,6 +25,7 @@ import hashlib
 import io
 import json
 import re
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
@@ -49,6 +53,10 @@ DEFAULT_C = 1.0
 ARTIFACT_PREFIX = "models/embedding_gate"
 METADATA_FILE = "training.json"
 FORMAT = "llm-assets-gate/1"
+LINEAR_FORMAT = "llm-assets-gate-linear/1"
+# Stored arrays must reproduce the fitted classifier's probabilities this closely, or are not stored.
+LINEAR_TOLERANCE = 1e-9
+_LINEAR_ARRAYS = ("classes", "coef", "intercept", "temperature", "tempered")
 
 _RESOLVED_PREFIX = re.compile(r"^Resolved case \([^)]*\):\s*")
 _RESOLUTION_SUFFIX = " Resolution: "
@@ -263,6 +271,127 @@ class TemperatureScaled:
         return _tempered(self.base.predict_proba(matrix), self.temperature)
 
 
+class LinearGateClassifier:
+    """The gate's fitted logistic regression (and its temperature) in numpy: serving without scikit-learn.
+
+    `predict_proba` computes what scikit-learn's `LogisticRegression.predict_proba` does, in the
+    same operations and dtype (the gate's model is fitted on float32 embeddings, so its weights
+    and probabilities are float32): more than two classes, softmax of `X @ coef.T + intercept`;
+    two classes, one logit for `classes[1]` through a sigmoid. Then it tempers the probabilities
+    exactly as `TemperatureScaled` does.
+    """
+
+    def __init__(self, classes: np.ndarray, coef: np.ndarray, intercept: np.ndarray, temperature: float | None):
+        self.classes_ = np.asarray(classes)
+        self.coef_ = np.asarray(coef)
+        self.intercept_ = np.asarray(intercept)
+        self.temperature = None if temperature is None else float(temperature)  # None: not tempered
+        self.n_features_in_ = int(self.coef_.shape[1]) if self.coef_.ndim == 2 else 0
+        problem = self._shape_problem()
+        if problem:
+            raise ValueError(f"inconsistent linear gate parameters: {problem}")
+
+    def _shape_problem(self) -> str | None:
+        n_classes = len(self.classes_) if self.classes_.ndim == 1 else -1
+        if n_classes < 2 or self.classes_.dtype.kind != "U":
+            return f"classes must be at least two labels, got {self.classes_!r}"
+        if self.coef_.dtype.kind != "f" or self.intercept_.dtype.kind != "f":
+            return f"coef and intercept must be floats, got {self.coef_.dtype} and {self.intercept_.dtype}"
+        if self.coef_.ndim != 2 or self.coef_.shape[0] != (1 if n_classes == 2 else n_classes):
+            return f"coef of shape {self.coef_.shape} does not fit {n_classes} classes"
+        if self.intercept_.shape != (self.coef_.shape[0],):
+            return f"intercept of shape {self.intercept_.shape} does not fit coef of shape {self.coef_.shape}"
+        if not (np.isfinite(self.coef_).all() and np.isfinite(self.intercept_).all()):
+            return "coef or intercept is not finite"
+        if self.temperature is not None and not (np.isfinite(self.temperature) and self.temperature > 0):
+            return f"temperature must be positive, got {self.temperature}"
+        return None
+
+    @classmethod
+    def from_fitted(cls, classifier) -> LinearGateClassifier | None:
+        """The arrays of a fitted `LogisticRegression`, bare or `TemperatureScaled`; None for anything else."""
+        temperature = None
+        if isinstance(classifier, TemperatureScaled):
+            classifier, temperature = classifier.base, classifier.temperature
+        # Only the plain class: a subclass or a one-vs-rest model may compute other probabilities.
+        if type(classifier).__name__ != "LogisticRegression" or getattr(classifier, "multi_class", None) == "ovr":
+            return None
+        try:
+            return cls(np.asarray(classifier.classes_).astype(str), classifier.coef_, classifier.intercept_,
+                       temperature)
+        except (AttributeError, ValueError):
+            return None
+
+    def decision_function(self, matrix: np.ndarray) -> np.ndarray:
+        # The same expression as scikit-learn's: numpy promotes the dtypes the same way.
+        return matrix @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        scores = self.decision_function(matrix)
+        if scores.shape[1] == 1:
+            # scikit-learn uses scipy's expit here: the same up to float64 rounding, but in float32
+            # numpy's exp and scipy's differ in the last bit (`_linear_twin` stores no such gate).
+            with np.errstate(over="ignore"):
+                positive = 1 / (1 + np.exp(-scores[:, 0]))
+            proba = np.stack([1 - positive, positive], axis=1)
+        else:
+            scores -= scores.max(axis=1, keepdims=True)
+            np.exp(scores, out=scores)
+            proba = scores / scores.sum(axis=1, keepdims=True)
+        return proba if self.temperature is None else _tempered(proba, self.temperature)
+
+    def to_bytes(self) -> bytes:
+        """An `.npz` archive (no pickles) with fixed entry timestamps: the same model gives the same bytes."""
+        arrays = {
+            "classes": self.classes_.astype(str),
+            "coef": self.coef_,
+            "intercept": self.intercept_,
+            "temperature": np.array(1.0 if self.temperature is None else self.temperature),
+            "tempered": np.array(self.temperature is not None),
+        }
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name in _LINEAR_ARRAYS:
+                with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as entry:
+                    np.lib.format.write_array(entry, np.asarray(arrays[name], order="C"), allow_pickle=False)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LinearGateClassifier:
+        """Read `to_bytes`' archive; ValueError when it is not one."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                missing = [name for name in _LINEAR_ARRAYS if name not in archive.files]
+                if missing:
+                    raise ValueError(f"missing arrays {missing}")
+                arrays = {name: archive[name] for name in _LINEAR_ARRAYS}
+            tempered = bool(arrays["tempered"])
+            temperature = float(arrays["temperature"]) if tempered else None
+        except (OSError, zipfile.BadZipFile, EOFError, TypeError) as exc:
+            raise ValueError(f"not a linear gate archive: {exc}") from exc
+        return cls(arrays["classes"], arrays["coef"], arrays["intercept"], temperature)
+
+
+def _linear_twin(classifier) -> LinearGateClassifier | None:
+    """The numpy twin of `classifier`, if it reproduces its probabilities within `LINEAR_TOLERANCE`.
+
+    Checked on random unit vectors at every save: a scikit-learn release that changed what
+    `predict_proba` computes leaves the gate on its joblib file instead of serving other numbers.
+    A two-label gate fitted in float32 keeps its joblib file too: its sigmoid is scipy's, which
+    numpy reproduces only to float32 precision (about 1e-7), so a probe could pass by luck.
+    """
+    linear = LinearGateClassifier.from_fitted(classifier)
+    if linear is None or (linear.coef_.shape[0] == 1 and linear.coef_.dtype != np.float64):
+        return None
+    probe = np.random.default_rng(0).standard_normal((16, linear.n_features_in_)).astype(np.float32)
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    expected = classifier.predict_proba(probe)
+    if expected.shape != (len(probe), len(linear.classes_)) or list(map(str, classifier.classes_)) != list(
+            map(str, linear.classes_)):
+        return None
+    return linear if np.allclose(linear.predict_proba(probe), expected, rtol=0.0, atol=LINEAR_TOLERANCE) else None
+
+
 def _calibrate(base, oof_proba: np.ndarray | None, y: np.ndarray, seed: int, folds: int,
                calibration: tuple[np.ndarray, np.ndarray] | None):
     """The calibrated classifier and out-of-sample calibrated probabilities to pick thresholds on.
@@ -467,28 +596,62 @@ def save_gate(model: GateModel, store: ArtifactStore) -> str:
     The model file is named by its sha256 (`model-<sha256[:16]>.joblib`) and the full sha256
     goes into training.json, written last: a reader never pairs a new training.json with an
     old model file, and `load_gate` refuses a file that no longer matches (joblib files are
-    pickles: never unpickle an unchecked one).
+    pickles: never unpickle an unchecked one). A logistic-regression gate also gets its arrays
+    as `linear-<sha256[:16]>.npz` (sha256 in training.json too), which `load_gate` serves from
+    without importing scikit-learn.
     """
     import joblib
 
+    folder = gate_folder(model.version)
     buffer = io.BytesIO()
     joblib.dump(model.classifier, buffer)
     model_bytes = buffer.getvalue()
     model_sha = hashlib.sha256(model_bytes).hexdigest()
     model_file = f"model-{model_sha[:16]}.joblib"
-    folder = gate_folder(model.version)
     store.write_bytes(f"{folder}/{model_file}", model_bytes)
-    metadata = {**model.metadata, "version": model.version, "model_file": model_file, "model_sha256": model_sha}
+    metadata = {key: value for key, value in model.metadata.items()
+                if key not in ("linear_file", "linear_sha256", "linear_format")}
+    metadata.update({"version": model.version, "model_file": model_file, "model_sha256": model_sha})
+    linear = _linear_twin(model.classifier)
+    if linear is not None:
+        linear_bytes = linear.to_bytes()
+        linear_sha = hashlib.sha256(linear_bytes).hexdigest()
+        linear_file = f"linear-{linear_sha[:16]}.npz"
+        store.write_bytes(f"{folder}/{linear_file}", linear_bytes)
+        metadata.update({"linear_file": linear_file, "linear_sha256": linear_sha, "linear_format": LINEAR_FORMAT})
     # training.json last: a folder without it is an interrupted save and is never loaded.
     store.write_bytes(f"{folder}/{METADATA_FILE}", (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
     model.metadata = metadata
     return folder
 
 
-def load_gate(store: ArtifactStore, version: str) -> GateModel:
-    """Load exactly gate `version` from `store`, checking the model file's sha256 before unpickling it."""
-    import joblib
+def _checked_file(store: ArtifactStore, folder: str, metadata: dict, name_key: str, sha_key: str) -> bytes:
+    """The bytes of the file training.json names under `name_key`, if they match its sha256 under `sha_key`."""
+    metadata_path = f"{folder}/{METADATA_FILE}"
+    file_name = str(metadata.get(name_key) or "")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", file_name) or file_name.startswith("."):
+        raise GateIntegrityError(f"{store.uri(metadata_path)} names no valid {name_key} ({file_name!r})")
+    path = f"{folder}/{file_name}"
+    try:
+        data = store.read_bytes(path)
+    except FileNotFoundError as exc:
+        raise GateNotFound(f"gate model file {store.uri(path)} is missing") from exc
+    expected = metadata.get(sha_key)
+    actual = hashlib.sha256(data).hexdigest()
+    if not expected or actual != expected:
+        raise GateIntegrityError(
+            f"gate model file {store.uri(path)} was modified after it was saved: sha256 {actual} does not "
+            f"match {expected} recorded in {METADATA_FILE}; refusing to load it (retrain or restore the file)"
+        )
+    return data
 
+
+def load_gate(store: ArtifactStore, version: str) -> GateModel:
+    """Load exactly gate `version` from `store`, checking its model file's sha256 before reading it.
+
+    Serves from the numpy arrays when training.json names them (no scikit-learn import); gates
+    saved before them load their joblib classifier.
+    """
     folder = gate_folder(version)
     metadata_path = f"{folder}/{METADATA_FILE}"
     try:
@@ -502,20 +665,17 @@ def load_gate(store: ArtifactStore, version: str) -> GateModel:
     if str(metadata.get("version")) != version:
         raise GateIntegrityError(f"{store.uri(metadata_path)} describes gate {metadata.get('version')!r}, "
                                  f"not {version!r}")
-    model_file = str(metadata.get("model_file") or "")
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", model_file) or model_file.startswith("."):
-        raise GateIntegrityError(f"{store.uri(metadata_path)} names no valid model file ({model_file!r})")
-    model_path = f"{folder}/{model_file}"
-    try:
-        model_bytes = store.read_bytes(model_path)
-    except FileNotFoundError as exc:
-        raise GateNotFound(f"gate model file {store.uri(model_path)} is missing") from exc
-    expected = metadata.get("model_sha256")
-    actual = hashlib.sha256(model_bytes).hexdigest()
-    if not expected or actual != expected:
-        raise GateIntegrityError(
-            f"gate model file {store.uri(model_path)} was modified after it was saved: sha256 {actual} does not "
-            f"match {expected} recorded in {METADATA_FILE}; refusing to load it (retrain or restore the file)"
-        )
+    # A linear format this code does not know (a newer writer) falls back to the joblib file.
+    if metadata.get("linear_file") and metadata.get("linear_format") == LINEAR_FORMAT:
+        linear_bytes = _checked_file(store, folder, metadata, "linear_file", "linear_sha256")
+        try:
+            classifier = LinearGateClassifier.from_bytes(linear_bytes)
+        except ValueError as exc:
+            raise GateIntegrityError(f"gate arrays {store.uri(folder)}/{metadata['linear_file']} are unreadable: "
+                                     f"{exc}") from exc
+        return GateModel(classifier=classifier, version=version, metadata=metadata)
+    import joblib
+
+    model_bytes = _checked_file(store, folder, metadata, "model_file", "model_sha256")
     classifier = joblib.load(io.BytesIO(model_bytes))
     return GateModel(classifier=classifier, version=version, metadata=metadata)

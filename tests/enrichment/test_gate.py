@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -216,11 +219,17 @@ def test_saved_gate_loads_back_with_identical_predictions(trained_gate, golden, 
     assert folder == f"models/embedding_gate/{trained_gate.version}"
     meta = json.loads(store.read_bytes(f"{folder}/training.json"))
     assert meta["model_sha256"] and meta["version"] == trained_gate.version
-    assert store.list(folder) == sorted([f"{folder}/training.json", f"{folder}/{meta['model_file']}"])
+    assert meta["linear_sha256"] and meta["linear_format"] == gate.LINEAR_FORMAT
+    assert store.list(folder) == sorted([f"{folder}/training.json", f"{folder}/{meta['model_file']}",
+                                         f"{folder}/{meta['linear_file']}"])
     assert (tmp_path / "artifacts" / folder / meta["model_file"]).is_file()
     loaded = gate.load_gate(ArtifactStore(root=str(tmp_path / "artifacts")), trained_gate.version)
     assert loaded.version == trained_gate.version
     assert loaded.predict(embeddings[:20]) == trained_gate.predict(embeddings[:20])
+    # Saving the same gate again writes the same files: the arrays' bytes are deterministic.
+    gate.save_gate(trained_gate, store)
+    assert store.list(folder) == sorted([f"{folder}/training.json", f"{folder}/{meta['model_file']}",
+                                         f"{folder}/{meta['linear_file']}"])
 
 
 def test_each_saved_version_loads_by_its_version(trained_gate, kb_training, store):
@@ -241,14 +250,109 @@ def test_gate_round_trips_through_a_non_local_filesystem(trained_gate, golden):
     assert gate.load_gate(store, trained_gate.version).predict(embeddings[:5]) == trained_gate.predict(embeddings[:5])
 
 
+def _flip_a_byte(store: ArtifactStore, path: str) -> None:
+    data = bytearray(store.read_bytes(path))
+    data[len(data) // 2] ^= 0x01
+    store.write_bytes(path, bytes(data))
+
+
+def _as_saved_before_linear_arrays(store: ArtifactStore, folder: str) -> None:
+    """Rewrite a saved gate as the code before the numpy arrays wrote it: joblib file and training.json only."""
+    meta = json.loads(store.read_bytes(f"{folder}/training.json"))
+    Path(store.uri(f"{folder}/{meta['linear_file']}")).unlink()
+    for key in ("linear_file", "linear_sha256", "linear_format"):
+        del meta[key]
+    store.write_bytes(f"{folder}/training.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+
+
 def test_tampered_model_file_is_refused(trained_gate, store):
     folder = gate.save_gate(trained_gate, store)
-    model_path = f"{folder}/{trained_gate.metadata['model_file']}"
-    data = bytearray(store.read_bytes(model_path))
-    data[len(data) // 2] ^= 0x01
-    store.write_bytes(model_path, bytes(data))
+    _as_saved_before_linear_arrays(store, folder)  # the joblib file is what such a gate loads
+    _flip_a_byte(store, f"{folder}/{trained_gate.metadata['model_file']}")
     with pytest.raises(gate.GateIntegrityError, match="modified after it was saved"):
         gate.load_gate(store, trained_gate.version)
+
+
+def test_tampered_linear_arrays_are_refused(trained_gate, store):
+    folder = gate.save_gate(trained_gate, store)
+    _flip_a_byte(store, f"{folder}/{trained_gate.metadata['linear_file']}")
+    with pytest.raises(gate.GateIntegrityError, match="modified after it was saved"):
+        gate.load_gate(store, trained_gate.version)
+
+
+def test_gate_saved_before_linear_arrays_still_loads_its_joblib_model(trained_gate, golden, store):
+    _, embeddings = golden
+    folder = gate.save_gate(trained_gate, store)
+    _as_saved_before_linear_arrays(store, folder)
+    loaded = gate.load_gate(store, trained_gate.version)
+    assert isinstance(loaded.classifier, gate.TemperatureScaled) and "linear_file" not in loaded.metadata
+    assert loaded.decide(embeddings) == trained_gate.decide(embeddings)
+
+
+@pytest.fixture(scope="module")
+def uncalibrated_gate(kb_training):
+    """Trained without a validation set: the temperature comes from out-of-fold probabilities."""
+    training, embeddings = kb_training
+    return gate.train_gate(embeddings, training.labels, source_description="no validation set")
+
+
+def test_linear_arrays_reproduce_the_scikit_learn_probabilities(trained_gate, uncalibrated_gate, golden,
+                                                                held_out, store):
+    rng = np.random.default_rng(7)
+    random_vectors = rng.standard_normal((300, 384)).astype(np.float32)
+    unit_vectors = random_vectors / np.linalg.norm(random_vectors, axis=1, keepdims=True)
+    inputs = np.concatenate([golden[1], held_out[1], unit_vectors, random_vectors * 3]).astype(np.float32)
+    base = trained_gate.classifier.base
+    for fitted in (trained_gate.classifier, uncalibrated_gate.classifier, base):
+        linear = gate.LinearGateClassifier.from_fitted(fitted)
+        assert linear is not None
+        np.testing.assert_allclose(linear.predict_proba(inputs), fitted.predict_proba(inputs), rtol=0, atol=1e-9)
+    assert trained_gate.classifier.temperature != 1.0  # the tempered path is the one exercised above
+    # Through the artifact store: what load_gate serves is what training computed.
+    for model in (trained_gate, uncalibrated_gate):
+        gate.save_gate(model, store)
+        loaded = gate.load_gate(store, model.version)
+        assert isinstance(loaded.classifier, gate.LinearGateClassifier)
+        assert loaded.labels == model.labels and loaded.embedding_dim == 384
+        np.testing.assert_allclose(loaded.predict_proba(inputs), model.predict_proba(inputs), rtol=0, atol=1e-9)
+        assert loaded.decide(inputs) == model.decide(inputs)
+
+
+def test_saved_gate_serves_in_a_fresh_process_without_scikit_learn(trained_gate, golden, store, tmp_path):
+    _, embeddings = golden
+    gate.save_gate(trained_gate, store)
+    np.save(tmp_path / "embeddings.npy", embeddings[:50])
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np
+        from llm_assets.enrichment.gate import load_gate
+        from llm_assets.resources.artifacts import ArtifactStore
+
+        model = load_gate(ArtifactStore(root={store.uri()!r}), {trained_gate.version!r})
+        decisions = model.decide(np.load({str(tmp_path / "embeddings.npy")!r}))
+        print(json.dumps({{"decisions": [list(d) for d in decisions],
+                          "imported": sorted(m for m in ("sklearn", "scipy", "joblib") if m in sys.modules)}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["imported"] == []
+    assert [tuple(d) for d in answer["decisions"]] == [tuple(d) for d in trained_gate.decide(embeddings[:50])]
+    assert any(d[2] for d in answer["decisions"])  # some cases gated: the thresholds came along
+
+
+def test_two_label_gate_keeps_serving_from_its_joblib_file(kb_training, store):
+    """float32 two-label models use scipy's sigmoid, which numpy matches only to ~1e-7: no arrays stored."""
+    training, embeddings = kb_training
+    labels = np.array(training.labels)
+    two = np.isin(labels, ["fraud_suspected", "routing_error"])
+    model = gate.train_gate(embeddings[two], labels[two].tolist(), source_description="two labels")
+    folder = gate.save_gate(model, store)
+    assert "linear_file" not in model.metadata and len(store.list(folder)) == 2
+    loaded = gate.load_gate(store, model.version)
+    assert isinstance(loaded.classifier, gate.TemperatureScaled)
+    assert loaded.decide(embeddings[:20]) == model.decide(embeddings[:20])
 
 
 def test_missing_gate_is_a_clear_error(store):
