@@ -1,6 +1,8 @@
 """The code location as a user sees it in the UI: contract asset keys, checks, jobs, sensors,
 descriptions, kinds, policies. A change to the graph shows up here as a visible diff."""
 
+import importlib
+
 import dagster as dg
 import pytest
 
@@ -32,14 +34,18 @@ EXPECTED_CHECKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def defs(tmp_path_factory):
+def _location_defs(tmp_path_factory, module: str):
+    """The `defs` of a code location's module, loaded over a fresh home and validated as Dagster loads it."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLM_ASSETS_HOME", str(tmp_path_factory.mktemp("defs")))
-        from llm_assets.definitions import defs as loaded
-
+        mp.setenv("LLM_ASSETS_HOME", str(tmp_path_factory.mktemp("home")))
+        loaded = importlib.import_module(module).defs
         dg.Definitions.validate_loadable(loaded)
         yield loaded
+
+
+@pytest.fixture(scope="module")
+def defs(tmp_path_factory):
+    yield from _location_defs(tmp_path_factory, "llm_assets.definitions")
 
 
 def test_the_graph_has_the_contract_asset_keys_and_partitions(defs):
@@ -104,12 +110,7 @@ def test_the_module_exposes_exactly_one_definitions_object_for_dagster_dev():
 
 @pytest.fixture(scope="module")
 def analytics_defs(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LLM_ASSETS_HOME", str(tmp_path_factory.mktemp("analytics")))
-        from llm_assets.analytics_definitions import defs as loaded
-
-        dg.Definitions.validate_loadable(loaded)
-        yield loaded
+    yield from _location_defs(tmp_path_factory, "llm_assets.analytics_definitions")
 
 
 def test_the_analytics_location_holds_the_dbt_models_downstream_of_the_main_locations_tables(analytics_defs):
