@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,8 +148,22 @@ class ManagedProcess:
             return self.process.returncode
 
 
+def children_stop_on_sigint() -> None:
+    """Let the processes started from here stop on the SIGINT that `stop_all` sends them.
+
+    A job that a non-interactive shell starts in the background (`cmd &` in a script, some CI
+    runners) begins with SIGINT ignored, and exec keeps an ignored signal ignored: `dagster dev`
+    and the services would then never see our SIGINT and be killed after the grace period (and a
+    Ctrl-C test would fail). With Python's own handler in this process, every child starts with
+    the default action instead. Only the main thread may set a handler; elsewhere nothing changes.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def start_process(args: Sequence[str], *, name: str, **popen_kwargs) -> ManagedProcess:
-    """`subprocess.Popen(args, start_new_session=True, ...)` as a `ManagedProcess`."""
+    """`subprocess.Popen(args, start_new_session=True, ...)` as a `ManagedProcess` that stops on SIGINT."""
+    children_stop_on_sigint()
     popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
     return ManagedProcess(subprocess.Popen(list(args), start_new_session=True, **popen_kwargs), name)
 

@@ -109,3 +109,13 @@ def test_dev_stops_on_a_signal_and_leaves_no_process_or_port(tmp_path, how):
                     pass
         dev.wait()
         log.close()
+
+
+def test_processes_started_with_sigint_ignored_still_stop_on_sigint():
+    """A job a non-interactive shell starts in the background (`bash .ci/run &`) begins with SIGINT
+    ignored, and its children would inherit that: `stop_all`'s SIGINT must still stop them."""
+    script = ("from llm_assets.dev.process import start_process, stop_all; "
+              "print(stop_all([start_process(['sleep', '60'], name='sleep')], 10.0))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out  # stopped by SIGINT, none needed SIGKILL
