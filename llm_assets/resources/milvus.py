@@ -76,6 +76,8 @@ class MilvusResource(dg.ConfigurableResource):
     uri: str = Field(default="", description="MILVUS_URI; empty = $LLM_ASSETS_HOME/milvus/kb.db (Milvus Lite file)")
     token: str = Field(default="", description="server token (user:password), unused for Milvus Lite")
     index_type: str = Field(default="HNSW", description="HNSW or IVF_FLAT (FLAT also accepted)")
+    connect_timeout_s: float = Field(default=60.0, description="how long connecting, and reconnecting after the "
+                                                               "client was idle for 30 s, waits for the server")
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 64
@@ -99,7 +101,11 @@ class MilvusResource(dg.ConfigurableResource):
             uri = self.resolved_uri
             if not is_server_uri(uri):
                 Path(uri).parent.mkdir(parents=True, exist_ok=True)
-            self._client = MilvusClient(uri=uri, token=self.token or "", grpc_options=IDLE_KEEPALIVE_OFF)
+            # pymilvus checks a connection idle for 30 s and reconnects it, waiting 10 s by default: a
+            # milvus-lite server busy on a loaded 2-core machine (an index just built, the run's own CPU
+            # work) once missed that and failed the demo's model evaluation step.
+            self._client = MilvusClient(uri=uri, token=self.token or "", timeout=self.connect_timeout_s,
+                                        grpc_options=IDLE_KEEPALIVE_OFF)
         return self._client
 
     def close(self) -> None:
