@@ -26,5 +26,7 @@ CASE_TICKETS = dg.AssetKey(["monitoring", "case_tickets"])
 
 # Internal tables that are not assets of their own, named like one so they live beside them.
 RESULT_CACHE = dg.AssetKey(["enrichment", "result_cache"])
+# What of enriched/cases is audited (which bundle) and published to cases.enriched (which offset).
+ENRICHED_OUTBOX = dg.AssetKey(["enrichment", "outbox"])
 REJECTED_RATINGS = dg.AssetKey(["evaluation", "rejected_ratings"])
 IMPORTED_RATING_FILES = dg.AssetKey(["evaluation", "imported_rating_files"])

@@ -61,3 +61,8 @@ def local_signing_key_file() -> Path:
     """The local default's audit signing key, generated on first use; never used when
     `AUDIT_SIGNING_KEY` is set, and never in production."""
     return llm_assets_home() / "audit" / "signing.key"
+
+
+def failpoints_dir() -> str | None:
+    """`LLM_ASSETS_FAILPOINTS`: the crash tests' armed fail points (`llm_assets/failpoints.py`); unset in use."""
+    return os.environ.get("LLM_ASSETS_FAILPOINTS") or None

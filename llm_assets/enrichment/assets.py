@@ -32,7 +32,8 @@ from llm_assets.asset_keys import (
     RESULT_CACHE,
 )
 from llm_assets.automation import DEFAULT_LOOKBACK_DAYS, build_daily_derived, build_refresh_after_update_of
-from llm_assets.enrichment import audit, gate_evaluation, llm_enricher, model_versions, pipeline, quality, serving
+from llm_assets import failpoints
+from llm_assets.enrichment import audit, gate_evaluation, llm_enricher, model_versions, outbox, pipeline, quality, serving
 from llm_assets.enrichment.gate import (
     GateModel,
     GateNotFound,
@@ -171,7 +172,8 @@ def _check_spec(name: str, description: str, *, blocking: bool = True, **kwargs)
                              description=description, **kwargs)
 
 
-# Content checks judge the rows a run wrote (earlier rows were judged by the runs that wrote them);
+# Content checks judge the rows a run wrote and the rows it audits and publishes (an earlier run's
+# left in the outbox by a crash are judged before they leave it; the rest were judged by their runs);
 # partition checks judge the whole date. Both read the enriched/cases version the run wrote.
 ENRICHED_CHECKS = [
     _check_spec("labels_and_confidence_valid", "Every label is one of the five, every confidence in [0, 1]."),
@@ -261,6 +263,8 @@ class _DateOutcome:
     behind: int = 0              # rows of the snapshot another model version serves (the next run's work)
     bundle_uri: str | None = None
     published: int = 0
+    outbox_rows: list[dict] = field(default_factory=list)  # rows to audit/publish: this run's and earlier runs' left over
+    drained: "outbox.Drained | None" = None
 
     def blocking_failures(self) -> list[str]:
         return [name for name, (passed, _) in self.evaluations.items() if not passed and name not in WARN_CHECKS]
@@ -291,22 +295,92 @@ def _curated_rows(delta: DeltaLakeStorage, version: int | None, todo: pl.DataFra
             .collect().sort("event_date", "event_id"))
 
 
-def _snapshots(delta: DeltaLakeStorage, version_by_day: dict[str, int | None],
-               written_ids: list[str]) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
-    """Each date at its version: (event_id, route, model_version) of every row, and the full rows this
-    run wrote; one scan per version, not per date."""
-    empty = pl.DataFrame(schema=pipeline.ENRICHED_SCHEMA)
-    found = {day: (empty.select("event_id", "route", "model_version"), empty)
-             for day, version in version_by_day.items() if version is None}
+def _with_row_hashes(rows: list[dict]) -> list[dict]:
+    """The rows as Delta stores them (the schema's types), each with its content version `row_sha256`."""
+    frame = pipeline.rows_frame(rows, pipeline.ENRICHED_SCHEMA)
+    hashed = frame.to_dicts()
+    for row in hashed:
+        row[outbox.ROW_HASH] = audit.row_sha256(row)
+    return hashed
+
+
+def _hash_column(scan: pl.LazyFrame) -> pl.Expr:
+    """`row_sha256` as stored; null for rows written before the column existed (hashed from the row then)."""
+    if outbox.ROW_HASH in scan.collect_schema().names():
+        return pl.col(outbox.ROW_HASH)
+    return pl.lit(None, dtype=pl.String).alias(outbox.ROW_HASH)
+
+
+def _partition_snapshots(delta: DeltaLakeStorage, version_by_day: dict[str, int | None]) -> dict[str, pl.DataFrame]:
+    """Each date at its version: (event_id, route, model_version, row_sha256) of every row; one scan per version."""
+    empty = pl.DataFrame(schema={k: pipeline.ENRICHED_SCHEMA[k] for k in
+                                 ("event_id", "route", "model_version", outbox.ROW_HASH)})
+    found = {day: empty for day, version in version_by_day.items() if version is None}
     for version in {v for v in version_by_day.values() if v is not None}:
         group = [day for day, v in version_by_day.items() if v == version]
         scan = delta.scan(ENRICHED_CASES, version=version).filter(pl.col("event_date").is_in(group))
-        partition = scan.select("event_date", "event_id", "route", "model_version").collect()
-        written = scan.filter(pl.col("event_id").is_in(written_ids)).collect() if written_ids else empty
+        partition = scan.select("event_date", "event_id", "route", "model_version", _hash_column(scan)).collect()
+        unhashed = partition.filter(pl.col(outbox.ROW_HASH).is_null())["event_id"].to_list()
+        if unhashed:  # older rows: hash them as stored (read in full only those)
+            hashes = {r["event_id"]: audit.row_sha256(r) for r in
+                      scan.filter(pl.col("event_id").is_in(unhashed)).collect().to_dicts()}
+            partition = partition.with_columns(pl.col(outbox.ROW_HASH).fill_null(
+                pl.col("event_id").replace_strict(hashes, default=None, return_dtype=pl.String)))
         for day in group:
-            found[day] = (partition.filter(pl.col("event_date") == day).drop("event_date"),
-                          written.filter(pl.col("event_date") == day))
+            found[day] = partition.filter(pl.col("event_date") == day).drop("event_date")
     return found
+
+
+def _rows_at(delta: DeltaLakeStorage, version_by_day: dict[str, int | None],
+             ids_by_day: dict[str, set[str]]) -> dict[str, pl.DataFrame]:
+    """The full rows of `ids_by_day` at each date's version (what the content checks judge and the
+    outbox audits and publishes), with `row_sha256` filled in; one scan per version."""
+    empty = pl.DataFrame(schema=pipeline.ENRICHED_SCHEMA)
+    found = {day: empty for day in version_by_day}
+    for version in {v for v in version_by_day.values() if v is not None}:
+        group = [day for day, v in version_by_day.items() if v == version and ids_by_day.get(day)]
+        if not group:
+            continue
+        ids = sorted(set().union(*(ids_by_day[day] for day in group)))
+        scan = delta.scan(ENRICHED_CASES, version=version)
+        rows = scan.filter(pl.col("event_date").is_in(group) & pl.col("event_id").is_in(ids)).select(
+            pl.all().exclude(outbox.ROW_HASH), _hash_column(scan)).collect()
+        if rows[outbox.ROW_HASH].null_count():
+            rows = rows.with_columns(pl.Series(outbox.ROW_HASH, [r[outbox.ROW_HASH] or audit.row_sha256(r)
+                                                                for r in rows.to_dicts()], dtype=pl.String))
+        for day in group:
+            found[day] = rows.filter(pl.col("event_date") == day).sort("event_id")
+    return found
+
+
+def _run_has_ended(instance: dg.DagsterInstance):
+    """`is_finished(run_id)`: the run has ended (or the instance does not know it); memoized per run."""
+    known: dict[str, bool] = {}
+
+    def is_finished(run_id: str) -> bool:
+        if run_id not in known:
+            run = instance.get_run_by_id(run_id) if run_id else None
+            known[run_id] = run is None or run.is_finished
+        return known[run_id]
+    return is_finished
+
+
+IN_FLIGHT_STATUSES = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def _days_other_runs_may_write(context: dg.AssetExecutionContext, days: list[str]) -> set[str]:
+    """The run's dates that another run in flight may write to enriched/cases (its partition or range
+    covers them): their outbox is left to that run, this one drains only its own rows there."""
+    shared: set[str] = set()
+    for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT_STATUSES)):
+        if run.run_id == context.run.run_id or (run.asset_selection is not None
+                                                and ENRICHED_CASES not in run.asset_selection):
+            continue
+        single = run.tags.get("dagster/partition")
+        first = run.tags.get("dagster/asset_partition_range_start", single)
+        last = run.tags.get("dagster/asset_partition_range_end", single)
+        shared.update(d for d in days if first is None or first <= d <= (last or first))
+    return shared
 
 
 def _registered_versions(config: EnrichmentConfig, history: pl.DataFrame,
@@ -505,7 +579,7 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
         run = enrich(cases, served_by)  # every date of the run in one batch per model version
         if run.new_cache_rows:
             delta.merge(RESULT_CACHE, pipeline.rows_frame(run.new_cache_rows, pipeline.CACHE_SCHEMA), ["cache_key"])
-    rows = run.rows if run else []
+    rows = _with_row_hashes(run.rows) if run else []
     known = set(stored["event_id"].to_list())
     behind_ids = set(behind["event_id"].to_list())
     mode = "full_refresh" if config.full_refresh else "incremental"
@@ -516,7 +590,7 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     merged = days if (config.full_refresh and read_version is not None) else [d for d in days if rows_by_day[d]]
     version_written, deleted = None, {}
     if merged:
-        # merge_schema: a table from before a new column (source_sha256) gains it on its next write.
+        # merge_schema: a table from before a new column (source_sha256, row_sha256) gains it on its next write.
         result = delta.merge(ENRICHED_CASES, pipeline.rows_frame(rows, pipeline.ENRICHED_SCHEMA), ["event_id"],
                              partition_column="event_date", partition_value=merged,
                              delete_unmatched=config.full_refresh, merge_schema=True)
@@ -524,13 +598,24 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
         if config.full_refresh and result["deleted"]:  # per date: the rows read that the refresh did not write
             deleted = {d: stored.filter((pl.col("event_date") == d) & ~pl.col("event_id").is_in(
                 [r["event_id"] for r in rows_by_day[d]])).height for d in merged}
+    failpoints.hit(failpoints.AFTER_ENRICHED_WRITE)
     checked = {day: version_written if day in merged else read_version for day in days}
-    snapshots = _snapshots(delta, checked, [r["event_id"] for r in rows])
+    partitions = _partition_snapshots(delta, checked)
+
+    # The outbox: this run's rows and whatever an earlier run of these dates left unaudited or unpublished.
+    is_finished = _run_has_ended(context.instance)
+    ledger = outbox.read_ledger(delta, days)
+    shared = _days_other_runs_may_write(context, days)
+    own = {(r["event_id"], r[outbox.ROW_HASH]) for r in rows}
+    pending = {day: outbox.pending_keys(partitions[day], ledger.filter(pl.col("event_date") == day), own,
+                                        day in shared, is_finished) for day in days}
+    judged = _rows_at(delta, checked, {day: {event_id for event_id, _ in keys} | {r["event_id"] for r in rows_by_day[day]}
+                                       for day, keys in pending.items()})
     outcomes = []
     for day in days:
         day_rows = rows_by_day[day]
         written_ids = [r["event_id"] for r in day_rows]
-        partition, written = snapshots[day]
+        partition, content = partitions[day], judged[day]
         curated_ids = curated_keys.filter(pl.col("event_date") == day)["event_id"]
         new = sum(i not in known for i in written_ids)
         outcomes.append(_DateOutcome(
@@ -538,33 +623,38 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
             deleted=deleted.get(day, 0), version_written=version_written if day in merged else None,
             version_checked=checked[day],
             partition_rows=partition.height,
-            evaluations=_evaluate(written, partition, curated_ids, config.max_fallback_rate),
+            evaluations=_evaluate(content, partition, curated_ids, config.max_fallback_rate),
             re_enriched=sum(i in behind_ids for i in written_ids),
             version_mix=serving.version_mix(state, partition, written_ids),
-            behind=serving.rows_behind(state, partition).height))
+            behind=serving.rows_behind(state, partition).height,
+            outbox_rows=[r for r in content.to_dicts() if (r["event_id"], r[outbox.ROW_HASH]) in pending[day]]))
 
     for o in outcomes:
-        if o.rows:
-            o.bundle_uri = artifacts.uri(audit.write_bundle(artifacts, audit.build_bundle(
-                o.day, o.rows, run_id=context.run.run_id, delta_version=o.version_written, mode=mode),
-                signing_key.key))
-            context.log.info(f"audit bundle {o.bundle_uri} ({len(o.rows)} cases) signed with key "
-                             f"{signing_key.key_id} from {signing_key.source}")
         if o.blocking_failures():
-            context.log.error(f"{o.day}: not publishing to {settings.ENRICHED_TOPIC}: blocking checks failed "
-                              f"{o.blocking_failures()}")
-    publishable = [o for o in outcomes if config.publish and o.rows and not o.blocking_failures()]
-    if publishable:  # one producer and one flush for every date that passed its checks
-        kafka.produce_batch(settings.ENRICHED_TOPIC, [
-            (r["event_id"], json.dumps({**r, "enriched_at": r["enriched_at"].isoformat()}).encode())
-            for o in publishable for r in o.rows])
-        for o in publishable:
-            o.published = len(o.rows)
+            context.log.error(f"{o.day}: not auditing or publishing {len(o.outbox_rows)} case(s): blocking checks "
+                              f"failed {o.blocking_failures()}; they stay in the outbox for the next run of the date")
+    drained = outbox.drain(
+        delta=delta, kafka=kafka, artifacts=artifacts, topic=settings.ENRICHED_TOPIC,
+        pending_rows={o.day: o.outbox_rows for o in outcomes if o.outbox_rows and not o.blocking_failures()},
+        ledger=ledger, run_id=context.run.run_id, mode=mode,
+        delta_versions={o.day: o.version_checked for o in outcomes}, signing_key=signing_key.key,
+        publish=config.publish, is_finished=is_finished)
     for o in outcomes:
+        o.drained = drained.get(o.day)
+        if o.drained and o.drained.bundle_path:
+            o.bundle_uri = artifacts.uri(o.drained.bundle_path)
+            context.log.info(f"audit bundle {o.bundle_uri} ({o.drained.audited} cases) signed with key "
+                             f"{signing_key.key_id} from {signing_key.source}")
+        for orphan in o.drained.orphans_removed if o.drained else []:
+            context.log.warning(f"removed audit bundle {orphan}: its run ended before recording it (its cases "
+                                f"are in this run's bundle)")
+        o.published = o.drained.published if o.drained else 0
         context.log.info(f"enriched/cases {o.day}: {len(o.rows)} cases written ({o.new} new, {o.changed} changed, "
-                         f"{o.deleted} deleted), {o.published} published; curated/cases v{curated_version} -> "
-                         f"enriched/cases " + (f"v{o.version_written}" if o.version_written is not None
-                                               else "not written"))
+                         f"{o.deleted} deleted), {o.published} published"
+                         + (f" ({o.drained.found_on_topic} already on the topic from an earlier run)"
+                            if o.drained and o.drained.found_on_topic else "")
+                         + f"; curated/cases v{curated_version} -> enriched/cases "
+                         + (f"v{o.version_written}" if o.version_written is not None else "not written"))
 
     yield dg.MaterializeResult(metadata=_metadata(outcomes, run, served, batches, state, mode, curated_version,
                                                   read_version))
@@ -600,9 +690,15 @@ def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, 
                 "changed": pl.Int64, "re_enriched": pl.Int64, "deleted": pl.Int64, "published": pl.Int64,
                 "enriched_rows": pl.Int64, "behind_production": pl.Int64, "enriched_version_written": pl.Int64})
     bundles = {o.day: o.bundle_uri for o in outcomes if o.bundle_uri}
+    written_keys = {(r["event_id"], r.get(outbox.ROW_HASH)) for o in outcomes for r in o.rows}
     metadata = {
         "mode": mode,
         "cases_written": written,
+        "audited_cases": sum(o.drained.audited for o in outcomes if o.drained),
+        # rows an earlier run of these dates wrote but did not audit or publish (it died, or its checks failed)
+        "outbox_caught_up": sum((r["event_id"], r[outbox.ROW_HASH]) not in written_keys
+                                for o in outcomes if o.drained for r in o.outbox_rows),
+        "outbox_found_on_topic": sum(o.drained.found_on_topic for o in outcomes if o.drained),
         "summary": f"{written} cases enriched" if written else "0 new cases",
         "published_to_cases_enriched": sum(o.published for o in outcomes),
         "curated_cases_version_read": -1 if curated_version is None else curated_version,
@@ -675,8 +771,9 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
         for name, (passed, details) in o.evaluations.items():
             if name not in selected:
                 continue
-            scope = {"judged": "partition"} if name in PARTITION_CHECKS else {"judged": "rows written by this run",
-                                                                             "rows_checked": len(o.rows)}
+            scope = {"judged": "partition"} if name in PARTITION_CHECKS else {
+                "judged": "rows written, audited or published by this run",
+                "rows_checked": len({r["event_id"] for r in o.rows} | {r["event_id"] for r in o.outbox_rows})}
             warn = name in WARN_CHECKS
             yield partition_check_evaluation(
                 context, asset_key=ENRICHED_CASES, check_name=name, partition=o.day, passed=passed,

@@ -34,7 +34,9 @@ from llm_assets.resources.signing import SIGNING_KEY_VARIABLE, MissingSigningKey
 if TYPE_CHECKING:
     from llm_assets.resources.artifacts import ArtifactStore
 
-BUNDLE_FORMAT = "llm-assets-audit/1"
+# /2: each case also carries label, severity, gate_version and row_sha256 (the hash of every decision field).
+BUNDLE_FORMAT = "llm-assets-audit/2"
+KNOWN_FORMATS = ("llm-assets-audit/1", BUNDLE_FORMAT)
 SIGNATURE_ALG = "HMAC-SHA256"
 AUDIT_PREFIX = "audit"
 MAX_EVENT_IDS_SHOWN = 20
@@ -86,6 +88,32 @@ def _optional_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+# The fields of an enriched row that a decision and its provenance rest on; `row_sha256` hashes them
+# (not `enriched_at`: rewriting the same decision is the same content version).
+DECISION_FIELDS = ("event_id", "event_date", "source_sha256", "summary", "label", "confidence", "actions",
+                   "severity", "route", "fallback_reason", "model_version", "prompt_version", "kb_index_version",
+                   "gate_version", "gate_confidence", "retrieved_doc_ids", "redacted_prompt_sha256", "input_sha256",
+                   "llm_calls", "served_from_cache")
+
+
+def row_sha256(row: Mapping) -> str:
+    """The content version of an enriched row: sha256 of the canonical JSON of its decision fields.
+
+    Bundles record it per case, the row carries it (`row_sha256`), `cases.enriched` messages carry
+    it, and `verify-audit` recomputes it from the row as stored: an edited label, severity or
+    summary no longer matches the bundle that vouched for it.
+    """
+    values = {}
+    for name in DECISION_FIELDS:
+        value = row.get(name)
+        if hasattr(value, "tolist"):  # numpy / polars arrays
+            value = value.tolist()
+        elif hasattr(value, "item"):  # numpy scalars
+            value = value.item()
+        values[name] = list(value) if isinstance(value, tuple) else value
+    return hashlib.sha256(canonical_bytes(values)).hexdigest()
+
+
 def _audit_case(row: Mapping) -> dict:
     event_id = row.get("event_id")
     if not event_id:
@@ -106,6 +134,10 @@ def _audit_case(row: Mapping) -> dict:
         "retrieved_doc_ids": [str(d) for d in _json_list(row.get("retrieved_doc_ids"), "retrieved_doc_ids", event_id)],
         "actions": actions,
         "redacted_prompt_sha256": _optional_str(row.get("redacted_prompt_sha256")),
+        "label": _optional_str(row.get("label")),
+        "severity": None if row.get("severity") is None else int(row["severity"]),
+        "gate_version": _optional_str(row.get("gate_version")),
+        "row_sha256": row.get("row_sha256") or row_sha256(row),
     }
 
 
@@ -158,12 +190,16 @@ def _safe_component(value: str, what: str) -> str:
     return name
 
 
+def bundle_folder(partition_key: str, asset_key: str = "enriched/cases") -> str:
+    """`audit/<asset key with _>/<partition>`: the folder of a partition's bundles, relative to the root."""
+    asset_dir = _safe_component(str(asset_key).replace("/", "_"), "asset key")
+    return f"{AUDIT_PREFIX}/{asset_dir}/{_safe_component(str(partition_key), 'partition')}"
+
+
 def bundle_path(bundle: Mapping) -> str:
     """`audit/<asset key with _>/<partition>/<run id or created_at>.json`, relative to the artifact root."""
-    asset_dir = _safe_component(str(bundle["asset_key"]).replace("/", "_"), "asset key")
-    partition_dir = _safe_component(str(bundle["partition"]), "partition")
     stem = bundle.get("run_id") or re.sub(r"[-:]", "", str(bundle["created_at"]))
-    return f"{AUDIT_PREFIX}/{asset_dir}/{partition_dir}/{_safe_component(str(stem), 'run id')}.json"
+    return f"{bundle_folder(str(bundle['partition']), str(bundle['asset_key']))}/{_safe_component(str(stem), 'run id')}.json"
 
 
 def write_bundle(store: ArtifactStore, bundle: dict, key: bytes) -> str:
@@ -216,8 +252,8 @@ def verify_bundle(raw: bytes, key: bytes) -> VerificationResult:
         # Same meaning, different bytes (whitespace, escapes, key order): edited by hand or a tool.
         return _fail("the signed content verifies, but the file's bytes were changed (it is not in the "
                      "canonical form it was written in)")
-    if bundle.get("format") != BUNDLE_FORMAT:
-        return _fail(f"unknown bundle format {bundle.get('format')!r} (expected {BUNDLE_FORMAT})")
+    if bundle.get("format") not in KNOWN_FORMATS:
+        return _fail(f"unknown bundle format {bundle.get('format')!r} (expected one of {', '.join(KNOWN_FORMATS)})")
     cases = bundle.get("cases")
     if not isinstance(cases, list) or bundle.get("case_count") != len(cases):
         return _fail("bundle is inconsistent: case_count does not match the cases listed")

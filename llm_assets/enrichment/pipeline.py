@@ -343,6 +343,8 @@ ENRICHED_SCHEMA = {
     "kb_index_version": pl.String, "gate_version": pl.String, "gate_confidence": pl.Float64,
     "retrieved_doc_ids": pl.List(pl.String), "redacted_prompt_sha256": pl.String, "input_sha256": pl.String,
     "llm_calls": pl.Int32, "served_from_cache": pl.Boolean, "enriched_at": pl.Datetime("us", "UTC"),
+    # The content version (audit.row_sha256 of the decision fields), set by enriched/cases when it writes.
+    "row_sha256": pl.String,
 }
 CACHE_SCHEMA = {
     "cache_key": pl.String, "summary": pl.String, "label": pl.String, "confidence": pl.Float64,

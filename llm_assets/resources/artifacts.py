@@ -92,6 +92,13 @@ class ArtifactStore(dg.ConfigurableResource):
             raise FileNotFoundError(f"no artifact at {self.uri(path)}")
         return fs.cat_file(full)
 
+    def delete(self, path: str) -> None:
+        """Remove the file at `path` (nothing when there is none)."""
+        fs, _ = self._filesystem()
+        full = self._full(path)
+        if fs.isfile(full):
+            fs.rm_file(full)
+
     def exists(self, path: str) -> bool:
         fs, _ = self._filesystem()
         if not self.is_local:

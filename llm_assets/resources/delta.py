@@ -43,6 +43,10 @@ class DeltaLakeStorage(dg.ConfigurableResource):
         return delta.replace_partition(df, self.uri(key), partition_column=partition_column,
                                        partition_value=partition_value, storage_options=self._opts())
 
+    def append(self, key: dg.AssetKey, df: pl.DataFrame, *, partition_column: str | None = None) -> int | None:
+        """Append rows in one commit (an append-only ledger); returns the version committed."""
+        return delta.append_rows(df, self.uri(key), partition_column=partition_column, storage_options=self._opts())
+
     def overwrite(self, key: dg.AssetKey, df: pl.DataFrame) -> None:
         delta.overwrite(df, self.uri(key), storage_options=self._opts())
 

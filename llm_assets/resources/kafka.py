@@ -428,14 +428,18 @@ class KafkaResource(dg.ConfigurableResource):
 
     # -- producing -------------------------------------------------------------------------
     def produce_batch(self, topic: str, messages: Iterable[tuple[bytes | str | None, bytes | str | None]],
-                      flush_timeout_s: float = 60.0) -> int:
-        """Produce `(key, value)` pairs idempotently, flush, and raise if any was not delivered."""
+                      flush_timeout_s: float = 60.0, delivered: list[tuple[bytes, int, int]] | None = None) -> int:
+        """Produce `(key, value)` pairs idempotently, flush, and raise if any was not delivered.
+
+        `delivered`, when given, receives `(key, partition, offset)` of every acknowledged message."""
         producer = self.producer()
         failures: list[str] = []
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 failures.append(f"{msg.key()!r}: {err.str()}")
+            elif delivered is not None:
+                delivered.append((msg.key(), msg.partition(), msg.offset()))
 
         sent = 0
         for key, value in messages:

@@ -129,6 +129,17 @@ def _merge_once(df: pl.DataFrame, uri: str, keys: Sequence[str], partition_colum
             "version": table.version()}
 
 
+def append_rows(df: pl.DataFrame, uri: str, *, partition_column: str | None = None,
+                storage_options: dict[str, str] | None = None) -> int | None:
+    """Append `df` (a ledger's entries) in one commit; returns the version committed (None: nothing
+    to write). Blind appends never conflict with each other, so concurrent writers need no retry."""
+    if df.is_empty():
+        return None
+    df.write_delta(uri, mode="append", storage_options=storage_options,
+                   delta_write_options={"partition_by": [partition_column]} if partition_column else None)
+    return DeltaTable(uri, storage_options=storage_options).version()
+
+
 def overwrite(df: pl.DataFrame, uri: str, storage_options: dict[str, str] | None = None) -> None:
     """Replace a small unpartitioned table (signals, exceptions) as a whole, atomically."""
     df.write_delta(uri, mode="overwrite", storage_options=storage_options,

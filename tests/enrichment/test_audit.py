@@ -52,14 +52,17 @@ def bundle_file(store) -> Path:
 def test_bundle_lists_audited_fields_sorted_by_event_id():
     bundle = audit.build_bundle("2026-11-18", _rows(5), run_id="r1",
                                 created_at=datetime(2026, 11, 19, 3, 0, tzinfo=timezone.utc))
-    assert bundle["format"] == "llm-assets-audit/1"
+    assert bundle["format"] == "llm-assets-audit/2"
     assert bundle["asset_key"] == "enriched/cases" and bundle["partition"] == "2026-11-18"
     assert bundle["created_at"] == "2026-11-19T03:00:00Z" and bundle["run_id"] == "r1"
     assert bundle["case_count"] == 5
     assert [c["event_id"] for c in bundle["cases"]] == [f"evt-{i:07d}" for i in range(5)]
     case = bundle["cases"][0]
     assert set(case) == {"event_id", "route", "model_version", "prompt_version", "kb_index_version",
-                         "retrieved_doc_ids", "actions", "redacted_prompt_sha256"}
+                         "retrieved_doc_ids", "actions", "redacted_prompt_sha256", "label", "severity",
+                         "gate_version", "row_sha256"}
+    assert "summary" not in case  # the text is covered by row_sha256, never copied
+    assert case["row_sha256"] == audit.row_sha256(next(r for r in _rows(5) if r["event_id"] == case["event_id"]))
     assert case["actions"][0] == {"action": "correct", "reason": "fix the malformed fields at the source record",
                                   "approval_level": "analyst"}
 
