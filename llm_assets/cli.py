@@ -36,9 +36,10 @@ def dev(args: argparse.Namespace) -> int:
 
 
 def verify_audit(args: argparse.Namespace) -> int:
-    from llm_assets.enrichment.audit import verify_command
+    from llm_assets.enrichment.audit_verification import verify_command
+    from llm_assets.settings import artifact_root, delta_root
 
-    return verify_command(args.path)
+    return verify_command(args.path or artifact_root(), delta_root=args.delta_root or delta_root())
 
 
 def sample_data(args: argparse.Namespace) -> int:
@@ -80,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=3000)
     p.add_argument("--interval", type=float, default=15.0, help="seconds between live sample batches")
     p.set_defaults(func=dev)
-    p = sub.add_parser("verify-audit", help="verify a signed audit bundle and list the cases it covers")
-    p.add_argument("path", metavar="PATH_OR_URI",
-                   help="a bundle file, a folder of bundles, or an artifact root (ARTIFACT_ROOT, e.g. s3://...)")
+    p = sub.add_parser("verify-audit", help="verify the signed audit bundles, the manifest of each date and that "
+                                            "every enriched row is vouched for by a bundle")
+    p.add_argument("path", metavar="PATH_OR_URI", nargs="?", default=None,
+                   help="a bundle file, a folder of bundles, a date's folder or an artifact root "
+                        "(default ARTIFACT_ROOT, e.g. s3://...)")
+    p.add_argument("--delta-root", default=None,
+                   help="the Delta tables whose manifest and rows are checked (default DELTA_ROOT)")
     p.set_defaults(func=verify_audit)
     p = sub.add_parser("sample-data", help="(re)generate the seeded sample data set")
     p.add_argument("--events", type=int, default=3000)

@@ -15,7 +15,9 @@ import os
 import signal
 from pathlib import Path
 
-from llm_assets.settings import failpoints_dir
+from llm_assets.settings import FAILPOINTS_VARIABLE, failpoints_dir
+
+__all__ = ["FAILPOINTS_VARIABLE", "arm", "hit"]
 
 # The points of the hot path, in the order a micro-batch reaches them.
 BEFORE_RAW_WRITE = "ingest.before_raw_write"

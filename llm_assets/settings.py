@@ -63,6 +63,9 @@ def local_signing_key_file() -> Path:
     return llm_assets_home() / "audit" / "signing.key"
 
 
+FAILPOINTS_VARIABLE = "LLM_ASSETS_FAILPOINTS"
+
+
 def failpoints_dir() -> str | None:
-    """`LLM_ASSETS_FAILPOINTS`: the crash tests' armed fail points (`llm_assets/failpoints.py`); unset in use."""
-    return os.environ.get("LLM_ASSETS_FAILPOINTS") or None
+    """The crash tests' armed fail points (`llm_assets/failpoints.py`); never set in use."""
+    return os.environ.get(FAILPOINTS_VARIABLE) or None

@@ -21,15 +21,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, TextIO
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-from llm_assets.resources.signing import SIGNING_KEY_VARIABLE, MissingSigningKey, key_id, load_signing_key
+from llm_assets.resources.signing import key_id
 
 if TYPE_CHECKING:
     from llm_assets.resources.artifacts import ArtifactStore
@@ -39,7 +36,6 @@ BUNDLE_FORMAT = "llm-assets-audit/2"
 KNOWN_FORMATS = ("llm-assets-audit/1", BUNDLE_FORMAT)
 SIGNATURE_ALG = "HMAC-SHA256"
 AUDIT_PREFIX = "audit"
-MAX_EVENT_IDS_SHOWN = 20
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -50,6 +46,7 @@ class VerificationResult:
     reason: str
     partition: str | None = None  # only reported once the signature verified
     event_ids: list[str] = field(default_factory=list)
+    row_hashes: dict[str, str | None] = field(default_factory=dict)  # event_id -> row_sha256 (format /2)
 
 
 # --- canonical form and signature -------------------------------------------------------------
@@ -259,73 +256,6 @@ def verify_bundle(raw: bytes, key: bytes) -> VerificationResult:
         return _fail("bundle is inconsistent: case_count does not match the cases listed")
     event_ids = [str(case.get("event_id")) for case in cases if isinstance(case, dict)]
     return VerificationResult(ok=True, reason=f"signature valid (HMAC-SHA256, key id {expected_key_id})",
-                              partition=bundle.get("partition"), event_ids=event_ids)
-
-
-# --- command ----------------------------------------------------------------------------------
-
-
-def _is_bundle_name(name: str) -> bool:
-    return name == "" or name.endswith(".json")  # "": the target is one file
-
-
-def _bundles_at(target: str) -> tuple[ArtifactStore, list[str]]:
-    """The store rooted at `target` and the bundle files in it: one file, a folder of bundles,
-    or an artifact root (then only its `audit/` folder: models live beside the bundles)."""
-    from llm_assets.resources.artifacts import ArtifactStore
-
-    store = ArtifactStore(root=target)
-    prefix = AUDIT_PREFIX if store.list(AUDIT_PREFIX) else ""
-    return store, [name for name in store.list(prefix) if _is_bundle_name(name)]
-
-
-def verify_command(
-    target: str,
-    env: Mapping[str, str] = os.environ,
-    key_file: str | Path | None = None,
-    out: TextIO | None = None,
-) -> int:
-    """`llm-assets verify-audit PATH_OR_URI`: verify one bundle file, every bundle under a folder,
-    or every bundle of an artifact root (a local folder or `s3://...`).
-
-    The key is `AUDIT_SIGNING_KEY`, else the local key file (`key_file`, default the one the
-    local default generated); verification never creates a key. Prints the verdict,
-    partition, case count and covered event ids (first 20 and the count) for each bundle;
-    returns 0 when all verify, 1 otherwise.
-    """
-    out = out or sys.stdout
-    if key_file is None:
-        from llm_assets.settings import local_signing_key_file
-
-        key_file = local_signing_key_file()
-    try:
-        signing_key = load_signing_key(env.get(SIGNING_KEY_VARIABLE), key_file, create=False)
-    except MissingSigningKey as exc:
-        print(f"FAILED: no signing key to verify with: {exc}", file=out)
-        return 1
-    try:
-        store, names = _bundles_at(target)
-    except (ImportError, ValueError, OSError) as exc:  # unknown scheme, missing filesystem package, bad path
-        print(f"FAILED: cannot open {target}: {exc}", file=out)
-        return 1
-    if not names:
-        print(f"FAILED: no bundle files under {target}", file=out)
-        return 1
-    all_ok = True
-    for name in names:
-        where = store.uri(name)
-        try:
-            result = verify_bundle(store.read_bytes(name), signing_key.key)
-        except OSError as exc:
-            result = _fail(f"cannot read {where}: {exc.strerror or exc}")
-        all_ok &= result.ok
-        if not result.ok:
-            print(f"FAILED {where}: {result.reason}", file=out)
-            continue
-        shown = ", ".join(result.event_ids[:MAX_EVENT_IDS_SHOWN])
-        more = len(result.event_ids) - MAX_EVENT_IDS_SHOWN
-        print(f"OK {where}: {result.reason}", file=out)
-        print(f"  partition: {result.partition}", file=out)
-        print(f"  cases: {len(result.event_ids)}", file=out)
-        print(f"  event ids: {shown}" + (f" ... (+{more} more)" if more > 0 else ""), file=out)
-    return 0 if all_ok else 1
+                              partition=bundle.get("partition"), event_ids=event_ids,
+                              row_hashes={str(c.get("event_id")): c.get("row_sha256") for c in cases
+                                          if isinstance(c, dict)})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_assets.enrichment import audit
+from llm_assets.enrichment import audit, audit_verification
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.signing import load_signing_key
 from llm_assets.sample_data import catalog
@@ -140,13 +140,13 @@ def test_verify_command_reports_partition_cases_and_event_ids(store, tmp_path, c
     key_file = tmp_path / "home" / "audit" / "signing.key"
     signing = load_signing_key(None, key_file, create=True)  # as the local default generates it
     path = audit.write_bundle(store, audit.build_bundle("2026-11-18", _rows(25), run_id="run-9"), signing.key)
-    assert audit.verify_command(store.uri(path), env={}, key_file=key_file) == 0
+    assert audit_verification.verify_command(store.uri(path), env={}, key_file=key_file) == 0
     out = capsys.readouterr().out
     assert out.startswith("OK ") and "partition: 2026-11-18" in out and "cases: 25" in out
     assert "evt-0000019" in out and "evt-0000020" not in out and "(+5 more)" in out
 
     other = {"AUDIT_SIGNING_KEY": "33" * 32}
-    assert audit.verify_command(store.uri(path), env=other, key_file=key_file) == 1
+    assert audit_verification.verify_command(store.uri(path), env=other, key_file=key_file) == 1
     assert capsys.readouterr().out.startswith("FAILED ")
 
 
@@ -155,11 +155,11 @@ def test_verify_command_checks_every_bundle_in_a_folder(store, tmp_path, capsys)
         audit.write_bundle(store, audit.build_bundle(day, _rows(3), run_id="r"), KEY)
     env = {"AUDIT_SIGNING_KEY": KEY.hex()}
     folder = store.uri("audit/enriched_cases")
-    assert audit.verify_command(folder, env=env, key_file=tmp_path / "none") == 0
+    assert audit_verification.verify_command(folder, env=env, key_file=tmp_path / "none") == 0
     assert capsys.readouterr().out.count("OK ") == 2
     broken = Path(store.uri("audit/enriched_cases/2026-11-19/r.json"))
     broken.write_bytes(broken.read_bytes()[:-20])
-    assert audit.verify_command(folder, env=env, key_file=tmp_path / "none") == 1
+    assert audit_verification.verify_command(folder, env=env, key_file=tmp_path / "none") == 1
     out = capsys.readouterr().out
     assert out.count("OK ") == 1 and f"FAILED {broken}" in out
 
@@ -167,7 +167,7 @@ def test_verify_command_checks_every_bundle_in_a_folder(store, tmp_path, capsys)
 def test_verify_command_on_an_artifact_root_checks_only_the_bundles(store, tmp_path, capsys):
     audit.write_bundle(store, audit.build_bundle("2026-11-18", _rows(3), run_id="r"), KEY)
     store.write_bytes("models/embedding_gate/abc/training.json", b"{}")  # not a bundle: never verified
-    assert audit.verify_command(store.uri(), env={"AUDIT_SIGNING_KEY": KEY.hex()}, key_file=tmp_path / "none") == 0
+    assert audit_verification.verify_command(store.uri(), env={"AUDIT_SIGNING_KEY": KEY.hex()}, key_file=tmp_path / "none") == 0
     out = capsys.readouterr().out
     assert out.count("OK ") == 1 and "training.json" not in out
 
@@ -176,7 +176,7 @@ def test_verify_command_reads_bundles_from_a_non_local_artifact_root(tmp_path, c
     remote = ArtifactStore(root=f"memory://audit-test-{uuid.uuid4().hex}")
     audit.write_bundle(remote, audit.build_bundle("2026-11-18", _rows(4), run_id="r"), KEY)
     env = {"AUDIT_SIGNING_KEY": KEY.hex()}
-    assert audit.verify_command(remote.uri(), env=env, key_file=tmp_path / "none") == 0
+    assert audit_verification.verify_command(remote.uri(), env=env, key_file=tmp_path / "none") == 0
     out = capsys.readouterr().out
     assert out.startswith("OK memory://") and "cases: 4" in out
 
@@ -195,7 +195,7 @@ def test_verify_audit_command_line_accepts_an_artifact_root(store, tmp_path):
 
 def test_verify_command_without_any_key_fails_cleanly(bundle_file, tmp_path, capsys):
     fresh = tmp_path / "fresh-home" / "audit" / "signing.key"
-    assert audit.verify_command(str(bundle_file), env={}, key_file=fresh) == 1
+    assert audit_verification.verify_command(str(bundle_file), env={}, key_file=fresh) == 1
     out = capsys.readouterr().out
     assert "no signing key" in out and "AUDIT_SIGNING_KEY" in out
     assert not fresh.exists()

@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 
 from llm_assets import settings
 from llm_assets.asset_keys import EMBEDDING_GATE, ENRICHED_CASES, RESULT_CACHE
-from llm_assets.enrichment import audit
+from llm_assets.enrichment import audit, audit_verification
 from llm_assets.dev.broker import create_topics
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.environments import resources_for
@@ -144,7 +144,7 @@ def test_fresh_pods_find_the_gate_through_lineage_and_earlier_bundles_still_veri
 
     capsys.readouterr()
     # The first pod's bundle outlived its pod: verify-audit on the artifact root checks both.
-    assert audit.verify_command(str(artifact_root), env={"AUDIT_SIGNING_KEY": KEY_HEX},
+    assert audit_verification.verify_command(str(artifact_root), env={"AUDIT_SIGNING_KEY": KEY_HEX},
                                 key_file=root / "no-local-key") == 0
     out = capsys.readouterr().out
     assert f"OK {first_bundle}:" in out
