@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from llm_assets import failpoints
 from llm_assets.asset_keys import CURATED_CASES, ENTITY_SIGNALS, EXCEPTIONS, RAW_EVENTS
 from llm_assets.automation import build_daily_derived, build_when_missing
 from llm_assets.curated import checks, joining
@@ -149,6 +150,7 @@ def _curate_dates(delta: DeltaLakeStorage, days: list[str], raw: pl.DataFrame, s
         version_written = result["version"]
         if full_refresh and result["deleted"]:
             deleted.update(_deleted_by_date(stored, {d: written[d] for d in merged}))
+    failpoints.hit(failpoints.AFTER_CURATED_WRITE)
     # Dates this run wrote are judged at the version it committed, the others at the version it read.
     snapshots = {}
     for version, group in ((version_written, merged), (read_version, [d for d in days if d not in merged])):

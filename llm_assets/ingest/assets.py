@@ -37,6 +37,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from llm_assets import failpoints
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, RAW_EVENTS, REJECTED_EVENTS
 from llm_assets.ingest import contract
 from llm_assets.ingest.contract import PartitionWindow
@@ -141,11 +142,13 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
     touched = sorted(incoming["event_date"].unique().to_list())
     to_write = contract.new_or_changed_events(incoming, _stored_content(delta, incoming, touched))
     per_day = []
+    failpoints.hit(failpoints.BEFORE_RAW_WRITE)
     for day in touched:
         rows = to_write.filter(pl.col("event_date") == day)
         counts = delta.merge(RAW_EVENTS, rows, ["event_id"], partition_column="event_date", partition_value=day)
         per_day.append({"event_date": day, "valid": int((incoming["event_date"] == day).sum()),
                         "inserted": counts["inserted"], "updated": counts["updated"]})
+    failpoints.hit(failpoints.AFTER_RAW_WRITE)
     stored_counts = {}
     if touched:
         stored_counts = dict(delta.scan(RAW_EVENTS)

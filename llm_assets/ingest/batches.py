@@ -123,6 +123,12 @@ class PendingBatch(BaseModel):
     run_keys: list[str]
     next_offsets: dict[int, int]
     requested_at: float
+    attempts: dict[str, int] = Field(default_factory=dict)  # run key -> runs the sensor requested (absent: 1)
+
+
+def retry_delay_s(attempts: int, base_s: float, cap_s: float = 600.0) -> float:
+    """How long after the failure of attempt `attempts` the sensor requests the next: doubling from `base_s`."""
+    return min(cap_s, base_s * 2 ** max(0, attempts - 1))
 
 
 class IngestCursor(BaseModel):

@@ -485,11 +485,17 @@ class KafkaIngestSettings(dg.ConfigurableResource):
                                                           "apart get runs of their own")
     max_payload_bytes: int = Field(default=16_384, description="KAFKA_MAX_PAYLOAD_BYTES: larger values are rejected")
     consumer_group: str = Field(default=CONSUMER_GROUP, description="receives the committed offsets (lag dashboards)")
+    max_batch_attempts: int = Field(default=4, description="KAFKA_SENSOR_MAX_BATCH_ATTEMPTS: runs the sensor requests "
+                                                           "for a batch that keeps failing (after Dagster's own run "
+                                                           "retries) before its ticks fail loudly")
+    retry_backoff_s: float = Field(default=30.0, description="KAFKA_SENSOR_RETRY_BACKOFF_S: wait after a batch's "
+                                                             "first failure before requesting it again (doubling)")
 
     VARIABLES: ClassVar[dict[str, str]] = {
         "KAFKA_EVENTS_TOPIC": "topic", "KAFKA_SENSOR_MAX_MESSAGES": "max_messages",
         "KAFKA_SENSOR_TIME_BUDGET_S": "time_budget_s", "KAFKA_SENSOR_MAX_PENDING_BATCHES": "max_pending_batches",
         "KAFKA_SENSOR_MAX_DATE_GAP_DAYS": "max_date_gap_days", "KAFKA_MAX_PAYLOAD_BYTES": "max_payload_bytes",
+        "KAFKA_SENSOR_MAX_BATCH_ATTEMPTS": "max_batch_attempts", "KAFKA_SENSOR_RETRY_BACKOFF_S": "retry_backoff_s",
     }
 
     @classmethod

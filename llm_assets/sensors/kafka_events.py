@@ -69,6 +69,7 @@ from llm_assets.ingest.batches import (
     offsets_to_commit,
     plan_batch,
     ranges_text,
+    retry_delay_s,
     run_key,
 )
 from llm_assets.resources.kafka import KafkaIngestSettings, KafkaResource, KafkaUnavailableError, TopicNotFoundError
@@ -84,6 +85,8 @@ IN_FLIGHT = frozenset({dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_START
 NOT_STARTED = frozenset({dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED})
 READ_CHUNK = 50_000  # messages dated per `validate_values` call (its cost is mostly per call below this)
 RUN_KEY_TAG = "llm_assets/kafka_run_key"
+ATTEMPT_TAG = "llm_assets/kafka_attempt"  # the sensor's request number of a run key (absent: the first)
+WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run: "true" when run retries will re-execute it
 # A far-apart date's run: the hot path without the dead letter (the batch's main run writes it).
 LATE_DATE_SELECTION = (RAW_EVENTS, *HOT_PATH_DOWNSTREAM)
 # Seconds between ticks: a batch's cases reach cases.enriched within about one interval plus one run.
@@ -173,40 +176,112 @@ def _run_request(run: PlannedRun, key: str, settings: KafkaIngestSettings, last_
 
 
 @dataclass
+class FailedRun:
+    """A run key of a pending batch whose runs all failed, with no retry by Dagster to come."""
+
+    batch_id: str
+    key: str
+    run: dg.DagsterRun      # the latest of them: what a new request repeats
+    ended_at: float         # when it ended (Unix time)
+
+
+@dataclass
 class BatchRuns:
     """Where the runs of the pending batches stand."""
 
     finished: set[str] = field(default_factory=set)  # batch ids whose every run key has a successful run
-    failed: list[str] = field(default_factory=list)  # run keys whose runs failed or were canceled
-    in_flight: list[str] = field(default_factory=list)  # run keys with a run queued, starting or running
+    failed: list[FailedRun] = field(default_factory=list)  # run keys whose runs failed for good (no retry coming)
+    in_flight: list[str] = field(default_factory=list)  # run keys with a run queued, starting, running or retrying
     not_started: list[str] = field(default_factory=list)  # run keys whose run still waits in the queue
 
 
 def pending_batch_runs(instance: dg.DagsterInstance, cursor: IngestCursor) -> BatchRuns:
-    """The state of the runs of every pending batch (one run query per pending batch)."""
+    """The state of the runs of every pending batch (one run query per pending batch).
+
+    A run key's runs are the sensor's requests of it and Dagster's retries of those (they copy the
+    tags): one success finishes it; a failed run that Dagster will retry (`dagster/will_retry`)
+    still counts as in flight; failed with nothing to come, it is the sensor's to request again.
+    """
     state = BatchRuns()
     for batch in cursor.pending:
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={BATCH_TAG: batch.batch_id}))
-        succeeded = {r.tags.get(RUN_KEY_TAG) for r in runs if r.status == dg.DagsterRunStatus.SUCCESS}
-        state.in_flight += sorted({r.tags.get(RUN_KEY_TAG) for r in runs if r.status in IN_FLIGHT})
-        state.not_started += sorted({r.tags.get(RUN_KEY_TAG) for r in runs if r.status in NOT_STARTED})
+        records = instance.get_run_records(filters=dg.RunsFilter(tags={BATCH_TAG: batch.batch_id}))
+        by_key: dict[str, list] = {}
+        for record in records:
+            by_key.setdefault(record.dagster_run.tags.get(RUN_KEY_TAG), []).append(record)
+        succeeded = set()
+        for key in batch.run_keys:
+            runs = sorted(by_key.get(key, []), key=lambda r: r.create_timestamp.timestamp())
+            statuses = {r.dagster_run.status for r in runs}
+            if dg.DagsterRunStatus.SUCCESS in statuses:
+                succeeded.add(key)
+            elif statuses & IN_FLIGHT:
+                state.in_flight.append(key)
+                if statuses & NOT_STARTED:
+                    state.not_started.append(key)
+            elif runs and runs[-1].dagster_run.tags.get(WILL_RETRY_TAG) == "true":
+                state.in_flight.append(key)  # Dagster's run retry is about to start
+            elif runs:
+                latest = runs[-1]
+                ended = latest.end_time or latest.update_timestamp.timestamp()
+                state.failed.append(FailedRun(batch.batch_id, key, latest.dagster_run, ended))
         if set(batch.run_keys) <= succeeded:
             state.finished.add(batch.batch_id)
-            continue
-        state.failed += sorted({r.tags.get(RUN_KEY_TAG) for r in runs
-                                if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)}
-                               - succeeded)
     return state
+
+
+def _repeat(failed: FailedRun, attempt: int) -> dg.RunRequest:
+    """A new run of a failed run key: same job, partition (range), selection and config; a new run key."""
+    run = failed.run
+    tags = {k: v for k, v in run.tags.items() if not k.startswith("dagster/")
+            or k in (PARTITION_RANGE_START_TAG, PARTITION_RANGE_END_TAG)}
+    tags[ATTEMPT_TAG] = str(attempt)
+    return dg.RunRequest(run_key=f"{failed.key}#attempt{attempt}", job_name=run.job_name,
+                         run_config=dict(run.run_config), tags=tags,
+                         partition_key=run.tags.get("dagster/partition"),
+                         asset_selection=list(run.asset_selection) if run.asset_selection else None)
+
+
+def request_failed_again(cursor: IngestCursor, runs: BatchRuns, settings: KafkaIngestSettings,
+                         now: float, notes: list[str]) -> tuple[IngestCursor, list[dg.RunRequest]]:
+    """Request again each run key that failed for good, after a doubling backoff, up to
+    `max_batch_attempts` runs; raises once a key has used them all (the tick fails, loudly)."""
+    requests = []
+    attempts = {b.batch_id: dict(b.attempts) for b in cursor.pending}
+    exhausted = []
+    for failed in runs.failed:
+        made = attempts[failed.batch_id].get(failed.key, 1)
+        if made >= settings.max_batch_attempts:
+            exhausted.append(failed)
+            continue
+        wait = failed.ended_at + retry_delay_s(made, settings.retry_backoff_s) - now
+        if wait > 0:
+            notes.append(f"run {failed.run.run_id} of {failed.key} failed (attempt {made} of "
+                         f"{settings.max_batch_attempts}); requesting it again in {wait:.0f}s")
+            continue
+        attempts[failed.batch_id][failed.key] = made + 1
+        requests.append(_repeat(failed, made + 1))
+        notes.append(f"run {failed.run.run_id} of {failed.key} failed; requesting attempt {made + 1} of "
+                     f"{settings.max_batch_attempts}")
+    if exhausted:
+        names = "; ".join(f"{f.key} (last run {f.run.run_id})" for f in exhausted[:3])
+        raise BatchFailedError(
+            f"{len(exhausted)} batch run(s) failed {settings.max_batch_attempts} times: {names}. Their offsets stay "
+            f"uncommitted and the sensor reads nothing more until they succeed: fix the cause (the run's log says "
+            f"it), then re-execute the last run from the Runs page; the next tick goes on.")
+    cursor = cursor.model_copy(update={"pending": [b.model_copy(update={"attempts": attempts[b.batch_id]})
+                                                   for b in cursor.pending]})
+    return cursor, requests
+
+
+class BatchFailedError(RuntimeError):
+    """A batch's run failed `max_batch_attempts` times: the sensor's ticks fail until it succeeds."""
 
 
 def _commit_finished(context: dg.SensorEvaluationContext, kafka: KafkaResource, cursor: IngestCursor,
                      settings: KafkaIngestSettings, runs: BatchRuns, notes: list[str]) -> IngestCursor:
     if not cursor.pending:
         return cursor
-    finished, failed = runs.finished, runs.failed
-    if failed:
-        notes.append(f"{len(failed)} run(s) failed, their offsets stay uncommitted until a re-execution "
-                     f"succeeds: {', '.join(failed[:5])}")
+    finished = runs.finished
     offsets, done = offsets_to_commit(cursor, finished)
     if not done:
         return cursor
@@ -258,6 +333,11 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
 
     runs = pending_batch_runs(context.instance, cursor) if cursor.pending else BatchRuns()
     cursor = _commit_finished(context, kafka, cursor, settings, runs, notes)
+    cursor, repeated = request_failed_again(cursor, runs, settings, time.time(), notes)
+    if repeated:  # a failed batch comes first: nothing newer is read in this tick
+        for note in notes:
+            context.log.warning(note)
+        return dg.SensorResult(run_requests=repeated, cursor=cursor.dump())
     if runs.not_started:
         # At most one batch in the queue: the runs of this sensor go one by one (dagster.yaml), so a
         # batch read now would wait behind the queued one, and the next one behind it, every tick

@@ -303,3 +303,47 @@ def test_the_sensors_job_carries_a_batch_from_raw_to_enriched_in_one_in_process_
     # A late date goes the whole hot path too (automation's lookback would not reach it), without dead letters.
     assert late_date_selection(dg.build_sensor_context(definitions=defs)) == [RAW_EVENTS, CURATED_CASES, ENRICHED_CASES]
     assert late_date_selection(dg.build_sensor_context(definitions=alone)) == [RAW_EVENTS]
+
+
+def test_a_batch_whose_run_failed_for_good_is_requested_again_with_backoff_then_fails_loudly(
+        kafka, resources, make_topic, tmp_path):
+    from llm_assets.sensors.kafka_events import ATTEMPT_TAG, RUN_KEY_TAG, BatchFailedError
+
+    topic = make_topic()
+    produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z")])
+    instance = dg.DagsterInstance.ephemeral()
+
+    def settings(backoff_s: float) -> KafkaIngestSettings:
+        return KafkaIngestSettings(topic=topic, time_budget_s=15, idle_timeout_s=0.5, max_batch_attempts=3,
+                                   retry_backoff_s=backoff_s)
+
+    resources = {**resources, "kafka_ingest": settings(3600)}
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    broken = {**resources, "delta": DeltaLakeStorage(root=str(blocked))}
+    first = _tick(resources, instance)
+    [request] = first.run_requests
+    assert _execute([request], instance, broken) == [False]
+
+    waiting = _tick(resources, instance, first.cursor)  # the backoff has not passed: nothing requested yet
+    assert waiting.run_requests == [] and "requesting it again in" in waiting.skip_message
+
+    soon = {**resources, "kafka_ingest": settings(0.0)}
+    again = _tick(soon, instance, waiting.cursor)
+    [repeat] = again.run_requests
+    assert repeat.run_key == f"{request.run_key}#attempt2" and repeat.tags[RUN_KEY_TAG] == request.run_key
+    assert repeat.tags[ATTEMPT_TAG] == "2" and repeat.tags[BATCH_TAG] == request.tags[BATCH_TAG]
+    assert repeat.run_config == request.run_config and repeat.partition_key == request.partition_key
+    assert _execute([repeat], instance, broken) == [False]
+    third = _tick(soon, instance, again.cursor)
+    [last] = third.run_requests
+    assert last.run_key == f"{request.run_key}#attempt3"
+    assert _execute([last], instance, broken) == [False]
+    with pytest.raises(BatchFailedError, match="failed 3 times"):
+        _tick(soon, instance, third.cursor)
+    assert kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: None}
+
+    # Fixed and re-executed by hand: the batch completes and the sensor goes on.
+    assert _execute([last], instance, resources) == [True]
+    done = _tick(soon, instance, third.cursor)
+    assert done.run_requests == [] and kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: 1}
