@@ -9,6 +9,8 @@ one process at a time: for concurrent runs point `MILVUS_URI` at `milvus-lite se
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -18,6 +20,7 @@ from pydantic import Field, PrivateAttr
 
 from llm_assets.settings import milvus_uri
 
+_log = logging.getLogger(__name__)
 # Milvus VARCHAR limits are in bytes; content longer than this is cut (retrieval shows a prefix).
 MAX_CONTENT_BYTES = 60_000
 CHUNK_FIELDS = ("chunk_id", "source", "doc_id", "type", "label", "actions", "content")
@@ -70,12 +73,18 @@ def _import_pymilvus() -> None:
 IDLE_KEEPALIVE_OFF = {"grpc.keepalive_permit_without_calls": False}
 
 
+class MilvusUnavailableError(RuntimeError):
+    """The Milvus server refused connections for longer than the resource's outage budget."""
+
+
 class MilvusResource(dg.ConfigurableResource):
     """A pymilvus `MilvusClient` on `uri`: a Milvus Lite file path by default, a server for a URL."""
 
     uri: str = Field(default="", description="MILVUS_URI; empty = $LLM_ASSETS_HOME/milvus/kb.db (Milvus Lite file)")
     token: str = Field(default="", description="server token (user:password), unused for Milvus Lite")
     index_type: str = Field(default="HNSW", description="HNSW or IVF_FLAT (FLAT also accepted)")
+    outage_budget_s: float = Field(default=60.0, description="how long a run waits for a Milvus server that refuses "
+                                                             "connections before its step fails (retried later)")
     connect_timeout_s: float = Field(default=60.0, description="how long connecting, and reconnecting after the "
                                                                "client was idle for 30 s, waits for the server")
     hnsw_m: int = 16
@@ -104,9 +113,30 @@ class MilvusResource(dg.ConfigurableResource):
             # pymilvus checks a connection idle for 30 s and reconnects it, waiting 10 s by default: a
             # milvus-lite server busy on a loaded 2-core machine (an index just built, the run's own CPU
             # work) once missed that and failed the demo's model evaluation step.
-            self._client = MilvusClient(uri=uri, token=self.token or "", timeout=self.connect_timeout_s,
-                                        grpc_options=IDLE_KEEPALIVE_OFF)
+            self._client = self._connect(lambda: MilvusClient(uri=uri, token=self.token or "",
+                                                              timeout=self.connect_timeout_s,
+                                                              grpc_options=IDLE_KEEPALIVE_OFF))
         return self._client
+
+    def _connect(self, make_client):
+        """`make_client()`, retried with doubling waits for up to `outage_budget_s` while the server
+        refuses connections (pymilvus fails at once then: a server restarting, or one that died and
+        that `make dev` or the platform is bringing back); after that the step fails with the reason,
+        and the run is requested again later (kafka_events_sensor, automation)."""
+        deadline = time.monotonic() + self.outage_budget_s
+        wait = 1.0
+        while True:
+            try:
+                return make_client()
+            except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException (and grpc errors) here
+                if not is_server_uri(self.resolved_uri) or time.monotonic() + wait > deadline:
+                    if is_server_uri(self.resolved_uri):
+                        raise MilvusUnavailableError(
+                            f"Milvus at {self.resolved_uri} unavailable for {self.outage_budget_s:g}s: {exc}") from exc
+                    raise
+                _log.warning(f"Milvus at {self.resolved_uri} unavailable ({exc}); retrying in {wait:g}s")
+                time.sleep(wait)
+                wait = min(wait * 2, 10.0)
 
     def close(self) -> None:
         if self._client is not None:

@@ -76,3 +76,35 @@ def test_two_processes_retrieve_at_once_through_milvus_lite_server(tmp_path, kb_
         reopened = MilvusResource(uri=again.uri)
         assert current_kb_index_version(reopened) == build.version
         reopened.close()
+
+
+def test_a_run_waits_for_a_milvus_server_that_comes_back_within_its_outage_budget(tmp_path):
+    import threading
+
+    import pytest
+
+    from llm_assets.dev.process import free_port
+    from llm_assets.resources.milvus import MilvusUnavailableError
+
+    port = free_port()
+    down = MilvusResource(uri=f"http://127.0.0.1:{port}", outage_budget_s=2)
+    with pytest.raises(MilvusUnavailableError, match="unavailable for 2s"):
+        down.client  # nobody listens: the budget runs out, then the step fails with the reason
+
+    started, launching = [], threading.Event()
+
+    def start_late():
+        launching.set()
+        started.append(start_milvus_server(tmp_path / "late", port=port))
+
+    later = threading.Timer(3.0, start_late)
+    later.start()
+    try:
+        waiting = MilvusResource(uri=f"http://127.0.0.1:{port}", outage_budget_s=60)
+        assert current_kb_index_version(waiting) is None  # connected once the server came up: no KB yet
+        assert launching.is_set(), "connected before the server existed"
+        waiting.close()
+    finally:
+        later.join()
+        for server in started:
+            server.stop()
