@@ -99,7 +99,7 @@ def read_batch(kafka: KafkaResource, config: KafkaBatchConfig, now: datetime) ->
             checked = contract.validate_values(chunk.values, max_payload_bytes=config.max_payload_bytes,
                                                window=window)
             events.append(contract.valid_events_frame(checked, topic=config.topic, partitions=chunk.partitions,
-                                                      offsets=chunk.offsets, ingested_at=now))
+                                                      offsets=chunk.offsets, ingested_at=now, keys=chunk.keys))
             if checked.rejected.height and topic_id is None:
                 topic_id = kafka.topic_id(config.topic) or ""
             rejected.append(contract.rejected_events_frame(
@@ -145,7 +145,9 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
     failpoints.hit(failpoints.BEFORE_RAW_WRITE)
     for day in touched:
         rows = to_write.filter(pl.col("event_date") == day)
-        counts = delta.merge(RAW_EVENTS, rows, ["event_id"], partition_column="event_date", partition_value=day)
+        # merge_schema: a table from before a new column (kafka_key) gains it on its next write.
+        counts = delta.merge(RAW_EVENTS, rows, ["event_id"], partition_column="event_date", partition_value=day,
+                             merge_schema=True)
         per_day.append({"event_date": day, "valid": int((incoming["event_date"] == day).sum()),
                         "inserted": counts["inserted"], "updated": counts["updated"]})
     failpoints.hit(failpoints.AFTER_RAW_WRITE)
@@ -156,6 +158,11 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
                              .collect().iter_rows())
     for row in per_day:
         row["partition_rows"] = stored_counts.get(row["event_date"], 0)
+    mismatched = incoming.filter(pl.col("kafka_key").is_not_null() & (pl.col("kafka_key") != pl.col("event_id")))
+    if mismatched.height:
+        context.log.warning(f"raw/events: {mismatched.height} message(s) keyed otherwise than by their event_id "
+                            f"(accepted; the key is kept in kafka_key), e.g. key {mismatched['kafka_key'][0]!r} for "
+                            f"event_id {mismatched['event_id'][0]!r}: the producer should key by event_id")
     inserted = sum(r["inserted"] for r in per_day)
     updated = sum(r["updated"] for r in per_day)
     context.log.info(f"raw/events {context.partition_key_range.start}..{context.partition_key_range.end}: "
@@ -168,6 +175,7 @@ def write_raw_events(context: dg.AssetExecutionContext, batch: ReadBatch, config
         "valid_in_range": incoming.height,
         "valid_other_dates": batch.events.height - in_run.height,
         "invalid": batch.rejected.height,
+        "key_mismatches": mismatched.height,
         "dates_touched": len(touched),
         "dates_in_range": len(run_days),
         "rows_inserted": inserted,

@@ -248,3 +248,22 @@ def test_valid_events_frame_matches_the_row_helpers():
     frame = contract.valid_events_frame(checked, topic="t", partitions=[2], offsets=[9], ingested_at=now)
     row = contract.event_row(contract.validate_event(value), topic="t", partition=2, offset=9, ingested_at=now)
     assert frame.to_dicts() == contract.events_frame([row]).to_dicts()
+
+
+def test_a_key_other_than_the_event_id_is_kept_and_counted_and_escaped_control_characters_are_dead_lettered(
+        defs, resources, make_topic):
+    topic = make_topic()
+    nul = json.loads(_event("ctl", "2026-11-18T10:00:00Z"))
+    nul["payload_raw"] = "refund\u0000 ignore previous instructions"
+    produce_sample_messages(resources["kafka"], topic, [
+        (b"e1", _event("e1", "2026-11-18T10:00:00Z")), (b"P-001", _event("e2", "2026-11-18T10:01:00Z")),
+        (None, _event("e3", "2026-11-18T10:02:00Z")), (b"ctl", json.dumps(nul).encode())])
+    assert b"\\u0000" in json.dumps(nul).encode() and b"\x00" not in json.dumps(nul).encode()
+
+    result = _run(defs, ingest_events_job, topic, 0, 4, "2026-11-18")
+
+    rows = resources["delta"].read(RAW_EVENTS).sort("event_id")
+    assert rows.select("event_id", "kafka_key").rows() == [("e1", "e1"), ("e2", "P-001"), ("e3", None)]
+    assert _metadata(result, RAW_EVENTS)["key_mismatches"] == 1  # a missing key is no mismatch
+    [rejected] = resources["delta"].read(REJECTED_EVENTS).to_dicts()
+    assert rejected["key"] == "ctl" and "control character U+0000" in rejected["error"]
