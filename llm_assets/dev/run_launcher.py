@@ -69,7 +69,8 @@ class LocalRunLauncher(dg.DefaultRunLauncher):
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         records = self._instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
-        started = [r for r in records if (r.user_message or "").startswith(STARTED_PROCESS_MESSAGE)]
+        started = [r for r in records if r.dagster_event is not None
+                   and (r.dagster_event.message or "").startswith(STARTED_PROCESS_MESSAGE)]
         if not started:  # not started yet (run monitoring's start timeout covers a run stuck there)
             return CheckRunHealthResult(WorkerStatus.RUNNING, "no run process recorded yet")
         record = started[-1]  # a resumed or re-launched run records a new process

@@ -103,10 +103,12 @@ def test_kill_9_anywhere_on_the_hot_path_or_a_milvus_outage_loses_and_doubles_no
         armed = failpoints.arm(stack.points, point)
         deliver(point)
         assert not armed.exists(), f"no run reached {point}"
-    killed = [r for r in stack.runs(tags={"llm_assets/kafka_topic": stack.events_topic}) if r["status"] == "FAILURE"]
-    assert len(killed) >= len(failpoints.HOT_PATH), "each fail point should have killed one run"
-    assert all(any("died without ending the run" in m or "process" in m for m in stack.failure(r["runId"]))
-               for r in killed), [stack.failure(r["runId"]) for r in killed]
+    runs = stack.runs(tags={"llm_assets/kafka_topic": stack.events_topic})
+    killed = [r for r in runs if r["status"] == "FAILURE"]
+    assert len(killed) == len(failpoints.HOT_PATH), "each fail point should have killed one run"
+    retried = {t["value"]: r["status"] for r in runs for t in r["tags"] if t["key"] == "dagster/parent_run_id"}
+    assert {r["runId"] for r in killed} <= set(retried), "a killed run was not retried by Dagster"
+    assert set(retried.values()) == {"SUCCESS"}
 
     # Milvus dies while a batch is on its way, and comes back 20 s later (as `make dev` restarts it).
     milvus = stack.milvus
