@@ -27,7 +27,7 @@ def demo(args: argparse.Namespace) -> int:
 def dev(args: argparse.Namespace) -> int:
     from llm_assets.dev.dev_command import run_dev
 
-    code = run_dev(port=args.port, events=args.events, interval_s=args.interval)
+    code = run_dev(port=args.port, events=args.events, interval_s=args.interval, broker_port=args.broker_port)
     # Every process it started is stopped by now. A live-stream publish stuck on the stopped broker
     # (a daemon thread inside librdkafka's flush) must not hold the exit past the 10 s promise.
     sys.stdout.flush()
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--events", type=int, default=3000)
     p.add_argument("--interval", type=float, default=15.0, help="seconds between live sample batches")
+    p.add_argument("--broker-port", type=int, default=9092,
+                   help="the local broker's port (another free one when taken); outside producers connect there")
     p.set_defaults(func=dev)
     p = sub.add_parser("verify-audit", help="verify the signed audit bundles, the manifest of each date and that "
                                             "every enriched row is vouched for by a bundle")

@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +34,7 @@ EVENTS_TOPIC_PARTITIONS = 3
 # SIGINT to SIGKILL: `dagster dev` stops its webserver, daemon and code server in about 6 s here.
 SHUTDOWN_GRACE_S = 6.0
 UI_START_TIMEOUT_S = 180.0
+SERVICE_CHECK_S = 2.0  # how often `make dev` looks for a local service that died
 
 
 def prepare_dagster_home() -> Path:
@@ -56,38 +58,82 @@ def ensure_sample_data(n_events: int, *, quiet: bool = False) -> Path:
     return out
 
 
+TOPICS = {settings.EVENTS_TOPIC: EVENTS_TOPIC_PARTITIONS, settings.ENRICHED_TOPIC: EVENTS_TOPIC_PARTITIONS,
+          settings.RATINGS_TOPIC: 1}
+
+
+@dataclass
+class LocalServices:
+    """The local services this command started (None: the environment points at others)."""
+
+    broker: object | None = None   # dev.broker.BrokerProcess
+    milvus: object | None = None   # dev.milvus.MilvusServerHandle
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def restart_dead(self) -> list[str]:
+        """Start again, on the same port (and Milvus on the same data folder), a service that died;
+        returns a line per restart. A dead broker's messages are gone (memory storage): the topics
+        are created again at once and the sensor reads the new log from its start."""
+        from llm_assets.dev.broker import create_topics, start_broker
+        from llm_assets.dev.milvus import start_milvus_server
+
+        said = []
+        if self.broker is not None and not self.broker.is_running():
+            self._replace(self.broker.process, (broker := start_broker(self.broker.port)).process)
+            self.broker = broker
+            create_topics(broker.bootstrap, TOPICS)
+            said.append(f"tansu on {broker.bootstrap} had stopped: restarted (memory storage: what it held and "
+                        f"no one had ingested is gone)")
+        if self.milvus is not None and not self.milvus.is_running():
+            milvus = start_milvus_server(self.milvus.data_dir, port=self.milvus.port)
+            self._replace(self.milvus.process, milvus.process)
+            self.milvus = milvus
+            said.append(f"milvus-lite server on {milvus.uri} had stopped: restarted on the same data folder")
+        return said
+
+    def _replace(self, old: ManagedProcess, new: ManagedProcess) -> None:
+        self.processes[:] = [new if p is old else p for p in self.processes]
+
+
 @contextlib.contextmanager
-def local_services(processes: list[ManagedProcess] | None = None, *, quiet: bool = False) -> Iterator[None]:
+def local_services(processes: list[ManagedProcess] | None = None, *, quiet: bool = False,
+                   broker_port: int = 9092) -> Iterator[LocalServices]:
     """tansu and `milvus-lite server` on 127.0.0.1 unless the environment points elsewhere.
 
     Sets `KAFKA_BOOTSTRAP_SERVERS` and `MILVUS_URI` for this process and its children and
-    creates the topics. With `processes`, the started services are appended to it and the
-    caller stops them (together with its own); otherwise they stop when the block ends.
+    creates the topics first thing (tansu would auto-create a topic a producer names, with 4
+    partitions). With `processes`, the started services are appended to it and the caller
+    stops them (together with its own); otherwise they stop when the block ends.
     """
     from llm_assets.dev.broker import create_topics, start_broker
     from llm_assets.dev.milvus import start_milvus_server
 
     started: list[ManagedProcess] = [] if processes is None else processes
+    services = LocalServices(processes=started)
     try:
         if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            broker = start_broker(free_port(9092))
-            started.append(broker.process)
-            os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+            services.broker = start_broker(free_port(broker_port))
+            started.append(services.broker.process)
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"] = services.broker.bootstrap
+            create_topics(services.broker.bootstrap, TOPICS)
             if not quiet:
-                print(f"tansu broker on {broker.bootstrap} (memory storage)")
+                print(f"tansu broker on {services.broker.bootstrap} (memory storage)")
         if "MILVUS_URI" not in os.environ:
-            milvus = start_milvus_server(settings.llm_assets_home() / "milvus_server", port=free_port(19530))
-            started.append(milvus.process)
-            os.environ["MILVUS_URI"] = milvus.uri
+            services.milvus = start_milvus_server(settings.llm_assets_home() / "milvus_server", port=free_port(19530))
+            started.append(services.milvus.process)
+            os.environ["MILVUS_URI"] = services.milvus.uri
             if not quiet:
-                print(f"milvus-lite server on {milvus.uri}")
-        create_topics(os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                      {settings.EVENTS_TOPIC: EVENTS_TOPIC_PARTITIONS, settings.ENRICHED_TOPIC: EVENTS_TOPIC_PARTITIONS,
-                       settings.RATINGS_TOPIC: 1})
-        yield
+                print(f"milvus-lite server on {services.milvus.uri}")
+        create_topics(os.environ["KAFKA_BOOTSTRAP_SERVERS"], TOPICS)
+        yield services
     finally:
         if processes is None:
             stop_all(started)
+
+
+def broker_spool() -> Path:
+    """Where `make dev` keeps the events a stopping dev broker held that no run had ingested yet."""
+    return settings.llm_assets_home() / "broker_spool" / f"{settings.EVENTS_TOPIC}.jsonl"
 
 
 def _ui_answers(port: int) -> bool:
@@ -122,18 +168,25 @@ def _log_tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
-def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0) -> int:
+def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, broker_port: int = 9092) -> int:
     """Run until Ctrl-C or SIGTERM (or until `dagster dev` exits); returns the exit code."""
     from llm_assets.dev.samples import LiveSampleStream, produce_sample_messages
     from llm_assets.sample_data.generator import load_messages
 
+    from llm_assets.dev.broker import replay_spool, spool_unconsumed
+
     home = prepare_dagster_home()
     processes: list[ManagedProcess] = []
     stream: LiveSampleStream | None = None
+    services: LocalServices | None = None
     try:
         sample_dir = ensure_sample_data(events, quiet=True)
-        with local_services(processes, quiet=True):
+        with local_services(processes, quiet=True, broker_port=broker_port) as services:
             bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+            if services.broker is not None:  # what the last stop kept: acknowledged, not yet ingested
+                replayed = replay_spool(bootstrap, settings.EVENTS_TOPIC, broker_spool())
+                if replayed:
+                    print(f"{replayed} event(s) the broker held at the last stop produced again", flush=True)
             produce_sample_messages(bootstrap, settings.EVENTS_TOPIC, load_messages(sample_dir))
             stream = LiveSampleStream(bootstrap, settings.EVENTS_TOPIC, interval_s).start()
             dagster, log_path = start_dagster_dev(port, home)
@@ -144,12 +197,17 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0) -> i
                     [sys.executable, "-m", "llm_assets.cli", "rating-page", "--host", "127.0.0.1",
                      "--port", str(rating_port)], name="rating page", cwd=REPO_ROOT,
                     env={**os.environ, "PYTHONWARNINGS": pythonwarnings()}, stdout=rating_log, stderr=rating_log))
-            deadline, ready = time.monotonic() + UI_START_TIMEOUT_S, False
+            deadline, ready, next_check = time.monotonic() + UI_START_TIMEOUT_S, False, 0.0
             while dagster.is_running():
+                if time.monotonic() >= next_check:  # a local service that died is started again
+                    next_check = time.monotonic() + SERVICE_CHECK_S
+                    for line in services.restart_dead():
+                        print(line, file=sys.stderr, flush=True)
                 if not ready and _ui_answers(port):
                     ready = True
                     print(f"Dagster UI on http://127.0.0.1:{port} (logs: {log_path}); rating page on "
-                          f"http://127.0.0.1:{rating_port}; Ctrl-C stops everything", flush=True)
+                          f"http://127.0.0.1:{rating_port}; Kafka on {bootstrap}; Ctrl-C stops everything",
+                          flush=True)
                 elif not ready and time.monotonic() > deadline:
                     print(f"the Dagster UI did not answer within {UI_START_TIMEOUT_S:.0f} s; the end of "
                           f"{log_path}:\n{_log_tail(log_path)}", file=sys.stderr, flush=True)
@@ -168,6 +226,13 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0) -> i
         try:
             if stream is not None:  # while the broker still runs, so its last publish completes quietly
                 stream.stop(timeout_s=2.0)
+            if services is not None and services.broker is not None and services.broker.is_running():
+                with contextlib.suppress(Exception):  # a broker that does not answer has nothing to keep
+                    spool_unconsumed(services.broker.bootstrap, settings.EVENTS_TOPIC, settings.CONSUMER_GROUP,
+                                     broker_spool())
+                # At once: a message an outside producer gets acknowledged after the spool read is lost
+                # with the broker's memory (a window of the signal's delivery).
+                services.broker.stop(SHUTDOWN_GRACE_S)
             # Whatever needs SIGKILL after the grace period gets it silently: a slow shutdown of a
             # local dev stack is not the user's problem (the daemon fails a run it left behind).
             stop_all(processes, SHUTDOWN_GRACE_S)
