@@ -9,7 +9,6 @@ to `cases.enriched` once the Delta write and its blocking checks passed, and rep
 per date.
 """
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
