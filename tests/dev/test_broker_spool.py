@@ -33,3 +33,29 @@ def test_events_a_stopping_broker_held_beyond_the_committed_offsets_reach_the_ne
         assert replay_spool(second.bootstrap, "events.raw", spool) == 0  # nothing kept: nothing produced
     finally:
         second.stop()
+
+
+def test_make_devs_supervisor_starts_a_dead_local_service_again_on_the_same_address(tmp_path, monkeypatch):
+    from llm_assets.dev.dev_command import local_services
+    from llm_assets.dev.process import stop_all
+    from llm_assets.knowledge_base.retrieval import current_kb_index_version
+    from llm_assets.resources.milvus import MilvusResource
+
+    monkeypatch.setenv("LLM_ASSETS_HOME", str(tmp_path))
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("MILVUS_URI", raising=False)
+    processes = []
+    try:
+        with local_services(processes, quiet=True) as services:
+            assert services.restart_dead() == []  # all alive: nothing to do
+            milvus_uri, bootstrap = services.milvus.uri, services.broker.bootstrap
+            services.milvus.process.kill()
+            services.broker.process.kill()
+            said = services.restart_dead()
+            assert len(said) == 2 and "tansu" in said[0] and "milvus-lite" in said[1]
+            assert services.milvus.uri == milvus_uri and services.broker.bootstrap == bootstrap
+            assert current_kb_index_version(MilvusResource(uri=milvus_uri)) is None  # it answers
+            assert "events.raw" in KafkaResource(bootstrap_servers=bootstrap).admin().list_topics(timeout=10).topics
+            assert services.milvus.process in processes and services.broker.process in processes
+    finally:
+        stop_all(processes)

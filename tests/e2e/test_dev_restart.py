@@ -60,7 +60,8 @@ class OutsideProducer(threading.Thread):
             self.producer.produce("events.raw", key=event_id.encode(), value=json.dumps(event).encode(),
                                   on_delivery=self._delivered)
             self.sent += 1
-            self.producer.poll(self.interval_s)
+            self.producer.poll(0)  # serve delivery reports
+            self.stopping.wait(self.interval_s)
 
     def finish(self) -> None:
         self.stopping.set()
@@ -69,13 +70,15 @@ class OutsideProducer(threading.Thread):
 
 
 def _start_dev(env: dict, ui_port: int, broker_port: int, log: Path) -> tuple[subprocess.Popen, str]:
+    """Start `make dev` (appending to `log`) and wait for this start's ready line."""
+    seen = len(READY.findall(log.read_text())) if log.exists() else 0
     out = log.open("a")
     dev = subprocess.Popen([sys.executable, "-m", "llm_assets.cli", "dev", "--port", str(ui_port), "--events", "20",
                             "--interval", "3600", "--broker-port", str(broker_port)], cwd=REPO_ROOT, env=env,
                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    found = wait_for(lambda: READY.search(log.read_text()) if dev.poll() is None else _exited(log),
+    found = wait_for(lambda: READY.findall(log.read_text())[seen:] if dev.poll() is None else _exited(log),
                      300, "make dev's ready line")
-    return dev, found.group(2)
+    return dev, found[0][1]
 
 
 def _exited(log: Path):
