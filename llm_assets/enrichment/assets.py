@@ -216,22 +216,43 @@ def materialized_gate(instance: dg.DagsterInstance, artifacts: ArtifactStore) ->
     Lineage, not a folder scan: every run (a fresh pod in production) uses exactly the version
     the instance recorded. None when the gate was never materialized.
     """
-    event = instance.get_latest_materialization_event(EMBEDDING_GATE)
-    recorded = event.asset_materialization.metadata.get("gate_version") if event and event.asset_materialization else None
+    recorded = serving_gate_version(instance)
     if recorded is None:
         return None
     try:
-        return load_gate(artifacts, str(recorded.value))
+        return load_gate(artifacts, recorded)
     except GateNotFound as exc:
-        raise dg.Failure(f"models/embedding_gate recorded gate_version {recorded.value}, but the artifact store "
+        raise dg.Failure(f"models/embedding_gate recorded gate_version {recorded}, but the artifact store "
                          f"does not have it ({exc}); check ARTIFACT_ROOT or rematerialize models/embedding_gate") from exc
 
 
 def _materialized_gate(context: dg.AssetExecutionContext, artifacts: ArtifactStore) -> GateModel | None:
     gate = materialized_gate(context.instance, artifacts)
     if gate is None:
-        context.log.warning("models/embedding_gate has not been materialized yet: every case goes to the LLM backend")
+        context.log.warning("models/embedding_gate has not been materialized yet: no case is gated (the LLM, or "
+                            "the local strategy without one, decides every case); these rows carry no gate_version "
+                            "and are enriched again once a gate serves")
     return gate
+
+
+def serving_gate_version(instance: dg.DagsterInstance) -> str | None:
+    """The `gate_version` recorded by `models/embedding_gate`'s latest materialization (None: none yet)."""
+    event = instance.get_latest_materialization_event(EMBEDDING_GATE)
+    recorded = event.asset_materialization.metadata.get("gate_version") if event and event.asset_materialization else None
+    return None if recorded is None else str(recorded.value)
+
+
+def rows_behind_dependencies(stored: pl.DataFrame, gate_version: str | None, kb_version: str) -> pl.DataFrame:
+    """Stored rows decided without the gate or the KB index that serve now: a row enriched before
+    the gate existed or with an older gate (`gate_version` differs while a gate serves), or with
+    another (or no) KB index version while one serves. Any run of their date enriches them again,
+    and automation runs the lookback's dates after each update of either, so rows catch up."""
+    stale = pl.lit(False)
+    if gate_version is not None:
+        stale = stale | pl.col("gate_version").is_null() | (pl.col("gate_version") != gate_version)
+    if kb_version != "none":
+        stale = stale | pl.col("kb_index_version").is_null() | (pl.col("kb_index_version") != kb_version)
+    return stored.filter(stale)
 
 
 def _gpu_op_tags() -> dict:
@@ -258,6 +279,7 @@ class _DateOutcome:
     partition_rows: int
     evaluations: dict[str, tuple[bool, dict]]
     re_enriched: int = 0         # rows written again because another model version serves them now
+    caught_up: int = 0           # rows written again because another gate or KB index version serves now
     version_mix: list[tuple] = field(default_factory=list)  # serving.version_mix of the date's snapshot
     behind: int = 0              # rows of the snapshot another model version serves (the next run's work)
     bundle_uri: str | None = None
@@ -446,7 +468,7 @@ class _Serving:
 
 def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, delta: DeltaLakeStorage,
                    llm: LLMResource, milvus: MilvusResource, embedder: EmbedderResource, artifacts: ArtifactStore,
-                   batches: list[int], history: pl.DataFrame, served: set[str | None]):
+                   batches: list[int], history: pl.DataFrame, served: set[str | None], kb_version: str):
     """What serves the run's cases (`_Serving`) and `enrich(cases, served_by)`, bound to the resources
     (only when there is work: an empty increment opens neither Milvus nor an LLM).
 
@@ -454,7 +476,6 @@ def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     backend (nothing promoted yet): `llm` as configured, `call_mode` from the run config. A
     registry version brings its own backend, endpoint, model, call mode and generation parameters.
     """
-    kb_version = current_kb_index_version(milvus) or "none"
     gate = _materialized_gate(context, artifacts) if config.use_gate else None
     gate_version = gate.version if gate else None
     registered = _registered_versions(config, history, {name for name in served if name is not None})
@@ -514,10 +535,11 @@ def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     op_tags={"llm_assets/stage": "enrichment", **_gpu_op_tags()},
     pool="llm",  # LLM work, one step at a time locally: dagster.yaml `concurrency.pools`
     automation_condition=(
-        build_daily_derived(ignore_updates_of=[KB_INDEX, EMBEDDING_GATE, MODELS_PRODUCTION],  # versions: full_refresh
+        build_daily_derived(ignore_updates_of=[KB_INDEX, EMBEDDING_GATE, MODELS_PRODUCTION],  # versions: below
                             may_be_missing=[MODELS_PRODUCTION])
-        | build_refresh_after_update_of([MODELS_PRODUCTION], lookback_days=REENRICHMENT_LOOKBACK_DAYS,
-                                        may_be_missing=[MODELS_PRODUCTION])),
+        # A new production version, gate or KB index: the lookback's days catch up (their rows behind it).
+        | build_refresh_after_update_of([MODELS_PRODUCTION, EMBEDDING_GATE, KB_INDEX],
+                                        lookback_days=REENRICHMENT_LOOKBACK_DAYS, may_be_missing=[MODELS_PRODUCTION])),
     # A range run (a sensor batch over several dates, a backfill) sends all its dates' cases as one LLM batch.
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
@@ -561,12 +583,16 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     curated_version = delta.version(CURATED_CASES)  # the snapshot this run enriches and its checks judge
     curated_keys = _keys(delta, CURATED_CASES, curated_version, days)
     read_version = delta.version(ENRICHED_CASES)  # after curated's: everything in it was enriched from what we read
-    stored = _keys(delta, ENRICHED_CASES, read_version, days, extra=("model_version",))
+    stored = _keys(delta, ENRICHED_CASES, read_version, days, extra=("model_version", "gate_version",
+                                                                     "kb_index_version"))
     history = production_record.history(delta)  # the promotions; nothing promoted: the env-derived backend
     state = production_record.state_from_history(history)
     behind = serving.rows_behind(state, stored)  # rows another model version serves now
-    todo = curated_keys if config.full_refresh else pipeline.plan_increment(curated_keys, stored,
-                                                                            behind["event_id"].to_list())
+    gate_now = serving_gate_version(context.instance) if config.use_gate else None
+    kb_now = current_kb_index_version(milvus) or "none"
+    stale = rows_behind_dependencies(stored, gate_now, kb_now)  # decided without the gate or KB serving now
+    todo = curated_keys if config.full_refresh else pipeline.plan_increment(
+        curated_keys, stored, sorted(set(behind["event_id"].to_list()) | set(stale["event_id"].to_list())))
     cases = _curated_rows(delta, curated_version, todo)
 
     batches: list[int] = []
@@ -574,13 +600,14 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     if cases.height:
         served_by = serving.served_by(state, cases["event_id"].to_list())
         served, enrich = _bind_pipeline(context, config, delta, llm, milvus, embedder, artifacts, batches,
-                                        history, set(served_by))
+                                        history, set(served_by), kb_now)
         run = enrich(cases, served_by)  # every date of the run in one batch per model version
         if run.new_cache_rows:
             delta.merge(RESULT_CACHE, pipeline.rows_frame(run.new_cache_rows, pipeline.CACHE_SCHEMA), ["cache_key"])
     rows = _with_row_hashes(run.rows) if run else []
     known = set(stored["event_id"].to_list())
     behind_ids = set(behind["event_id"].to_list())
+    stale_ids = set(stale["event_id"].to_list())
     mode = "full_refresh" if config.full_refresh else "incremental"
 
     # One MERGE for all the run's dates (they are in its predicate: runs of other dates never conflict),
@@ -624,6 +651,7 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
             partition_rows=partition.height,
             evaluations=_evaluate(content, partition, curated_ids, config.max_fallback_rate),
             re_enriched=sum(i in behind_ids for i in written_ids),
+            caught_up=sum(i in stale_ids and i not in behind_ids for i in written_ids),
             version_mix=serving.version_mix(state, partition, written_ids),
             behind=serving.rows_behind(state, partition).height,
             outbox_rows=[r for r in content.to_dicts() if (r["event_id"], r[outbox.ROW_HASH]) in pending[day]]))
@@ -672,6 +700,7 @@ def _production_metadata(state: ProductionState, outcomes: list[_DateOutcome]) -
         "model_versions": markdown_table(["event_date", "model_version", "serves as", "configured share", "rows",
                                           "share of rows", "written by this run"], mix),
         "re_enriched_for_production": sum(o.re_enriched for o in outcomes),
+        "re_enriched_for_gate_or_kb": sum(o.caught_up for o in outcomes),
         "rows_behind_production": sum(o.behind for o in outcomes),
     }
 

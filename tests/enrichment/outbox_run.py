@@ -28,9 +28,10 @@ def resources_of(root: Path, bootstrap: str) -> dict:
     }
 
 
-def run_day(resources: dict, day: str):
+def run_day(resources: dict, day: str, instance=None):
     return materialize_keys(resources, ["curated/cases", "enriched/cases"], partition_key=day,
-                            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+                            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+                            instance=instance)
 
 
 if __name__ == "__main__":
