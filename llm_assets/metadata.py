@@ -29,10 +29,20 @@ def escape_markdown(text: str) -> str:
     return "".join(parts)
 
 
+def _float_text(value: float) -> str:
+    """Floats for people: three places after the point (a confidence of 0.506, not 0.5061228275299072),
+    three significant digits below 0.001 (a p-value of 2.3e-05 stays readable)."""
+    if value != value or abs(value) == float("inf"):
+        return str(value)
+    if value == 0 or abs(value) >= 0.001:
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    return f"{value:.3g}"
+
+
 def _cell(value: object) -> str:
     if value is None:
         return ""
-    text = str(value)
+    text = _float_text(value) if isinstance(value, float) else str(value)
     if len(text) > MAX_CELL_CHARS:  # cut before escaping, so no escape is cut in half
         text = text[:MAX_CELL_CHARS - 1] + "…"
     return escape_markdown(text)

@@ -208,7 +208,7 @@ def curated_cases(context: dg.AssetExecutionContext, config: CuratedCasesConfig,
                                                   else "not written"))
 
     metadata = _metadata(outcomes, raw_version, read_version, config.full_refresh)
-    metadata.update({f"{key.path[-1]}_version_read": -1 if v is None else v for key, v in signal_versions.items()})
+    metadata.update({f"{key.path[-1]}_version_read": v for key, v in signal_versions.items() if v is not None})
     yield dg.MaterializeResult(metadata=metadata)
     yield from _check_evaluations(context, outcomes, raw_version)
 
@@ -229,8 +229,8 @@ def _metadata(outcomes: list[_DateOutcome], raw_version: int | None, read_versio
         "rows_added": int(by_date["added"].sum()),
         "rows_changed": int(by_date["changed"].sum()),
         "rows_unchanged": int(by_date["unchanged"].sum()),
-        "raw_events_version_read": -1 if raw_version is None else raw_version,
-        "curated_cases_version_read": -1 if read_version is None else read_version,
+        **({"raw_events_version_read": raw_version} if raw_version is not None else {}),
+        **({"curated_cases_version_read": read_version} if read_version is not None else {}),
         "curated_cases_versions_written": dg.MetadataValue.json(
             {o.day: o.version_written for o in outcomes}),
         "by_date": frame_table(by_date, limit=by_date.height),
@@ -256,8 +256,9 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
     selected = {key.name for key in context.selected_asset_check_keys}
     targets = target_materializations(context, CURATED_CASES, [o.day for o in outcomes]) if selected else {}
     for o in outcomes:
-        versions = {"partition": o.day, "curated_cases_version": -1 if o.version_checked is None else o.version_checked,
-                    "raw_events_version": -1 if raw_version is None else raw_version}
+        versions = {"partition": o.day,
+                    **({"curated_cases_version": o.version_checked} if o.version_checked is not None else {}),
+                    **({"raw_events_version": raw_version} if raw_version is not None else {})}
         for name, (passed, details) in ((checks.CONTRACT, checks.contract_outcome(o.cases)),
                                         (checks.UNIQUE_EVENT_ID, checks.unique_outcome(o.cases)),
                                         (checks.MATCH_RAW_EVENTS, checks.match_raw_outcome(o.comparison))):

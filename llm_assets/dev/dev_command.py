@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -46,12 +47,19 @@ def prepare_dagster_home() -> Path:
     return home
 
 
+SAMPLE_DAYS = 3  # the seeded events cover the last three UTC days, today included
+
+
 def ensure_sample_data(n_events: int, *, quiet: bool = False) -> Path:
-    """The seeded sample data set under `SAMPLE_DATA_DIR`, (re)generated."""
+    """The seeded sample data set under `SAMPLE_DATA_DIR`, (re)generated, its events dated over the
+    last `SAMPLE_DAYS` days (the same events every time but for their dates): inside automation's
+    and `evaluation/samples`' lookback, so the demo and `make dev` have samples to rate at once."""
     from llm_assets.sample_data.generator import generate_sample_data
 
     out = settings.sample_data_dir()
-    counts = generate_sample_data(out, n_events=n_events)
+    today = datetime.now(timezone.utc).date()
+    counts = generate_sample_data(out, n_events=n_events, start_date=today - timedelta(days=SAMPLE_DAYS - 1),
+                                  days=SAMPLE_DAYS)
     if not quiet:
         print(f"sample data in {out}: {counts['events']} Kafka messages, "
               f"{counts['kb/resolved_cases']} resolved KB cases")

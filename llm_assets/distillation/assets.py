@@ -106,7 +106,7 @@ def gate_training_examples(context: dg.AssetExecutionContext, config: Distillati
     version_written = delta.version(GATE_TRAINING_EXAMPLES)
 
     used_version = _recorded(context.instance, EMBEDDING_GATE, GATE_EXAMPLES_VERSION_KEY)
-    used_version = None if used_version is None or int(used_version) < 0 else int(used_version)
+    used_version = None if used_version is None or int(used_version) < 0 else int(used_version)  # < 0: older runs
     used = delta.read(GATE_TRAINING_EXAMPLES, version=used_version) if used_version is not None else None
     new = ex.new_examples(frame, used)
 
@@ -124,7 +124,7 @@ def gate_training_examples(context: dg.AssetExecutionContext, config: Distillati
             "examples_version": version,
             "delta_version": version_written,
             NEW_EXAMPLES_KEY: new,
-            "serving_gate_trained_on_delta_version": -1 if used_version is None else used_version,
+            **({"serving_gate_trained_on_delta_version": used_version} if used_version is not None else {}),
             "llm_decided_cases": selection.candidates,
             "turned_away": dg.MetadataValue.json(dict(selection.rejected)),
             "labels_corrected_by_analysts": selection.overridden,
@@ -209,7 +209,7 @@ def held_out_verdict(context: dg.AssetExecutionContext, embedder, artifacts, can
 
 def verdict_metadata(verdict, examples_version: int | None, sources: dict) -> dict:
     return {
-        GATE_EXAMPLES_VERSION_KEY: -1 if examples_version is None else examples_version,
+        **({GATE_EXAMPLES_VERSION_KEY: examples_version} if examples_version is not None else {}),
         "training_sources": dg.MetadataValue.json(sources),
         "held_out_candidate": dg.MetadataValue.json(verdict.candidate.as_dict()),
         "held_out_serving": dg.MetadataValue.json(verdict.serving.as_dict() if verdict.serving else {}),

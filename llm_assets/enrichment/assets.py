@@ -729,8 +729,9 @@ def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, 
         "outbox_found_on_topic": sum(o.drained.found_on_topic for o in outcomes if o.drained),
         "summary": f"{written} cases enriched" if written else "0 new cases",
         "published_to_cases_enriched": sum(o.published for o in outcomes),
-        "curated_cases_version_read": -1 if curated_version is None else curated_version,
-        "enriched_cases_version_read": -1 if read_version is None else read_version,
+        # absent rather than a placeholder when there was no table to read
+        **({"curated_cases_version_read": curated_version} if curated_version is not None else {}),
+        **({"enriched_cases_version_read": read_version} if read_version is not None else {}),
         "enriched_cases_versions_written": dg.MetadataValue.json({o.day: o.version_written for o in outcomes}),
         "by_date": frame_table(by_date, limit=by_date.height),
         "llm_batches": len(batches),
@@ -794,8 +795,9 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
     selected = {key.name for key in context.selected_asset_check_keys}
     targets = target_materializations(context, ENRICHED_CASES, [o.day for o in outcomes]) if selected else {}
     for o in outcomes:
-        judged = {"partition": o.day, "enriched_cases_version": -1 if o.version_checked is None else o.version_checked,
-                  "curated_cases_version": -1 if curated_version is None else curated_version}
+        judged = {"partition": o.day, **({"enriched_cases_version": o.version_checked}
+                                         if o.version_checked is not None else {}),
+                  **({"curated_cases_version": curated_version} if curated_version is not None else {})}
         for name, (passed, details) in o.evaluations.items():
             if name not in selected:
                 continue

@@ -187,7 +187,7 @@ def evaluation_metadata(model: RegisteredModel, summary: dict, rows: pl.DataFram
         "kb_index_version": versions.kb_index_version,
         "gate_version": versions.gate_version or "none",
         "golden_sha256": golden_sha,
-        "models_evaluation_version_written": -1 if delta_version is None else int(delta_version),
+        **({"models_evaluation_version_written": int(delta_version)} if delta_version is not None else {}),
         "dagster/row_count": rows.height,
     }
 

@@ -76,7 +76,7 @@ def no_regression_vs_production(context: dg.AssetCheckExecutionContext, config: 
                                        table),
         "failures": "; ".join(verdict.failures) or "none",
         "candidate_macro_f1": verdict.candidate["macro_f1"],
-        "production_macro_f1": verdict.production["macro_f1"] if verdict.production else -1.0,
+        **({"production_macro_f1": verdict.production["macro_f1"]} if verdict.production else {}),
         "paired_cases": verdict.paired_cases,
         "rules": dg.MetadataValue.json(rules_metadata(verdict.rules)),
     }
