@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     # SIGTERM (CI, `timeout`, a supervisor) unwinds like Ctrl-C, so the broker, Milvus and dagster dev stop too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option of `llm-assets` (the docs test checks what the docs name against it)."""
     parser = argparse.ArgumentParser(prog="llm-assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     m = models_sub.add_parser("rollback", help="promote an earlier production version again")
     m.add_argument("--to", default=None, help="the version (default: the one before the current)")
     p.set_defaults(func=models)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
 
 
 if __name__ == "__main__":
