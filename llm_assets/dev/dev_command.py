@@ -139,6 +139,31 @@ def local_services(processes: list[ManagedProcess] | None = None, *, quiet: bool
             stop_all(started)
 
 
+CANCEL_WAIT_S = 3.0  # at Ctrl-C, how long the runs in flight get to end as canceled before everything stops
+
+
+def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S) -> list[str]:
+    """Cancel every queued or running run of the instance in `$DAGSTER_HOME` (through its run
+    coordinator: a running one is terminated by its code server and recorded as CANCELED, not
+    failed) and wait up to `timeout_s` for them to end; returns their ids. kafka_events_sensor
+    requests a canceled batch again at once on the next start."""
+    import dagster as dg
+
+    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(statuses=active))
+        for run in runs:
+            with contextlib.suppress(Exception):  # a run that just ended, a code server going away
+                instance.run_coordinator.cancel_run(run.run_id)
+        ids = [run.run_id for run in runs]
+        deadline = time.monotonic() + timeout_s
+        while ids and time.monotonic() < deadline and instance.get_runs(
+                filters=dg.RunsFilter(run_ids=ids, statuses=[*active, dg.DagsterRunStatus.CANCELING])):
+            time.sleep(0.2)
+    return ids
+
+
 def broker_spool() -> Path:
     """Where `make dev` keeps the events a stopping dev broker held that no run had ingested yet."""
     return settings.llm_assets_home() / "broker_spool" / f"{settings.EVENTS_TOPIC}.jsonl"
@@ -234,6 +259,9 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
         try:
             if stream is not None:  # while the broker still runs, so its last publish completes quietly
                 stream.stop(timeout_s=2.0)
+            if any(p.name == "dagster dev" and p.is_running() for p in processes):
+                with contextlib.suppress(Exception):  # an instance that cannot be read: stop anyway
+                    cancel_runs_in_flight()
             if services is not None and services.broker is not None and services.broker.is_running():
                 with contextlib.suppress(Exception):  # a broker that does not answer has nothing to keep
                     spool_unconsumed(services.broker.bootstrap, settings.EVENTS_TOPIC, settings.CONSUMER_GROUP,

@@ -243,8 +243,9 @@ def _repeat(failed: FailedRun, attempt: int) -> dg.RunRequest:
 
 def request_failed_again(cursor: IngestCursor, runs: BatchRuns, settings: KafkaIngestSettings,
                          now: float, notes: list[str]) -> tuple[IngestCursor, list[dg.RunRequest]]:
-    """Request again each run key that failed for good, after a doubling backoff, up to
-    `max_batch_attempts` runs; raises once a key has used them all (the tick fails, loudly)."""
+    """Request again each run key that failed for good, after a doubling backoff (none after a
+    cancellation), up to `max_batch_attempts` runs; raises once a key has used them all (the tick
+    fails, loudly)."""
     requests = []
     attempts = {b.batch_id: dict(b.attempts) for b in cursor.pending}
     exhausted = []
@@ -253,7 +254,9 @@ def request_failed_again(cursor: IngestCursor, runs: BatchRuns, settings: KafkaI
         if made >= settings.max_batch_attempts:
             exhausted.append(failed)
             continue
-        wait = failed.ended_at + retry_delay_s(made, settings.retry_backoff_s) - now
+        # A canceled run (a stop of `make dev`, a person in the UI) failed at nothing: its batch is taken again at once.
+        backoff = 0.0 if failed.run.status == dg.DagsterRunStatus.CANCELED else retry_delay_s(made, settings.retry_backoff_s)
+        wait = failed.ended_at + backoff - now
         if wait > 0:
             notes.append(f"run {failed.run.run_id} of {failed.key} failed (attempt {made} of "
                          f"{settings.max_batch_attempts}); requesting it again in {wait:.0f}s")

@@ -1,6 +1,7 @@
-"""`make dev` restarted (Ctrl-C, then again) while an outside producer keeps publishing: every event
-the broker acknowledged ends up once in raw/events, curated/cases and enriched/cases, and is
-published once, and the Kafka sensor's first run after the restart comes by itself.
+"""`make dev` restarted (Ctrl-C during a micro-batch run, then again) while an outside producer keeps
+publishing: the run in flight is recorded as canceled, not failed; every event the broker
+acknowledged ends up once in raw/events, curated/cases and enriched/cases, and is published once,
+and the Kafka sensor's first run after the restart comes by itself.
 
 The real dev command (tansu, `milvus-lite server`, `dagster dev`, the rating page) runs on a
 temporary home; a plain confluent-kafka producer (not the project's) sends an event every 0.25 s
@@ -24,6 +25,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import polars as pl
 from confluent_kafka import Producer
@@ -113,8 +115,13 @@ def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_ackn
     try:
         producer.start()
         wait_for(lambda: len(_ids(delta, ENRICHED_CASES)) >= 10, TIMEOUT_S, "the first events enriched", 2)
-        time.sleep(3)  # some acknowledged but not yet ingested when the stop comes
+        # Stop while a micro-batch run is running (and events are acknowledged but not yet ingested).
+        running = wait_for(lambda: [r for r in _sensor_runs(ui_port) if r["status"] == "STARTED"], TIMEOUT_S,
+                           "a micro-batch run in flight", 0.3)
         _stop_dev(dev)
+        with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster_home")) as instance:
+            stopped = {r["runId"]: instance.get_run_by_id(r["runId"]).status for r in running}
+        assert set(stopped.values()) == {dg.DagsterRunStatus.CANCELED}, stopped  # canceled, not failed
         time.sleep(3)  # the producer keeps sending into the void: librdkafka holds and retries
         restarted_at = time.time()
         dev, again = _start_dev(env, ui_port, broker_port, log)

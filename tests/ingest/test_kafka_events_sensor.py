@@ -347,3 +347,19 @@ def test_a_batch_whose_run_failed_for_good_is_requested_again_with_backoff_then_
     assert _execute([last], instance, resources) == [True]
     done = _tick(soon, instance, third.cursor)
     assert done.run_requests == [] and kafka.committed_offsets(CONSUMER_GROUP, topic, [0]) == {0: 1}
+
+
+def test_a_canceled_batch_run_is_requested_again_at_once(kafka, resources, make_topic):
+    topic = make_topic()
+    produce_sample_messages(kafka, topic, [_event("a", "2026-11-18T10:00:00Z")])
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {**resources, "kafka_ingest": KafkaIngestSettings(topic=topic, time_budget_s=15, idle_timeout_s=0.5,
+                                                                  retry_backoff_s=3600)}
+    first = _tick(resources, instance)
+    [request] = first.run_requests
+    # The run was canceled (`make dev` stopped while it ran): no backoff, the batch is taken again.
+    instance.add_run(dg.DagsterRun(job_name=request.job_name, run_id="canceled-run",
+                                   status=dg.DagsterRunStatus.CANCELED, tags=request.tags))
+    again = _tick(resources, instance, first.cursor)
+    [repeat] = again.run_requests
+    assert repeat.run_key == f"{request.run_key}#attempt2" and repeat.run_config == request.run_config
