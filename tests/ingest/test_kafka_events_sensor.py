@@ -359,7 +359,8 @@ def test_a_canceled_batch_run_is_requested_again_at_once(kafka, resources, make_
     [request] = first.run_requests
     # The run was canceled (`make dev` stopped while it ran): no backoff, the batch is taken again.
     instance.add_run(dg.DagsterRun(job_name=request.job_name, run_id="canceled-run",
-                                   status=dg.DagsterRunStatus.CANCELED, tags=request.tags))
+                                   status=dg.DagsterRunStatus.CANCELED, tags=request.tags,
+                                   run_config=request.run_config))
     again = _tick(resources, instance, first.cursor)
     [repeat] = again.run_requests
     assert repeat.run_key == f"{request.run_key}#attempt2" and repeat.run_config == request.run_config
