@@ -27,7 +27,8 @@ def demo(args: argparse.Namespace) -> int:
 def dev(args: argparse.Namespace) -> int:
     from llm_assets.dev.dev_command import run_dev
 
-    code = run_dev(port=args.port, events=args.events, interval_s=args.interval, broker_port=args.broker_port)
+    code = run_dev(port=args.port, events=args.events, interval_s=args.interval, broker_port=args.broker_port,
+                   set_up=not args.skip_setup)
     # Every process it started is stopped by now. A live-stream publish stuck on the stopped broker
     # (a daemon thread inside librdkafka's flush) must not hold the exit past the 10 s promise.
     sys.stdout.flush()
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=15.0, help="seconds between live sample batches")
     p.add_argument("--broker-port", type=int, default=9092,
                    help="the local broker's port (another free one when taken); outside producers connect there")
+    p.add_argument("--skip-setup", action="store_true",
+                   help="start without building the seeds and promoting the local model version first")
     p.set_defaults(func=dev)
     p = sub.add_parser("verify-audit", help="verify the signed audit bundles, the manifest of each date and that "
                                             "every enriched row is vouched for by a bundle")

@@ -4,6 +4,9 @@ Runs on the Dagster instance in `$DAGSTER_HOME`, so every run, check and metadat
 the demo produced is there to browse afterwards in `make dev`.
 """
 
+import contextlib
+import io
+import sys
 import time
 from pathlib import Path
 
@@ -35,14 +38,45 @@ def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[
     return result
 
 
+SEED_KEYS = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index", "models/embedding_gate"]
+
+
+def seeded(instance: dg.DagsterInstance) -> bool:
+    """Whether the seed tables, the KB index, the gate and a production model version are there."""
+    return all(instance.get_latest_materialization_event(dg.AssetKey.from_user_string(k)) is not None
+               for k in [*SEED_KEYS, "models/production"])
+
+
+def build_seeds_and_promote(defs: dg.Definitions, instance: dg.DagsterInstance, *, verbose: bool = False) -> None:
+    """What the first micro-batch needs, in order: the seed tables, the KB index and the gate, then
+    the local model version evaluated on the golden cases (its blocking check) and promoted, so
+    every enriched row carries a gate, a KB index and a production model version."""
+    from llm_assets.models.commands import promote
+    from llm_assets.models.registry import load_registry
+    from llm_assets.partitions import model_versions
+
+    _materialize(defs, instance, SEED_KEYS)
+    local_version = next(m.name for m in load_registry().values() if m.backend == "local")
+    if verbose:
+        print(f"   model versions: models/evaluation[{local_version}] on the golden cases, the blocking check "
+              "no_regression_vs_production, then models/production")
+    instance.add_dynamic_partitions(model_versions.name, [local_version])
+    evaluation = _materialize(defs, instance, ["models/evaluation"], partition_key=local_version)
+    metrics = {m.metadata["accuracy"].value for m in evaluation.asset_materializations_for_node("models__evaluation")
+               if "accuracy" in m.metadata}
+    if verbose:
+        print(f"  golden accuracy {', '.join(f'{a:.3f}' for a in metrics)}; promoting it:", end=" ", flush=True)
+    with contextlib.redirect_stdout(sys.stdout if verbose else io.StringIO()):
+        promoted = promote(local_version, instance=instance, delta=defs.resources["delta"]) == 0
+    if not promoted:
+        print(f"  {local_version} not promoted: enrichment keeps the environment's backend")
+
+
 def run_demo(sample_dir: Path) -> int:
     # The code location reads its environment when imported: after the CLI pointed it at the local services.
     from llm_assets.definitions import defs
     from llm_assets.dev.daemon import drain_topic
     from llm_assets.dev.samples import produce_sample_messages
-    from llm_assets.models.commands import promote
-    from llm_assets.models.registry import load_registry
-    from llm_assets.partitions import model_versions
     from llm_assets.resources.delta import DeltaLakeStorage
     from llm_assets.sample_data.generator import load_messages
 
@@ -54,19 +88,7 @@ def run_demo(sample_dir: Path) -> int:
     print(f"produced {len(messages)} messages to {ingest_settings.topic}")
 
     print("1/4 signals and knowledge base: entity signals, exceptions, kb/documents, kb/index, embedding gate")
-    _materialize(defs, instance, ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
-                                  "models/embedding_gate"])
-
-    local_version = next(m.name for m in load_registry().values() if m.backend == "local")
-    print(f"   model versions: models/evaluation[{local_version}] on the golden cases, the blocking check "
-          "no_regression_vs_production, then models/production")
-    instance.add_dynamic_partitions(model_versions.name, [local_version])
-    evaluation = _materialize(defs, instance, ["models/evaluation"], partition_key=local_version)
-    metrics = {m.metadata["accuracy"].value for m in evaluation.asset_materializations_for_node("models__evaluation")
-               if "accuracy" in m.metadata}
-    print(f"  golden accuracy {', '.join(f'{a:.3f}' for a in metrics)}; promoting it:", end=" ", flush=True)
-    if promote(local_version, instance=instance, delta=defs.resources["delta"]) != 0:
-        print("  not promoted: enrichment keeps the environment's backend")
+    build_seeds_and_promote(defs, instance, verbose=True)
 
     print("2/4 micro-batches: kafka_events_sensor ticks -> one run per batch: raw -> curated -> enriched")
     ingest = drain_topic(instance, {k: defs.resources[k] for k in ("kafka", "kafka_ingest", "delta")}, defs=defs,

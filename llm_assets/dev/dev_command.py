@@ -201,7 +201,27 @@ def _log_tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
-def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, broker_port: int = 9092) -> int:
+def set_up_once() -> None:
+    """Before the first micro-batch of a new home: the seed tables, the KB index and the gate, then
+    the local model version evaluated and promoted (`dev.demo.build_seeds_and_promote`), as runs of
+    the instance the UI shows. Later starts find them done and skip it."""
+    import dagster as dg
+
+    from llm_assets.dev.demo import build_seeds_and_promote, seeded
+
+    with dg.DagsterInstance.get() as instance:
+        if seeded(instance):
+            return
+        # The code location reads its environment when imported: after local_services pointed it here.
+        from llm_assets.definitions import defs
+
+        print("first start: building the seed tables, the KB index and the gate, then evaluating and promoting "
+              "the local model version (a few minutes; the UI follows)", flush=True)
+        build_seeds_and_promote(defs, instance)
+
+
+def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, broker_port: int = 9092,
+            set_up: bool = True) -> int:
     """Run until Ctrl-C or SIGTERM (or until `dagster dev` exits); returns the exit code."""
     from llm_assets.dev.samples import LiveSampleStream, produce_sample_messages
     from llm_assets.sample_data.generator import load_messages
@@ -220,6 +240,8 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
                 replayed = replay_spool(bootstrap, settings.EVENTS_TOPIC, broker_spool())
                 if replayed:
                     print(f"{replayed} event(s) the broker held at the last stop produced again", flush=True)
+            if set_up:  # no micro-batch before the KB index, the gate and a production version exist
+                set_up_once()
             produce_sample_messages(bootstrap, settings.EVENTS_TOPIC, load_messages(sample_dir))
             stream = LiveSampleStream(bootstrap, settings.EVENTS_TOPIC, interval_s).start()
             dagster, log_path = start_dagster_dev(port, home)

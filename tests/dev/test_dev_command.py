@@ -73,7 +73,7 @@ def test_dev_stops_on_a_signal_and_leaves_no_process_or_port(tmp_path, how):
     log = (tmp_path / "dev.log").open("w")
     pids: list[int] = []
     dev = subprocess.Popen([sys.executable, "-m", "llm_assets.cli", "dev", "--port", str(port), "--events", "200",
-                            "--interval", "1"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            "--interval", "1", "--skip-setup"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                            start_new_session=True)  # its own process group, like a shell's foreground job
     try:
         ready = f"Dagster UI on http://127.0.0.1:{port}"  # printed once the UI answers

@@ -4,10 +4,12 @@ acknowledged ends up once in raw/events, curated/cases and enriched/cases, and i
 and the Kafka sensor's first run after the restart comes by itself.
 
 The real dev command (tansu, `milvus-lite server`, `dagster dev`, the rating page) runs on a
-temporary home; a plain confluent-kafka producer (not the project's) sends an event every 0.25 s
-through both stops and starts and records what the broker acknowledged. The dev broker keeps
-memory only: at Ctrl-C `make dev` spools what no run has committed and produces it again at the
-next start (`llm_assets/dev/broker.py`). The seconds from the restart to the first successful
+temporary home: it builds the seeds, the KB index and the gate and promotes the local model version
+before its first micro-batch (so the first enriched rows carry all their versions). A plain
+confluent-kafka producer (not the project's) sends an event every 0.25 s through both stops and
+starts and records what the broker acknowledged. The dev broker keeps memory only: at Ctrl-C
+`make dev` spools what no run has committed and produces it again at the next start
+(`llm_assets/dev/broker.py`). The seconds from the restart to the first successful
 sensor run are printed (`-s`) and written to `$LLM_ASSETS_TEST_ARTIFACTS/dev_restart.json`.
 """
 
@@ -115,6 +117,10 @@ def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_ackn
     try:
         producer.start()
         wait_for(lambda: len(_ids(delta, ENRICHED_CASES)) >= 10, TIMEOUT_S, "the first events enriched", 2)
+        # make dev built the KB index and the gate and promoted the local version before the first batch.
+        first_rows = delta.read(ENRICHED_CASES)
+        assert first_rows["gate_version"].null_count() == 0 and "none" not in set(first_rows["kb_index_version"])
+        assert all(mv.startswith("local-rules@v1+gate:") for mv in first_rows["model_version"])
         # Stop while a micro-batch run is running (and events are acknowledged but not yet ingested).
         running = wait_for(lambda: [r for r in _sensor_runs(ui_port) if r["status"] == "STARTED"], TIMEOUT_S,
                            "a micro-batch run in flight", 0.3)
