@@ -523,61 +523,75 @@ def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     return _Serving(strategies, backends, transports), enrich
 
 
-@dg.asset(
-    key=ENRICHED_CASES,
-    # models/production is read when present (nothing promoted yet: the env-derived backend), so its
-    # absence holds nothing back, and a promotion re-enriches the lookback's days (older: a backfill).
-    deps=[CURATED_CASES, KB_INDEX, EMBEDDING_GATE, MODELS_PRODUCTION],
-    partitions_def=daily_partitions,
+ENRICHED_DESCRIPTION = """Curated cases with a summary, a label and confidence, severity and allowed next actions.
+
+Incremental: a run enriches only the curated cases of its dates that `enriched/cases` does not
+hold as they are (anti-join on `event_id` + the curated row's `source_sha256`, kept on each
+enriched row), MERGEs them on `event_id` (one MERGE for all its dates), then audits (a signed bundle per date)
+and publishes to `cases.enriched` what the outbox `enrichment/outbox` has not recorded yet: its
+own rows and any an earlier run left undone (killed, a broker outage), once, after the write and
+its blocking checks passed. Rows already written are never rewritten: their route, `enriched_at`
+and provenance stay. A run with nothing new calls no LLM, publishes nothing and writes no
+bundle. Rows decided by another model version, gate or KB index than the ones serving now
+are enriched again by any run of their date (a backfill with no config catches a range up).
+`full_refresh` re-enriches and replaces every case of the dates, publishing and auditing the
+rows whose content changed. A run may cover a date
+range: all its dates' cases go to the LLM as one batch.
+
+Per case, the cheapest way that is good enough, and `route` says which decided the row:
+`gate` (the embedding gate is confident: no LLM call), `llm` (vLLM answered, with KB
+context), `local` (no `LLM_BASE_URL`: rules and the gate's classifier decide), `fallback`
+(the LLM failed after retries: rules decide, and `fallback_reason` says why). A case whose
+redacted input and model, prompt and KB index versions are unchanged is served from the
+result cache with its original route and `served_from_cache` set, without new work.
+PII is redacted before anything else sees the text. The checks are evaluated here per date,
+on the `enriched/cases` version written and the `curated/cases` version read.
+
+Enrichment follows production: once a version of the model registry was promoted in
+`models/production`, it decides the cases (its backend, endpoint, model, prompts and
+parameters; `model_version` starts with its registry name). During a gradual rollout at share
+s, the cases whose `event_id` hash falls in s get the new version and the rest keep the
+previous one (the same cases on every run). Rows that another version serves now (after a
+promotion, a rollback or a larger share) are enriched again by the next run of their date,
+and a promotion makes automation run the days of the last 7 (older days: a backfill); the
+other rows stay as they are. Before the first promotion the environment decides
+(`LLM_BASE_URL` set: the server, else the local strategy). The `model_versions` table of the
+metadata shows the split per date and the rows still behind.
+"""
+
+
+@dg.multi_asset(
+    name="enriched__cases",
+    specs=[dg.AssetSpec(
+        ENRICHED_CASES,
+        # models/production is read when present (nothing promoted yet: the env-derived backend), so its
+        # absence holds nothing back, and a promotion re-enriches the lookback's days (older: a backfill).
+        deps=[CURATED_CASES, KB_INDEX, EMBEDDING_GATE, MODELS_PRODUCTION],
+        partitions_def=daily_partitions,
+        kinds={"vllm", "milvus", "delta", "kafka"},
+        group_name="enrichment",
+        description=ENRICHED_DESCRIPTION,
+        automation_condition=(
+            build_daily_derived(ignore_updates_of=[KB_INDEX, EMBEDDING_GATE, MODELS_PRODUCTION],  # versions: below
+                                may_be_missing=[MODELS_PRODUCTION])
+            # A new production version, gate or KB index: the lookback's days catch up (their rows behind it).
+            | build_refresh_after_update_of([MODELS_PRODUCTION, EMBEDDING_GATE, KB_INDEX],
+                                            lookback_days=REENRICHMENT_LOOKBACK_DAYS,
+                                            may_be_missing=[MODELS_PRODUCTION])),
+    )],
     check_specs=ENRICHED_CHECKS,
-    kinds={"vllm", "milvus", "delta", "kafka"},
-    group_name="enrichment",
+    # Its checks can be left out of a run's plan (kafka_events_sensor's runs do: they are evaluated and
+    # recorded all the same); the asset itself is always selected.
+    can_subset=True,
     op_tags={"llm_assets/stage": "enrichment", **_gpu_op_tags()},
     pool="llm",  # LLM work, one step at a time locally: dagster.yaml `concurrency.pools`
-    automation_condition=(
-        build_daily_derived(ignore_updates_of=[KB_INDEX, EMBEDDING_GATE, MODELS_PRODUCTION],  # versions: below
-                            may_be_missing=[MODELS_PRODUCTION])
-        # A new production version, gate or KB index: the lookback's days catch up (their rows behind it).
-        | build_refresh_after_update_of([MODELS_PRODUCTION, EMBEDDING_GATE, KB_INDEX],
-                                        lookback_days=REENRICHMENT_LOOKBACK_DAYS, may_be_missing=[MODELS_PRODUCTION])),
     # A range run (a sensor batch over several dates, a backfill) sends all its dates' cases as one LLM batch.
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, delta: DeltaLakeStorage,
                    llm: LLMResource, milvus: MilvusResource, embedder: EmbedderResource, kafka: KafkaResource,
                    artifacts: ArtifactStore, audit_signer: AuditSigner) -> Iterator:
-    """Curated cases with a summary, a label and confidence, severity and allowed next actions.
-
-    Incremental: a run enriches only the curated cases of its dates that `enriched/cases` does not
-    hold as they are (anti-join on `event_id` + the curated row's `source_sha256`, kept on each
-    enriched row), MERGEs them on `event_id` (one MERGE for all its dates), writes a signed audit bundle
-    covering exactly them and publishes exactly them to `cases.enriched`, after the write and its
-    blocking checks passed. Rows already written are never rewritten: their route, `enriched_at`
-    and provenance stay. A run with nothing new calls no LLM, publishes nothing and writes no
-    bundle. `full_refresh` re-enriches and replaces every case of the dates (backfills, version
-    changes, changed signal tables), publishing and auditing them again. A run may cover a date
-    range: all its dates' cases go to the LLM as one batch.
-
-    Per case, the cheapest way that is good enough, and `route` says which decided the row:
-    `gate` (the embedding gate is confident: no LLM call), `llm` (vLLM answered, with KB
-    context), `local` (no `LLM_BASE_URL`: rules and the gate's classifier decide), `fallback`
-    (the LLM failed after retries: rules decide, and `fallback_reason` says why). A case whose
-    redacted input and model, prompt and KB index versions are unchanged is served from the
-    result cache with its original route and `served_from_cache` set, without new work.
-    PII is redacted before anything else sees the text. The checks are evaluated here per date,
-    on the `enriched/cases` version written and the `curated/cases` version read.
-
-    Enrichment follows production: once a version of the model registry was promoted in
-    `models/production`, it decides the cases (its backend, endpoint, model, prompts and
-    parameters; `model_version` starts with its registry name). During a gradual rollout at share
-    s, the cases whose `event_id` hash falls in s get the new version and the rest keep the
-    previous one (the same cases on every run). Rows that another version serves now (after a
-    promotion, a rollback or a larger share) are enriched again by the next run of their date,
-    and a promotion makes automation run the days of the last 7 (older days: a backfill); the
-    other rows stay as they are. Before the first promotion the environment decides
-    (`LLM_BASE_URL` set: the server, else the local strategy). The `model_versions` table of the
-    metadata shows the split per date and the rows still behind.
-    """
+    """`enriched/cases`: see ENRICHED_DESCRIPTION (the asset's description in the UI)."""
     days = list(context.partition_keys)
     signing_key = audit_signer.signing_key  # resolved when the resource was set up, before any write
     curated_version = delta.version(CURATED_CASES)  # the snapshot this run enriches and its checks judge
@@ -792,15 +806,14 @@ def _check_evaluations(context: dg.AssetExecutionContext, outcomes: list[_DateOu
                        curated_version: int | None) -> Iterator:
     """One evaluation per check and date (a range run's plain check result would have no partition),
     then the check outputs Dagster expects (downstream steps wait on the blocking ones)."""
-    selected = {key.name for key in context.selected_asset_check_keys}
-    targets = target_materializations(context, ENRICHED_CASES, [o.day for o in outcomes]) if selected else {}
+    # Every check is evaluated, planned or not: a batch's run does not plan them (kafka_events_sensor's
+    # HotPath), and an unplanned evaluation is recorded all the same.
+    targets = target_materializations(context, ENRICHED_CASES, [o.day for o in outcomes])
     for o in outcomes:
         judged = {"partition": o.day, **({"enriched_cases_version": o.version_checked}
                                          if o.version_checked is not None else {}),
                   **({"curated_cases_version": curated_version} if curated_version is not None else {})}
         for name, (passed, details) in o.evaluations.items():
-            if name not in selected:
-                continue
             scope = {"judged": "partition"} if name in PARTITION_CHECKS else {
                 "judged": "rows written, audited or published by this run",
                 "rows_checked": len({r["event_id"] for r in o.rows} | {r["event_id"] for r in o.outbox_rows})}

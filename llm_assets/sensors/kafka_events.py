@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 import polars as pl
 
-from llm_assets.asset_keys import RAW_EVENTS
+from llm_assets.asset_keys import ENRICHED_CASES, RAW_EVENTS
 from llm_assets.ingest import contract
 from llm_assets.ingest.assets import (
     HOT_PATH_DOWNSTREAM,
@@ -148,17 +148,38 @@ def _run_config(settings: KafkaIngestSettings, ranges: dict[int, tuple[int, int]
     }}}}
 
 
-def late_date_selection(context: dg.SensorEvaluationContext) -> list[dg.AssetKey]:
-    """`LATE_DATE_SELECTION` as far as this code location's `ingest_events_job` holds it (the ingest
-    domain's own definitions, in tests and the demo's emulation, hold only its ingest assets)."""
+@dataclass(frozen=True)
+class HotPath:
+    """What a batch's run selects: the assets of `ingest_events_job` as this code location holds it
+    (the ingest domain's own definitions, in tests and the demo's emulation, hold only its ingest
+    assets) and the checks it plans: all but those of `enriched/cases`. Those are evaluated in the
+    step all the same and recorded per date when it yields them, but never planned: a planned check
+    reads "In Progress" in the UI for as long as its run is in flight, and with a micro-batch every
+    few seconds that would be most of the time. (Nothing downstream of enriched/cases runs in the
+    batch's run, so planning them would block nothing; automation reads their evaluations.)"""
+
+    assets: list[dg.AssetKey] | None = None  # None: the whole job, its checks planned (no definitions known)
+    checks: list[dg.AssetCheckKey] | None = None
+
+    def late(self) -> tuple[list[dg.AssetKey], list[dg.AssetCheckKey] | None]:
+        """A far-apart date's run: the hot path without the dead letter."""
+        held = self.assets if self.assets is not None else list(LATE_DATE_SELECTION)
+        assets = [key for key in LATE_DATE_SELECTION if key in held]
+        return assets, None if self.checks is None else [c for c in self.checks if c.asset_key in assets]
+
+
+def hot_path(context: dg.SensorEvaluationContext) -> HotPath:
     if context.repository_def is None:
-        return list(LATE_DATE_SELECTION)
-    held = context.repository_def.get_job(ingest_events_job.name).asset_layer.selected_asset_keys
-    return [key for key in LATE_DATE_SELECTION if key in held]
+        return HotPath()
+    layer = context.repository_def.get_job(ingest_events_job.name).asset_layer
+    assets = sorted(layer.selected_asset_keys, key=lambda k: k.to_user_string())
+    checks = sorted((c for c in layer.asset_graph.asset_check_keys
+                     if c.asset_key in assets and c.asset_key != ENRICHED_CASES), key=lambda c: c.to_user_string())
+    return HotPath(assets, checks)
 
 
 def _run_request(run: PlannedRun, key: str, settings: KafkaIngestSettings, last_partition_date: str,
-                 tags: dict[str, str], late_selection: list[dg.AssetKey]) -> dg.RunRequest:
+                 tags: dict[str, str], path: HotPath) -> dg.RunRequest:
     """The run of one planned date range (or of the dead letters alone)."""
     tags = {**tags, RUN_KEY_TAG: key}
     config = _run_config(settings, run.ranges, last_partition_date)
@@ -170,9 +191,9 @@ def _run_request(run: PlannedRun, key: str, settings: KafkaIngestSettings, last_
         partition_key = run.first_date
     else:
         tags.update({PARTITION_RANGE_START_TAG: run.first_date, PARTITION_RANGE_END_TAG: run.last_date})
+    assets, checks = (path.assets, path.checks) if run.dead_letters else path.late()
     return dg.RunRequest(run_key=key, job_name=ingest_events_job.name, partition_key=partition_key,
-                         run_config=config, tags=tags,
-                         asset_selection=None if run.dead_letters else late_selection)
+                         run_config=config, tags=tags, asset_selection=assets, asset_check_keys=checks)
 
 
 @dataclass
@@ -238,7 +259,9 @@ def _repeat(failed: FailedRun, attempt: int) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"{failed.key}#attempt{attempt}", job_name=run.job_name,
                          run_config=dict(run.run_config), tags=tags,
                          partition_key=run.tags.get("dagster/partition"),
-                         asset_selection=list(run.asset_selection) if run.asset_selection else None)
+                         asset_selection=list(run.asset_selection) if run.asset_selection else None,
+                         asset_check_keys=(list(run.asset_check_selection) if run.asset_check_selection is not None
+                                           else None))
 
 
 def request_failed_again(cursor: IngestCursor, runs: BatchRuns, settings: KafkaIngestSettings,
@@ -386,9 +409,9 @@ def evaluate_kafka_tick(context: dg.SensorEvaluationContext, kafka: KafkaResourc
     batch_id = f"{topic}:g{generation}:{ranges_text(plan.read)}"
     last_partition_date = window.last.isoformat()
     tags = {BATCH_TAG: batch_id, TOPIC_TAG: topic}
-    late_selection = late_date_selection(context) if len(plan.runs) > 1 else []
+    path = hot_path(context)
     run_requests = [_run_request(run, run_key(topic, generation, run.ranges, run.target), settings,
-                                 last_partition_date, tags, late_selection) for run in plan.runs]
+                                 last_partition_date, tags, path) for run in plan.runs]
 
     cursor = cursor.model_copy(update={
         "next_offsets": read.next_offsets,

@@ -19,7 +19,7 @@ from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaIngestSettings, KafkaResource
 from llm_assets.sample_data.generator import generate_messages
 from llm_assets.sensors.kafka_events import (BATCH_TAG, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG,
-                                             kafka_events_sensor, late_date_selection)
+                                             hot_path, kafka_events_sensor)
 from llm_assets.settings import CONSUMER_GROUP
 
 
@@ -63,7 +63,7 @@ def test_sensor_requests_one_run_per_batch_over_its_date_range_and_advances_the_
     tick = _tick(resources, instance)
 
     [request] = tick.run_requests  # one run: both dates and the dead letter, from one read
-    assert request.job_name == "ingest_events_job" and request.asset_selection is None
+    assert request.job_name == "ingest_events_job" and set(request.asset_selection) == {RAW_EVENTS, REJECTED_EVENTS}
     assert request.partition_key_range == dg.PartitionKeyRange("2026-11-18", "2026-11-19")
     assert (request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG]) == ("2026-11-18",
                                                                                                 "2026-11-19")
@@ -98,7 +98,7 @@ def test_a_far_late_event_gets_its_own_run_and_a_batch_of_only_invalid_messages_
     # No dead letters there; the ingest domain alone holds no curated or enriched assets (see the test below).
     assert late.partition_key == "2026-10-01" and late.asset_selection == [RAW_EVENTS]
     assert late.run_config["ops"]["ingest_kafka_batch"]["config"]["ranges"] == [{"partition": 0, "start": 1, "end": 2}]
-    assert main.asset_selection is None and f"{topic}:g0:p0:0-5:" in main.run_key  # the whole batch
+    assert set(main.asset_selection) == {RAW_EVENTS, REJECTED_EVENTS} and f"{topic}:g0:p0:0-5:" in main.run_key
     assert _execute(tick.run_requests, instance, resources) == [True, True]
     rows = resources["delta"].read(RAW_EVENTS)
     assert dict(rows.select("event_id", "event_date").iter_rows()) == {
@@ -301,8 +301,14 @@ def test_the_sensors_job_carries_a_batch_from_raw_to_enriched_in_one_in_process_
     assert alone.resolve_job_def("ingest_events_job").asset_layer.selected_asset_keys == {RAW_EVENTS, REJECTED_EVENTS}
     assert kafka_events_sensor.minimum_interval_seconds == 10
     # A late date goes the whole hot path too (automation's lookback would not reach it), without dead letters.
-    assert late_date_selection(dg.build_sensor_context(definitions=defs)) == [RAW_EVENTS, CURATED_CASES, ENRICHED_CASES]
-    assert late_date_selection(dg.build_sensor_context(definitions=alone)) == [RAW_EVENTS]
+    path = hot_path(dg.build_sensor_context(definitions=defs))
+    assert set(path.assets) == {RAW_EVENTS, REJECTED_EVENTS, CURATED_CASES, ENRICHED_CASES}
+    assert path.late()[0] == [RAW_EVENTS, CURATED_CASES, ENRICHED_CASES]
+    # raw and curated checks are planned (they block enrichment in the run); enriched/cases's are
+    # evaluated unplanned, so the UI never shows them "In Progress" while a micro-batch runs.
+    assert {c.asset_key for c in path.checks} == {RAW_EVENTS, CURATED_CASES}
+    assert {c.asset_key for c in path.late()[1]} == {RAW_EVENTS, CURATED_CASES}
+    assert hot_path(dg.build_sensor_context(definitions=alone)).late()[0] == [RAW_EVENTS]
 
 
 def test_a_batch_whose_run_failed_for_good_is_requested_again_with_backoff_then_fails_loudly(

@@ -1,5 +1,7 @@
 """A backfill of three days of `curated/cases` + `enriched/cases`, launched through the running
-webserver's GraphQL API, is executed by the daemon as one run (`BackfillPolicy.single_run()`)."""
+webserver's GraphQL API, is executed by the daemon as one run (`BackfillPolicy.single_run()`); with
+no config (as from the UI) it recomputes the days whose rows are behind the serving versions and
+leaves current days alone."""
 
 from __future__ import annotations
 
@@ -57,3 +59,43 @@ def test_a_three_day_backfill_of_curated_and_enriched_cases_runs_as_one_run(ui_s
     assert {str(day): n for day, n in per_day.items()} == raw_per_day
     materialized = {m["partition"] for m in stack.materializations("enriched/cases") if m["runId"] == run["runId"]}
     assert materialized == set(dates)
+
+
+def _finished_backfill(stack: DaemonStack, keys: list[str], dates: list[str]) -> dict:
+    backfill_id = launch_backfill(stack, keys, dates)
+    status = wait_for(lambda: (s := backfill_status(stack, backfill_id)) in FINISHED and s,
+                      BACKFILL_TIMEOUT_S, f"backfill {backfill_id}", interval_s=2)
+    [run] = stack.runs(tags={"dagster/backfill": backfill_id})
+    assert status in {"COMPLETED", "COMPLETED_SUCCESS"} and run["status"] == "SUCCESS", stack.failure(run["runId"])
+    return run
+
+
+def test_a_backfill_with_no_config_recomputes_the_days_behind_the_serving_gate_and_leaves_current_days_alone(
+        ui_stack):
+    from deltalake import DeltaTable
+
+    stack, raw_per_day = ui_stack
+    dates = sorted(raw_per_day)
+    delta = DeltaLakeStorage(root=str(stack.home / "delta"))
+    _finished_backfill(stack, ["curated/cases", "enriched/cases"], dates)  # every day current
+    before = delta.read(ENRICHED_CASES)
+    serving_gate = before["gate_version"].unique().to_list()
+    assert len(serving_gate) == 1 and serving_gate[0] is not None
+    # The first day's rows were decided by a gate that no longer serves (as after a retraining).
+    DeltaTable(delta.uri(ENRICHED_CASES)).update(predicate=f"event_date = '{dates[0]}'",
+                                                 updates={"gate_version": "'an-older-gate'"})
+
+    run = _finished_backfill(stack, ["enriched/cases"], dates)  # from the UI: no config at all
+
+    after = delta.read(ENRICHED_CASES)
+    assert after.height == before.height and set(after["gate_version"]) == set(serving_gate)
+    def stamps(frame: pl.DataFrame, day: str) -> dict:
+        return dict(frame.filter(pl.col("event_date") == day).select("event_id", "enriched_at").iter_rows())
+
+    first_before, first_after = stamps(before, dates[0]), stamps(after, dates[0])
+    assert all(first_after[i] > first_before[i] for i in first_before)  # the day behind: recomputed
+    assert all(stamps(after, d) == stamps(before, d) for d in dates[1:])  # current days: left alone
+    # A range run's metadata is shared by its dates: the run wrote exactly the first day's cases.
+    written = {m["partition"]: {e["label"]: e.get("intValue") for e in m["metadataEntries"]}.get("cases_written")
+               for m in stack.materializations("enriched/cases") if m["runId"] == run["runId"]}
+    assert set(written) == set(dates) and set(written.values()) == {raw_per_day[dates[0]]}, written
