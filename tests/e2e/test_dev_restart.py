@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -36,9 +32,8 @@ from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, ENRICHED_OUTBOX
 from llm_assets.dev.process import free_port
 from llm_assets.resources.delta import DeltaLakeStorage
 from tests.e2e.stack import RUNS_QUERY, wait_for
+from tests.support.make_dev import dev_environment, start_dev
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-READY = re.compile(r"Dagster UI on http://127\.0\.0\.1:(\d+) .*Kafka on (\S+);")
 TIMEOUT_S = 600  # KB index and gate are built by automation beside the sensor's runs on 2 shared cores
 
 
@@ -73,34 +68,13 @@ class OutsideProducer(threading.Thread):
         self.producer.flush(120)
 
 
-def _start_dev(env: dict, ui_port: int, broker_port: int, log: Path) -> tuple[subprocess.Popen, str]:
-    """Start `make dev` (appending to `log`) and wait for this start's ready line."""
-    seen = len(READY.findall(log.read_text())) if log.exists() else 0
-    out = log.open("a")
-    dev = subprocess.Popen([sys.executable, "-m", "llm_assets.cli", "dev", "--port", str(ui_port), "--events", "20",
-                            "--interval", "3600", "--broker-port", str(broker_port)], cwd=REPO_ROOT, env=env,
-                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    found = wait_for(lambda: READY.findall(log.read_text())[seen:] if dev.poll() is None else _exited(log),
-                     300, "make dev's ready line")
-    return dev, found[0][1]
-
-
-def _exited(log: Path):
-    raise RuntimeError(f"make dev exited:\n{log.read_text()[-3000:]}")
-
-
-def _stop_dev(dev: subprocess.Popen) -> None:
-    os.killpg(dev.pid, signal.SIGINT)
-    dev.wait(timeout=60)
-
-
 def _ids(delta: DeltaLakeStorage, key) -> Counter:
     return Counter(i for i in delta.read(key)["event_id"].to_list() if i.startswith("restart-")) \
         if delta.exists(key) else Counter()
 
 
-def _sensor_runs(ui_port: int) -> list[dict]:
-    body = httpx.post(f"http://127.0.0.1:{ui_port}/graphql", timeout=30, json={
+def _sensor_runs(ui: str) -> list[dict]:
+    body = httpx.post(f"{ui}/graphql", timeout=30, json={
         "query": RUNS_QUERY, "variables": {"filter": {"tags": [{"key": "dagster/sensor_name",
                                                                "value": "kafka_events_sensor"}]}}}).json()
     return body["data"]["runsOrError"]["results"]
@@ -108,11 +82,12 @@ def _sensor_runs(ui_port: int) -> list[dict]:
 
 def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_acknowledged_event(tmp_path):
     ui_port, broker_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MILVUS_URI", "DAGSTER_HOME")}
-    env.update(LLM_ASSETS_HOME=str(tmp_path / "home"), SAMPLE_DATA_DIR=str(tmp_path / "samples"))
+    env = dev_environment(tmp_path / "home", tmp_path / "samples")
     delta = DeltaLakeStorage(root=str(tmp_path / "home" / "delta"))
     log = tmp_path / "dev.log"
-    dev, bootstrap = _start_dev(env, ui_port, broker_port, log)
+    args = ("--port", str(ui_port), "--events", "20", "--interval", "3600", "--broker-port", str(broker_port))
+    dev = start_dev(env, log, *args)
+    bootstrap = dev.bootstrap
     producer = OutsideProducer(bootstrap)
     try:
         producer.start()
@@ -122,17 +97,17 @@ def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_ackn
         assert first_rows["gate_version"].null_count() == 0 and "none" not in set(first_rows["kb_index_version"])
         assert all(mv.startswith("local-rules@v1+gate:") for mv in first_rows["model_version"])
         # Stop while a micro-batch run is running (and events are acknowledged but not yet ingested).
-        running = wait_for(lambda: [r for r in _sensor_runs(ui_port) if r["status"] == "STARTED"], TIMEOUT_S,
+        running = wait_for(lambda: [r for r in _sensor_runs(dev.ui) if r["status"] == "STARTED"], TIMEOUT_S,
                            "a micro-batch run in flight", 0.3)
-        _stop_dev(dev)
+        dev.stop()
         with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster_home")) as instance:
             stopped = {r["runId"]: instance.get_run_by_id(r["runId"]).status for r in running}
         assert set(stopped.values()) == {dg.DagsterRunStatus.CANCELED}, stopped  # canceled, not failed
         time.sleep(3)  # the producer keeps sending into the void: librdkafka holds and retries
         restarted_at = time.time()
-        dev, again = _start_dev(env, ui_port, broker_port, log)
-        assert again == bootstrap
-        first = wait_for(lambda: [r for r in _sensor_runs(ui_port) if r["status"] == "SUCCESS"
+        dev = start_dev(env, log, *args)
+        assert dev.bootstrap == bootstrap
+        first = wait_for(lambda: [r for r in _sensor_runs(dev.ui) if r["status"] == "SUCCESS"
                                   and (r["startTime"] or 0) >= restarted_at], TIMEOUT_S,
                          "the sensor's first run after the restart", 2)
         first_after_s = round(min(r["endTime"] for r in first) - restarted_at, 1)
@@ -153,7 +128,7 @@ def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_ackn
             assert set(counts) == acked and set(counts.values()) == {1}, (key, len(counts), len(acked))
         assert set(published().values()) == {1}, "a content version published twice"
     finally:
-        _stop_dev(dev)
+        dev.stop()
     out = Path(os.environ.get("LLM_ASSETS_TEST_ARTIFACTS", "test-artifacts"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "dev_restart.json").write_text(json.dumps({"first_micro_batch_after_restart_s": first_after_s,
