@@ -63,8 +63,11 @@ class OutsideProducer(threading.Thread):
             self.stopping.wait(self.interval_s)
 
     def finish(self) -> None:
+        if self.stopping.is_set():
+            return
         self.stopping.set()
-        self.join()
+        if self.is_alive():
+            self.join()
         self.producer.flush(120)
 
 
@@ -86,8 +89,8 @@ def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_ackn
     delta = DeltaLakeStorage(root=str(tmp_path / "home" / "delta"))
     log = tmp_path / "dev.log"
     args = ("--port", str(ui_port), "--events", "20", "--interval", "3600", "--broker-port", str(broker_port))
-    dev = start_dev(env, log, *args)
-    bootstrap = dev.bootstrap
+    devs = [start_dev(env, log, *args)]  # every start is stopped at the end, whatever failed
+    bootstrap = devs[0].bootstrap
     producer = OutsideProducer(bootstrap)
     try:
         producer.start()
@@ -97,25 +100,24 @@ def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_ackn
         assert first_rows["gate_version"].null_count() == 0 and "none" not in set(first_rows["kb_index_version"])
         assert all(mv.startswith("local-rules@v1+gate:") for mv in first_rows["model_version"])
         # Stop while a micro-batch run is running (and events are acknowledged but not yet ingested).
-        running = wait_for(lambda: [r for r in _sensor_runs(dev.ui) if r["status"] == "STARTED"], TIMEOUT_S,
+        running = wait_for(lambda: [r for r in _sensor_runs(devs[0].ui) if r["status"] == "STARTED"], TIMEOUT_S,
                            "a micro-batch run in flight", 0.3)
-        dev.stop()
+        devs[0].stop()
         with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster_home")) as instance:
             stopped = {r["runId"]: instance.get_run_by_id(r["runId"]).status for r in running}
         assert set(stopped.values()) == {dg.DagsterRunStatus.CANCELED}, stopped  # canceled, not failed
         time.sleep(3)  # the producer keeps sending into the void: librdkafka holds and retries
         restarted_at = time.time()
-        dev = start_dev(env, log, *args)
-        assert dev.bootstrap == bootstrap
-        first = wait_for(lambda: [r for r in _sensor_runs(dev.ui) if r["status"] == "SUCCESS"
+        devs.append(start_dev(env, log, *args))
+        assert devs[1].bootstrap == bootstrap
+        first = wait_for(lambda: [r for r in _sensor_runs(devs[1].ui) if r["status"] == "SUCCESS"
                                   and (r["startTime"] or 0) >= restarted_at], TIMEOUT_S,
                          "the sensor's first run after the restart", 2)
         first_after_s = round(min(r["endTime"] for r in first) - restarted_at, 1)
         print(f"first micro-batch after the restart succeeded {first_after_s} s after the start", flush=True)
         time.sleep(5)
-    finally:
         producer.finish()
-    try:
+
         acked = set(producer.acked)
         assert len(acked) >= 20, (len(acked), producer.sent)
         wait_for(lambda: acked <= set(_ids(delta, ENRICHED_CASES)), TIMEOUT_S, "every acknowledged event enriched",
@@ -128,7 +130,9 @@ def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_ackn
             assert set(counts) == acked and set(counts.values()) == {1}, (key, len(counts), len(acked))
         assert set(published().values()) == {1}, "a content version published twice"
     finally:
-        dev.stop()
+        producer.finish()
+        for dev in devs:
+            dev.stop()
     out = Path(os.environ.get("LLM_ASSETS_TEST_ARTIFACTS", "test-artifacts"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "dev_restart.json").write_text(json.dumps({"first_micro_batch_after_restart_s": first_after_s,
