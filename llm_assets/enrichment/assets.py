@@ -152,7 +152,8 @@ class EnrichmentConfig(dg.Config):
     use_cache: bool = Field(default=True, description="false: ignore the result cache (still refreshes it)")
     top_k: int = Field(default=4, description="KB chunks retrieved per case")
     max_fallback_rate: float = Field(default=0.05, description="above it the fallback-rate check warns")
-    publish: bool = Field(default=True, description="publish the rows this run writes to cases.enriched")
+    publish: bool = Field(default=True, description="publish to cases.enriched what the outbox has not published "
+                                                    "yet; false: audit only, a later run of the date publishes")
     call_mode: str = Field(default="combined", description="combined: one LLM call per case; per_skill: three "
                                                            "(summarize, classify, propose actions); before the "
                                                            "first promotion only (a registry version has its own)")
@@ -160,10 +161,11 @@ class EnrichmentConfig(dg.Config):
                                                        "up in; empty = llm_assets/models/registry.yaml")
     full_refresh: bool = Field(
         default=False,
-        description="Re-enrich every curated case of the run's dates (backfills; model, prompt, KB index or gate "
-                    "version changes; changed signal tables) and replace each date, instead of enriching only the "
-                    "cases that are new or changed. Cache hits keep their route with served_from_cache; every "
-                    "row is published and audited again.")
+        description="Re-enrich every curated case of the run's dates (changed signal tables, a prompt edited in "
+                    "place) and replace each date, instead of enriching only the cases that are new, changed or "
+                    "behind the model, gate and KB index versions serving now (those any run catches up). Cache "
+                    "hits keep their route with served_from_cache; rows whose content changed are published and "
+                    "audited again.")
 
 
 def _check_spec(name: str, description: str, *, blocking: bool = True, **kwargs) -> dg.AssetCheckSpec:
