@@ -83,7 +83,8 @@ def _sensor_runs(ui: str) -> list[dict]:
     return body["data"]["runsOrError"]["results"]
 
 
-def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_acknowledged_event(tmp_path):
+def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_acknowledged_event(tmp_path,
+                                                                                               monkeypatch):
     ui_port, broker_port = free_port(), free_port()
     env = dev_environment(tmp_path / "home", tmp_path / "samples")
     delta = DeltaLakeStorage(root=str(tmp_path / "home" / "delta"))
@@ -103,7 +104,8 @@ def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_ackn
         running = wait_for(lambda: [r for r in _sensor_runs(devs[0].ui) if r["status"] == "STARTED"], TIMEOUT_S,
                            "a micro-batch run in flight", 0.3)
         devs[0].stop()
-        with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster_home")) as instance:
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster_home"))  # its dagster.yaml reads it
+        with dg.DagsterInstance.get() as instance:
             stopped = {r["runId"]: instance.get_run_by_id(r["runId"]).status for r in running}
         assert set(stopped.values()) == {dg.DagsterRunStatus.CANCELED}, stopped  # canceled, not failed
         time.sleep(3)  # the producer keeps sending into the void: librdkafka holds and retries
