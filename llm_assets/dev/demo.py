@@ -67,7 +67,7 @@ def build_seeds_and_promote(defs: dg.Definitions, instance: dg.DagsterInstance, 
     if verbose:
         print(f"  golden accuracy {', '.join(f'{a:.3f}' for a in metrics)}; promoting it:", end=" ", flush=True)
     with contextlib.redirect_stdout(sys.stdout if verbose else io.StringIO()):
-        promoted = promote(local_version, instance=instance, delta=defs.resources["delta"]) == 0
+        promoted = promote(local_version, instance=instance, delta=defs.resources["delta"], quiet=True) == 0
     if not promoted:
         print(f"  {local_version} not promoted: enrichment keeps the environment's backend")
 

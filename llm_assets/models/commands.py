@@ -53,13 +53,16 @@ def add_partition(name: str, registry_path: str | None = None, instance: dg.Dags
 
 
 def promote(name: str, share: float = 1.0, note: str = "", registry_path: str | None = None,
-            instance: dg.DagsterInstance | None = None, delta=None) -> int:
-    """Materialize `models/production` for `name` at `share`; 0 when promoted, 1 when refused."""
+            instance: dg.DagsterInstance | None = None, delta=None, quiet: bool = False) -> int:
+    """Materialize `models/production` for `name` at `share`; 0 when promoted, 1 when refused.
+    `quiet`: the run logs warnings only to the console (the instance keeps every event)."""
     delta = delta or _delta()
     config = {"version": name, "rollout_share": share, "note": note, "registry_path": registry_path or ""}
+    run_config = {"ops": {"models__production": {"config": config}}}
+    if quiet:
+        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
     result = dg.materialize([models_production], instance=instance or dg.DagsterInstance.get(),
-                            resources={"delta": delta}, run_config={"ops": {"models__production": {"config": config}}},
-                            raise_on_error=False)
+                            resources={"delta": delta}, run_config=run_config, raise_on_error=False)
     state = production.current_production(delta)
     if not result.success:
         failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
