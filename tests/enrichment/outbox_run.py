@@ -17,10 +17,12 @@ from tests.support.pipeline import artifact_resources, materialize_keys
 SEEDS = ["features/entity_signals", "signals/exceptions"]
 
 
-def resources_of(root: Path, bootstrap: str) -> dict:
+def resources_of(root: Path, bootstrap: str, milvus_uri: str | None = None) -> dict:
+    """The run's resources; `milvus_uri` a `milvus-lite server` when several processes share the KB
+    (a Milvus Lite file admits one process for its lifetime)."""
     return {
         "delta": DeltaLakeStorage(root=str(root / "delta")),
-        "milvus": MilvusResource(uri=str(root / "milvus" / "kb.db")),
+        "milvus": MilvusResource(uri=milvus_uri or str(root / "milvus" / "kb.db")),
         "embedder": EmbedderResource(),
         "kafka": KafkaResource(bootstrap_servers=bootstrap),
         "llm": LLMResource(),
@@ -35,5 +37,5 @@ def run_day(resources: dict, day: str, instance=None):
 
 
 if __name__ == "__main__":
-    root, bootstrap, day = sys.argv[1:4]
-    sys.exit(0 if run_day(resources_of(Path(root), bootstrap), day).success else 1)
+    root, bootstrap, day, milvus_uri = sys.argv[1:5]
+    sys.exit(0 if run_day(resources_of(Path(root), bootstrap, milvus_uri), day).success else 1)

@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 from llm_assets import failpoints, settings
 from llm_assets.asset_keys import ENRICHED_CASES, ENRICHED_OUTBOX
 from llm_assets.dev.broker import create_topics
+from llm_assets.dev.milvus import start_milvus_server
 from llm_assets.enrichment import audit_verification, outbox
 from llm_assets.sample_data.generator import generate_sample_data
 from tests.enrichment.outbox_run import SEEDS, resources_of, run_day
@@ -32,33 +33,34 @@ ENRICHED_POINTS = [failpoints.AFTER_ENRICHED_WRITE, failpoints.AFTER_AUDIT_BUNDL
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory, kafka_broker):
-    """Five days of sample events in raw/events (one per fail point, one for verify-audit); seeds built."""
+    """Five days of sample events in raw/events (one per fail point, one for verify-audit); seeds built;
+    a `milvus-lite server` that the killed runs' processes and this one share."""
     root = tmp_path_factory.mktemp("outbox")
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, start_milvus_server(root / "milvus_server") as milvus:
         use_local_home(mp, root)
         generate_sample_data(root / "sample_data", n_events=100, days=5, start_date=date(2026, 9, 1))
         create_topics(kafka_broker, {settings.ENRICHED_TOPIC: 3})
-        resources = resources_of(root, kafka_broker)
+        resources = resources_of(root, kafka_broker, milvus.uri)
         per_day = write_raw_events(resources["delta"], root / "sample_data")
         assert materialize_keys(resources, SEEDS).success
-        yield root, sorted(per_day)
+        yield root, sorted(per_day), milvus.uri
 
 
 @pytest.fixture
 def env(home, monkeypatch):
-    root, days = home
-    use_local_home(monkeypatch, root)
+    use_local_home(monkeypatch, home[0])
     return home
 
 
-def _killed_run(root: Path, bootstrap: str, day: str, point: str) -> subprocess.CompletedProcess:
+def _killed_run(root: Path, bootstrap: str, day: str, point: str, milvus_uri: str) -> subprocess.CompletedProcess:
     """The run of `day` in a process of its own, killed at `point`."""
     points = root / "failpoints"
     failpoints.arm(points, point)
-    done = subprocess.run([sys.executable, "-m", "tests.enrichment.outbox_run", str(root), bootstrap, day],
+    done = subprocess.run([sys.executable, "-m", "tests.enrichment.outbox_run", str(root), bootstrap, day,
+                           milvus_uri],
                           env={**_environ(root), failpoints.FAILPOINTS_VARIABLE: str(points)},
                           capture_output=True, text=True, timeout=600)
-    assert not (points / point).exists(), "the run never reached the fail point"
+    assert not (points / point).exists(), f"the run never reached the fail point:\n{done.stderr[-3000:]}"
     return done
 
 
@@ -97,12 +99,12 @@ def _verify(root: Path, target: str | None = None) -> tuple[int, str]:
 @pytest.mark.parametrize("point", ENRICHED_POINTS)
 def test_a_run_killed_after_the_enriched_write_is_finished_by_the_next_run_of_its_date_once(
         env, kafka_broker, point):
-    root, days = env
+    root, days, milvus_uri = env
     day = days[ENRICHED_POINTS.index(point)]
-    resources = resources_of(root, kafka_broker)
+    resources = resources_of(root, kafka_broker, milvus_uri)
     before = Counter(k for k, _ in _published(kafka_broker))
 
-    killed = _killed_run(root, kafka_broker, day, point)
+    killed = _killed_run(root, kafka_broker, day, point, milvus_uri)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-3000:]
     enriched = _day_ids(resources, day)
     assert enriched, "the killed run wrote enriched/cases before it died"
@@ -124,9 +126,9 @@ def test_a_run_killed_after_the_enriched_write_is_finished_by_the_next_run_of_it
 
 
 def test_verify_audit_names_a_deleted_bundle_and_a_case_edited_in_delta(env, kafka_broker):
-    root, days = env
+    root, days, milvus_uri = env
     day = days[-1]
-    resources = resources_of(root, kafka_broker)
+    resources = resources_of(root, kafka_broker, milvus_uri)
     assert run_day(resources, day).success
     code, report = _verify(root)
     assert code == 0, report
