@@ -216,6 +216,15 @@ def _fail(reason: str) -> VerificationResult:
     return VerificationResult(ok=False, reason=reason)
 
 
+def bundle_format(raw: bytes) -> str | None:
+    """The `format` a bundle file declares (None when it is not a readable bundle)."""
+    try:
+        document = json.loads(raw.decode("utf-8"))
+        return document["bundle"]["format"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
 def verify_bundle(raw: bytes, key: bytes) -> VerificationResult:
     """Check the bytes of a bundle file against `key`. Never raises: a failure comes back with its reason."""
     try:

@@ -98,12 +98,15 @@ class Drained:
 def remove_orphan_bundles(artifacts: ArtifactStore, day: str, ledger: pl.DataFrame, run_id: str,
                           is_finished: Callable[[str], bool]) -> list[str]:
     """Delete the date's bundle files that no ledger entry lists, written by runs that have ended
-    (they died between the bundle and its record; their cases are audited again by this run)."""
+    (they died between the bundle and its record; their cases are audited again by this run).
+    Bundles of an older format predate the ledger: they are history, never removed."""
     recorded = set(ledger.filter(pl.col("state") == AUDITED)["bundle_path"].drop_nulls().to_list())
     removed = []
     for path in artifacts.list(audit.bundle_folder(day)):
         writer = path.rsplit("/", 1)[-1].removesuffix(".json")
         if path in recorded or not path.endswith(".json") or (writer != run_id and not is_finished(writer)):
+            continue
+        if audit.bundle_format(artifacts.read_bytes(path)) != audit.BUNDLE_FORMAT:
             continue
         artifacts.delete(path)
         removed.append(path)

@@ -149,3 +149,26 @@ def test_verify_audit_names_a_deleted_bundle_and_a_case_edited_in_delta(env, kaf
     code, report = _verify(root)
     assert code == 1
     assert f"{resources['artifacts'].uri(bundle)} is recorded in the manifest but missing" in report, report
+
+
+def test_only_unrecorded_bundles_of_ended_runs_are_removed_never_those_from_before_the_ledger(tmp_path):
+    from llm_assets.enrichment import audit
+    from llm_assets.resources.artifacts import ArtifactStore
+
+    store, key, day = ArtifactStore(root=str(tmp_path / "artifacts")), bytes(32), "2026-09-01"
+    row = {"event_id": "e1", "event_date": day, "label": "other", "actions": "[]", "route": "local"}
+    legacy = audit.build_bundle(day, [row], run_id="run-before-the-ledger")
+    legacy["format"] = "llm-assets-audit/1"
+    paths = {name: audit.write_bundle(store, bundle, key) for name, bundle in (
+        ("legacy", legacy), ("orphan", audit.build_bundle(day, [row], run_id="run-that-died")),
+        ("running", audit.build_bundle(day, [row], run_id="run-in-flight")),
+        ("recorded", audit.build_bundle(day, [row], run_id="run-recorded")))}
+    ledger = pl.DataFrame([{"event_date": day, "event_id": "e1", "row_sha256": "h", "state": "audited",
+                            "bundle_path": paths["recorded"], "run_id": "run-recorded"}],
+                          schema={k: v for k, v in outbox.LEDGER_SCHEMA.items()
+                                  if k in ("event_date", "event_id", "row_sha256", "state", "bundle_path", "run_id")})
+
+    removed = outbox.remove_orphan_bundles(store, day, ledger, "this-run", lambda run: run != "run-in-flight")
+
+    assert removed == [paths["orphan"]]
+    assert set(store.list(audit.bundle_folder(day))) == {paths["legacy"], paths["running"], paths["recorded"]}
