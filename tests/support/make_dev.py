@@ -31,8 +31,15 @@ class DevProcess:
             self.process.wait(timeout=timeout_s)
 
 
+# What a test session may have set for its own stacks (a package fixture's topic, roots, backends):
+# a fresh `make dev` sees none of it, as on a new user's machine.
+PROJECT_VARIABLES = ("KAFKA_", "MILVUS_", "LLM_", "DELTA_", "ARTIFACT_", "DAGSTER_", "SAMPLE_DATA_", "RATINGS_",
+                     "AUDIT_", "CASE_TOOL_", "EMBEDDING_")
+
+
 def dev_environment(home: Path, samples: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MILVUS_URI", "DAGSTER_HOME")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(PROJECT_VARIABLES) or k == "LLM_ASSETS_TEST_ARTIFACTS"}
     env.update(LLM_ASSETS_HOME=str(home), SAMPLE_DATA_DIR=str(samples))
     return env
 
