@@ -123,16 +123,15 @@ def local_services(processes: list[ManagedProcess] | None = None, *, quiet: bool
             services.broker = start_broker(free_port(broker_port))
             started.append(services.broker.process)
             os.environ["KAFKA_BOOTSTRAP_SERVERS"] = services.broker.bootstrap
-            create_topics(services.broker.bootstrap, TOPICS)
             if not quiet:
                 print(f"tansu broker on {services.broker.bootstrap} (memory storage)")
+        create_topics(os.environ["KAFKA_BOOTSTRAP_SERVERS"], TOPICS)  # before anything can produce
         if "MILVUS_URI" not in os.environ:
             services.milvus = start_milvus_server(settings.llm_assets_home() / "milvus_server", port=free_port(19530))
             started.append(services.milvus.process)
             os.environ["MILVUS_URI"] = services.milvus.uri
             if not quiet:
                 print(f"milvus-lite server on {services.milvus.uri}")
-        create_topics(os.environ["KAFKA_BOOTSTRAP_SERVERS"], TOPICS)
         yield services
     finally:
         if processes is None:

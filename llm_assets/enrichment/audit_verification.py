@@ -46,11 +46,9 @@ def _store_and_prefix(target: str) -> tuple[ArtifactStore, str, bool]:
     trimmed = target.rstrip("/")
     if trimmed.endswith(".json"):
         return ArtifactStore(root=target), "", False
-    marker = f"/{audit.AUDIT_PREFIX}"
-    at = trimmed.rfind(marker + "/") if marker + "/" in trimmed else (
-        len(trimmed) - len(marker) if trimmed.endswith(marker) else -1)
-    if at > 0:
-        return ArtifactStore(root=trimmed[:at]), trimmed[at + 1:], True
+    root, found, rest = (trimmed + "/").rpartition(f"/{audit.AUDIT_PREFIX}/")
+    if found and root:  # <root>/audit[/...]: the manifest's paths are relative to <root>
+        return ArtifactStore(root=root), f"{audit.AUDIT_PREFIX}/{rest}".rstrip("/"), True
     store = ArtifactStore(root=target)
     if store.list(audit.AUDIT_PREFIX):
         return store, audit.AUDIT_PREFIX, True
