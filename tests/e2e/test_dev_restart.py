@@ -107,7 +107,8 @@ def test_make_dev_restarted_while_an_outside_producer_publishes_keeps_every_ackn
         monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster_home"))  # its dagster.yaml reads it
         with dg.DagsterInstance.get() as instance:
             stopped = {r["runId"]: instance.get_run_by_id(r["runId"]).status for r in running}
-        assert set(stopped.values()) == {dg.DagsterRunStatus.CANCELED}, stopped  # canceled, not failed
+        # A run seen in flight either finished before Ctrl-C reached it or was canceled: never failed.
+        assert set(stopped.values()) <= {dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.SUCCESS}, stopped
         time.sleep(3)  # the producer keeps sending into the void: librdkafka holds and retries
         restarted_at = time.time()
         devs.append(start_dev(env, log, *args))
