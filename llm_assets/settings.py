@@ -69,3 +69,12 @@ FAILPOINTS_VARIABLE = "LLM_ASSETS_FAILPOINTS"
 def failpoints_dir() -> str | None:
     """The crash tests' armed fail points (`llm_assets/failpoints.py`); never set in use."""
     return os.environ.get(FAILPOINTS_VARIABLE) or None
+
+
+DOMAIN_VARIABLE = "LLM_ASSETS_DOMAIN"
+
+
+def domain_selection() -> str:
+    """The domain pack: a folder, or the name of a pack shipped in `llm_assets/domain/packs/`
+    (empty: `payments_ops`)."""
+    return os.environ.get(DOMAIN_VARIABLE, "")
