@@ -32,7 +32,7 @@ FULL_REFRESH = {"curated__cases": {"config": {"full_refresh": True}},
 
 def _raw_frame(sample_dir: Path) -> pl.DataFrame:
     from llm_assets.ingest import contract
-    from llm_assets.sample_data.generator import load_messages
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import load_messages
 
     values = [m.value for m in load_messages(sample_dir)]
     frame = contract.valid_events_frame(contract.validate_values(values), topic="events.raw",
@@ -57,7 +57,7 @@ def main() -> None:
     from llm_assets.resources.kafka import KafkaResource
     from llm_assets.resources.llm import LLMResource
     from llm_assets.resources.milvus import MilvusResource
-    from llm_assets.sample_data.generator import generate_sample_data
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
     from tests.support.pipeline import artifact_resources, materialize_keys
 
     home = Path(tempfile.mkdtemp(prefix="bench-backfill-"))

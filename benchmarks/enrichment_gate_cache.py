@@ -38,7 +38,7 @@ def golden_costs(embedder, server_url: str) -> None:
     from llm_assets.enrichment.redaction import redact_cached
     from llm_assets.enrichment.llm_enricher import LLMEnricher
     from llm_assets.resources.llm import LLMResource
-    from llm_assets.sample_data.generator import golden_cases, kb_corpus
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import golden_cases, kb_corpus
 
     examples = training_examples(kb_corpus()["resolved_cases"])
     texts = [redact_cached(t) for t in examples.texts]
@@ -75,7 +75,7 @@ def cache_speedup(embedder, server, events: int) -> None:
     from llm_assets.resources.kafka import KafkaResource
     from llm_assets.resources.llm import LLMResource
     from llm_assets.resources.milvus import MilvusResource
-    from llm_assets.sample_data.generator import generate_sample_data
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
     from tests.support.pipeline import artifact_resources, materialize_keys, write_raw_events
 
     home = Path(tempfile.mkdtemp(prefix="bench-cache-"))

@@ -31,7 +31,7 @@ from llm_assets.asset_keys import RAW_EVENTS  # noqa: E402
 
 def _raw_frame(sample_dir: Path) -> pl.DataFrame:
     from llm_assets.ingest import contract
-    from llm_assets.sample_data.generator import load_messages
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import load_messages
 
     now = datetime.now(timezone.utc)
     rows = []
@@ -57,7 +57,7 @@ def main() -> None:
     from llm_assets.resources.kafka import KafkaResource
     from llm_assets.resources.llm import LLMResource
     from llm_assets.resources.milvus import MilvusResource
-    from llm_assets.sample_data.generator import generate_sample_data
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
     from tests.support.openai_test_server import OpenAITestServer
     from tests.support.pipeline import artifact_resources, materialize_keys
 

@@ -44,8 +44,8 @@ from llm_assets.enrichment.gate_evaluation import labelled_set  # noqa: E402
 from llm_assets.enrichment.redaction import redact_cached  # noqa: E402
 from llm_assets.resources.embedder import EmbedderResource  # noqa: E402
 from llm_assets.resources.llm import LLMResource  # noqa: E402
-from llm_assets.sample_data import catalog  # noqa: E402
-from llm_assets.sample_data.generator import case_text, kb_corpus  # noqa: E402
+from llm_assets.domain.packs.payments_ops.sample_data import catalog  # noqa: E402
+from llm_assets.domain.packs.payments_ops.sample_data.generator import case_text, kb_corpus  # noqa: E402
 from tests.support.openai_test_server import ROTATED_LABELS, OpenAITestServer  # noqa: E402
 
 GOALS = {"day1_calls": 0.8, "day7_calls": 0.3, "gated_accuracy": 0.95}

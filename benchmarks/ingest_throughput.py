@@ -43,7 +43,7 @@ from llm_assets.dev.samples import produce_sample_messages
 from llm_assets.ingest.contract import validate_values
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaIngestSettings, KafkaResource
-from llm_assets.sample_data.generator import SampleMessage, generate_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import SampleMessage, generate_messages
 from llm_assets.sensors.kafka_events import READ_CHUNK
 
 CHUNK_EVENTS = 100_000  # events generated and produced at a time

@@ -31,7 +31,7 @@ from llm_assets.knowledge_base.indexing import build_kb_index
 from llm_assets.knowledge_base.retrieval import KB_ALIAS, retrieve, search_vectors
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.milvus import MilvusResource
-from llm_assets.sample_data.generator import golden_queries, kb_corpus
+from llm_assets.domain.packs.payments_ops.sample_data.generator import golden_queries, kb_corpus
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:

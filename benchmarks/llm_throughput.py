@@ -45,7 +45,7 @@ from llm_assets.enrichment.llm_enricher import LLMEnricher, skill_request  # noq
 from llm_assets.enrichment.redaction import redact  # noqa: E402
 from llm_assets.enrichment.types import BatchStats, CaseContext  # noqa: E402
 from llm_assets.resources.llm import LLMRequest, LLMResource  # noqa: E402
-from llm_assets.sample_data.generator import generate_messages, kb_corpus  # noqa: E402
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages, kb_corpus  # noqa: E402
 
 
 def sample_cases(n: int) -> list[CaseContext]:

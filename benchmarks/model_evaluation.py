@@ -126,7 +126,7 @@ def local_evaluation() -> None:
     from llm_assets.enrichment.gate import texts_fingerprint, train_gate, training_examples
     from llm_assets.enrichment.redaction import redact_cached
     from llm_assets.resources.embedder import EmbedderResource
-    from llm_assets.sample_data.generator import kb_corpus
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import kb_corpus
 
     embedder = EmbedderResource()
     started = time.perf_counter()

@@ -43,7 +43,7 @@ import pytest  # noqa: E402  (MonkeyPatch: the environment of the stack, restore
 from llm_assets.asset_keys import ENRICHED_CASES  # noqa: E402
 from llm_assets.dev.broker import start_broker  # noqa: E402
 from llm_assets.resources.delta import DeltaLakeStorage  # noqa: E402
-from llm_assets.sample_data.generator import generate_sample_data  # noqa: E402
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data  # noqa: E402
 from tests.e2e.stack import LOCATION, REPOSITORY, TERMINAL_STATUSES, DaemonStack, wait_for  # noqa: E402
 from tests.e2e.test_daemon_flow import SEED_ASSETS, TEXTS  # noqa: E402
 

@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from llm_assets.enrichment.redaction import redact  # noqa: E402
-from llm_assets.sample_data.generator import generate_messages  # noqa: E402
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages  # noqa: E402
 from tests.support.pii_corpus import KINDS, Score, clean_sentences, pii_sentences, score  # noqa: E402
 
 RECALL_GOAL, PRECISION_GOAL = 0.995, 0.97

@@ -21,6 +21,7 @@ ENRICHED_CASES = dg.AssetKey(["enriched", "cases"])
 EVALUATION_RATINGS = dg.AssetKey(["evaluation", "ratings"])
 EVALUATION_SAMPLES = dg.AssetKey(["evaluation", "samples"])
 EVALUATION_QUALITY_METRICS = dg.AssetKey(["evaluation", "quality_metrics"])
+EVALUATION_GOLDEN_CASES = dg.AssetKey(["evaluation", "golden_cases"])
 DRIFT_REPORT = dg.AssetKey(["monitoring", "drift_report"])
 CASE_TICKETS = dg.AssetKey(["monitoring", "case_tickets"])
 

@@ -6,6 +6,7 @@
     python -m llm_assets.cli sample-data [--events N]
     python -m llm_assets.cli rating-page [--host 127.0.0.1] [--port 8765]
     python -m llm_assets.cli models list|add-partition NAME|promote NAME [--share 0.25]|rollback [--to NAME]
+    python -m llm_assets.cli domain init DIR|check [DIR]
 """
 
 import argparse
@@ -59,6 +60,12 @@ def rating_page(args: argparse.Namespace) -> int:
 
 def models(args: argparse.Namespace) -> int:
     from llm_assets.models.commands import run
+
+    return run(args)
+
+
+def domain(args: argparse.Namespace) -> int:
+    from llm_assets.domain.commands import run
 
     return run(args)
 
@@ -120,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     m = models_sub.add_parser("rollback", help="promote an earlier production version again")
     m.add_argument("--to", default=None, help="the version (default: the one before the current)")
     p.set_defaults(func=models)
+    p = sub.add_parser("domain", help="domain packs: write a commented skeleton, validate a pack and its sources")
+    domain_sub = p.add_subparsers(dest="domain_command", required=True)
+    d = domain_sub.add_parser("init", help="write a skeleton pack into a new or empty folder")
+    d.add_argument("dir", metavar="DIR")
+    d = domain_sub.add_parser("check", help="validate a pack and its sources and print what it declares")
+    d.add_argument("dir", metavar="DIR", nargs="?", default=None,
+                   help="the pack folder (default: the pack LLM_ASSETS_DOMAIN selects)")
+    p.set_defaults(func=domain)
     return parser
 
 

@@ -13,7 +13,15 @@ cost each of them 2-3.5 s of CPU; the global lineage joins the two locations by 
 
 import dagster as dg
 
+from llm_assets.domain import current_pack
+
+# The domain pack (`LLM_ASSETS_DOMAIN`) is validated first: a broken pack stops the code location from
+# loading, and the UI shows its `DomainPackError` (one `file: field: reason` line per problem), so
+# nothing is ever materialized with it.
+DOMAIN_PACK = current_pack()
+
 # Domain modules, not their `defs`: one Definitions object at module scope is what Dagster loads.
+# ruff: noqa: E402
 from llm_assets.curated import definitions as curated
 from llm_assets.distillation import definitions as distillation
 from llm_assets.enrichment import definitions as enrichment

@@ -152,7 +152,7 @@ def test_a_failed_run_is_not_retried_until_new_upstream_data_lands(instance, tmp
 def test_a_day_whose_curated_check_failed_is_not_enriched(instance, tmp_path, monkeypatch):
     import json
 
-    from llm_assets.sample_data.generator import generate_sample_data
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
     from tests.support.pipeline import write_raw_events
 
     monkeypatch.setenv("SAMPLE_DATA_DIR", str(tmp_path / "sample_data"))

@@ -8,7 +8,7 @@ select
     min(cast(event_date as date)) as first_event_date,
     max(cast(event_date as date)) as last_event_date,
     avg(confidence) as avg_confidence,
-    {% for label in ['data_quality', 'partner_mismatch', 'fraud_suspected', 'routing_error', 'other'] %}
+    {% for label in var('labels') %}
     (count(*) filter (where label = '{{ label }}'))::double / count(*) as {{ label }}_share,
     {% endfor %}
     (count(*) filter (where route = 'fallback'))::double / count(*) as fallback_rate,

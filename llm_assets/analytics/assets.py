@@ -12,6 +12,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from llm_assets import settings
 from llm_assets.analytics.project import analytics_project, dbt_executable, ensure_manifest
 from llm_assets.analytics.translator import AnalyticsTranslator
+from llm_assets.domain import current_pack
 from llm_assets.resources.delta import DeltaLakeStorage
 
 DBT_POOL = "duckdb"  # one dbt build at a time: DuckDB admits one writing process per file
@@ -24,8 +25,11 @@ def analytics_duckdb_path() -> Path:
 
 def dbt_build_args(delta_root: str, duckdb_path: Path) -> list[str]:
     """`dbt build` reading the lake at `delta_root` (the `delta` resource's root, so dbt reads
-    what the assets wrote) and writing to `duckdb_path` (absolute: dbt runs in dbt_project/)."""
-    return ["build", "--vars", json.dumps({"delta_root": delta_root, "duckdb_path": str(duckdb_path)})]
+    what the assets wrote) and writing to `duckdb_path` (absolute: dbt runs in dbt_project/), with
+    the domain pack's labels and action verbs (the models' accepted values and label columns)."""
+    pack = current_pack()
+    return ["build", "--vars", json.dumps({"delta_root": delta_root, "duckdb_path": str(duckdb_path),
+                                           "labels": list(pack.labels), "action_verbs": list(pack.action_verbs)})]
 
 
 def table_row_counts(duckdb_path: Path, tables: list[str]) -> dict[str, int]:

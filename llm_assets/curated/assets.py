@@ -20,26 +20,28 @@ from llm_assets.partitions import (
     target_materializations,
 )
 from llm_assets.resources.delta import DeltaLakeStorage
-from llm_assets.settings import sample_data_dir
+from llm_assets.domain import current_pack
 
 
 class SignalSourceConfig(dg.Config):
-    """Where a signal table is loaded from; empty means the sample data set."""
+    """Where a signal table is loaded from; empty means the domain pack's source."""
 
-    source_path: str = Field(default="", description="JSONL file; defaults to the sample data folder")
-
-
-def _source(config: SignalSourceConfig, default_name: str) -> Path:
-    return Path(config.source_path) if config.source_path else sample_data_dir() / default_name
+    source_path: str = Field(default="", description="JSONL, CSV, Parquet file or Delta table; empty = the domain "
+                                                     "pack's `sources` entry")
 
 
-def _replace_snapshot(delta: DeltaLakeStorage, key: dg.AssetKey, df, source: Path, breakdown: str):
+def _source(config: SignalSourceConfig, pack_source: str | None) -> str | None:
+    """The configured path, else the pack's source (None: the pack has none: an empty snapshot)."""
+    return config.source_path or current_pack().resolve(pack_source)
+
+
+def _replace_snapshot(delta: DeltaLakeStorage, key: dg.AssetKey, df, source: str | None, breakdown: str):
     """Replace a snapshot table as a whole; metadata: rows, source, and counts by `breakdown`."""
     delta.overwrite(key, df)
     counts = df.group_by(breakdown).len().sort(breakdown)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": df.height,
-        "source": str(source),
+        "source": str(source) if source else "none (the domain pack names no such source)",
         f"rows_by_{breakdown}": frame_table(counts, limit=counts.height),
     })
 
@@ -49,10 +51,11 @@ def _replace_snapshot(delta: DeltaLakeStorage, key: dg.AssetKey, df, source: Pat
 def entity_signals(context: dg.AssetExecutionContext, config: SignalSourceConfig, delta: DeltaLakeStorage):
     """Per-entity risk signals (device, hashed customer, partner risk tier, numeric features).
 
-    Loaded from a JSONL export (the sample data by default; `source_path` in the run
-    config points elsewhere) and replaced as a whole each time: it is a snapshot.
+    Loaded from the domain pack's `sources.entity_signals` (JSONL, CSV, Parquet or Delta;
+    `source_path` in the run config points elsewhere) and replaced as a whole each time: it is a
+    snapshot.
     """
-    source = _source(config, "entity_signals.jsonl")
+    source = _source(config, current_pack().spec.sources.entity_signals)
     return _replace_snapshot(delta, ENTITY_SIGNALS, joining.load_entity_signals(source), source, "partner_risk_tier")
 
 
@@ -61,9 +64,9 @@ def entity_signals(context: dg.AssetExecutionContext, config: SignalSourceConfig
 def upstream_exceptions(context: dg.AssetExecutionContext, config: SignalSourceConfig, delta: DeltaLakeStorage):
     """Exceptions raised by upstream systems for individual events (amount mismatch, velocity...).
 
-    A snapshot keyed on `event_id`, loaded from JSONL (the sample data by default).
+    A snapshot keyed on `event_id`, loaded from the domain pack's `sources.exceptions`.
     """
-    source = _source(config, "exceptions.jsonl")
+    source = _source(config, current_pack().spec.sources.exceptions)
     return _replace_snapshot(delta, EXCEPTIONS, joining.load_exceptions(source), source, "exception_type")
 
 

@@ -45,9 +45,25 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def load_entity_signals(path: Path) -> pl.DataFrame:
-    """Entity signals from JSONL, one row per `entity_id` (the last wins)."""
-    rows = _read_jsonl(path)
+def read_rows(location: Path | str | None) -> list[dict]:
+    """The rows of a source table: JSONL, CSV or Parquet by file suffix, else a Delta table (path or
+    URI); None (the domain pack names no such source): no rows."""
+    if location is None:
+        return []
+    text = str(location)
+    suffix = text.rsplit(".", 1)[-1].lower() if "." in Path(text).name else ""
+    if suffix in ("jsonl", "json", "ndjson"):
+        return _read_jsonl(Path(text))
+    if suffix == "csv":
+        return pl.read_csv(text, infer_schema=False).to_dicts()
+    if suffix == "parquet":
+        return pl.read_parquet(text).to_dicts()
+    return pl.read_delta(text).to_dicts()
+
+
+def load_entity_signals(path: Path | str | None) -> pl.DataFrame:
+    """Entity signals (JSONL, CSV, Parquet or Delta), one row per `entity_id` (the last wins)."""
+    rows = read_rows(path)
     for row in rows:
         row["features"] = {k: float(v) for k, v in (row.get("features") or {}).items() if k in FEATURE_NAMES}
         row["features"] = {name: row["features"].get(name) for name in FEATURE_NAMES}
@@ -55,9 +71,13 @@ def load_entity_signals(path: Path) -> pl.DataFrame:
     return df.unique(subset=["entity_id"], keep="last", maintain_order=True)
 
 
-def load_exceptions(path: Path) -> pl.DataFrame:
-    """Upstream exceptions from JSONL, one row per `event_id` (the last wins)."""
-    df = pl.DataFrame(_read_jsonl(path), schema=EXCEPTIONS_SCHEMA)
+def load_exceptions(path: Path | str | None) -> pl.DataFrame:
+    """Upstream exceptions (JSONL, CSV, Parquet or Delta), one row per `event_id` (the last wins)."""
+    rows = read_rows(path)
+    for row in rows:
+        if isinstance(row.get("is_exception"), str):
+            row["is_exception"] = row["is_exception"].strip().lower() in ("true", "1", "yes")
+    df = pl.DataFrame(rows, schema=EXCEPTIONS_SCHEMA)
     return df.unique(subset=["event_id"], keep="last", maintain_order=True)
 
 

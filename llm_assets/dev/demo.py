@@ -78,7 +78,7 @@ def run_demo(sample_dir: Path) -> int:
     from llm_assets.dev.daemon import drain_topic
     from llm_assets.dev.samples import produce_sample_messages
     from llm_assets.resources.delta import DeltaLakeStorage
-    from llm_assets.sample_data.generator import load_messages
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import load_messages
 
     started = time.perf_counter()
     instance = dg.DagsterInstance.get()

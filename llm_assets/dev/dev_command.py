@@ -54,7 +54,7 @@ def ensure_sample_data(n_events: int, *, quiet: bool = False) -> Path:
     """The seeded sample data set under `SAMPLE_DATA_DIR`, (re)generated, its events dated over the
     last `SAMPLE_DAYS` days (the same events every time but for their dates): inside automation's
     and `evaluation/samples`' lookback, so the demo and `make dev` have samples to rate at once."""
-    from llm_assets.sample_data.generator import generate_sample_data
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
 
     out = settings.sample_data_dir()
     today = datetime.now(timezone.utc).date()
@@ -223,7 +223,7 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
             set_up: bool = True) -> int:
     """Run until Ctrl-C or SIGTERM (or until `dagster dev` exits); returns the exit code."""
     from llm_assets.dev.samples import LiveSampleStream, produce_sample_messages
-    from llm_assets.sample_data.generator import load_messages
+    from llm_assets.domain.packs.payments_ops.sample_data.generator import load_messages
 
     from llm_assets.dev.broker import replay_spool, spool_unconsumed
 

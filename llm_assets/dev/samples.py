@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 from typing import Iterable
 
 from llm_assets.resources.kafka import KafkaResource
-from llm_assets.sample_data.generator import SampleMessage, generate_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import SampleMessage, generate_messages
 
 LIVE_BATCH_EVENTS = 20
 

@@ -19,6 +19,7 @@ from llm_assets.distillation.retraining import DEFAULT_MIN_NEW_EXAMPLES, gated_s
 from llm_assets.enrichment.gate import GateNotFound, load_gate
 from llm_assets.enrichment.gate_evaluation import labelled_set
 from llm_assets.enrichment.redaction import find_pii, redact_cached
+from llm_assets.evaluation.golden_cases import golden_ids
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.resources.delta import DeltaLakeStorage
 
@@ -96,6 +97,9 @@ def gate_training_examples(context: dg.AssetExecutionContext, config: Distillati
     `gate_retraining_sensor` retrains the gate when it is large enough.
     """
     enriched = _llm_rows(delta)
+    golden = list(golden_ids(delta))  # nothing trains on a golden case
+    if enriched.height and golden:
+        enriched = enriched.filter(~pl.col("event_id").is_in(golden))
     texts = _case_texts(delta, enriched["event_id"].to_list() if enriched.height else [])
     ratings = delta.read(EVALUATION_RATINGS) if delta.exists(EVALUATION_RATINGS) else pl.DataFrame()
     previous_version = delta.version(GATE_TRAINING_EXAMPLES)
@@ -189,7 +193,7 @@ def read_training_examples(delta: DeltaLakeStorage) -> tuple[pl.DataFrame, int |
     return delta.read(GATE_TRAINING_EXAMPLES, version=version), version
 
 
-def held_out_verdict(context: dg.AssetExecutionContext, embedder, artifacts, candidate):
+def held_out_verdict(context: dg.AssetExecutionContext, embedder, artifacts, candidate, delta: DeltaLakeStorage):
     """Judge `candidate` against the serving gate (this asset's latest materialization) on the
     held-out golden split; returns (verdict, serving gate or None)."""
     serving_version = _recorded(context.instance, EMBEDDING_GATE, "gate_version")
@@ -199,7 +203,7 @@ def held_out_verdict(context: dg.AssetExecutionContext, embedder, artifacts, can
             serving = load_gate(artifacts, str(serving_version))
         except GateNotFound:
             context.log.warning(f"serving gate {serving_version} is not in the artifact store: nothing to compare with")
-    held_out = labelled_set("held_out", settings.sample_data_dir() / "golden")
+    held_out = labelled_set("held_out", delta)
     vectors = embedder.encode([redact_cached(t) for t in held_out.texts])
     labels = held_out.labels
     verdict = judge(gated_score(candidate, vectors, labels),

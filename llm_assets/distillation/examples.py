@@ -25,7 +25,7 @@ from typing import Callable
 
 import polars as pl
 
-from llm_assets.enrichment import playbook
+from llm_assets.domain import current_pack
 from llm_assets.enrichment.redaction import find_pii, redact
 
 DEFAULT_MIN_CONFIDENCE = 0.8
@@ -66,7 +66,8 @@ def text_sha256(text: str) -> str:
 
 def _schema_problem(row: dict, min_confidence: float) -> str | None:
     """Why an LLM answer is not a usable example (None when it is)."""
-    if row.get("label") not in playbook.LABELS:
+    pack = current_pack()
+    if row.get("label") not in pack.labels:
         return "invalid_label"
     confidence = row.get("confidence")
     if confidence is None or not 0.0 <= float(confidence) <= 1.0:
@@ -78,9 +79,9 @@ def _schema_problem(row: dict, min_confidence: float) -> str | None:
         actions = json.loads(row.get("actions") or "[]")
     except ValueError:
         return "invalid_actions"
-    if not isinstance(actions, list) or len(actions) > playbook.MAX_ACTIONS or any(
-            not isinstance(a, dict) or a.get("action") not in playbook.ACTION_VERBS
-            or a.get("approval_level") not in playbook.APPROVAL_LEVELS for a in actions):
+    if not isinstance(actions, list) or len(actions) > pack.max_actions or any(
+            not isinstance(a, dict) or a.get("action") not in pack.action_verbs
+            or a.get("approval_level") not in pack.approval_levels for a in actions):
         return "invalid_actions"
     return None
 
@@ -121,7 +122,7 @@ def select_examples(enriched: pl.DataFrame, case_texts: dict[str, str], ratings:
         rating = rated.get(row["event_id"])
         label, source = row["label"], "llm"
         if rating is not None and not rating["label_correct"]:
-            if rating.get("correct_label") not in playbook.LABELS:
+            if rating.get("correct_label") not in current_pack().labels:
                 rejected["analyst_disagreed"] += 1
                 continue
             label, source = rating["correct_label"], "analyst"

@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -112,6 +113,13 @@ class EventSpec(_Strict):
         default=None, description="other fields kept in `extra` (null: every other field)")
     max_payload_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
 
+    @field_validator(*EVENT_ROLES)
+    @classmethod
+    def _json_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", value):
+            raise ValueError(f"{value!r} is not a plain JSON field name (letters, digits, _ . -)")
+        return value
+
     @property
     def json_names(self) -> dict[str, str]:
         """canonical column -> the JSON field name of this pack's events."""
@@ -177,7 +185,7 @@ class DomainSpec(_Strict):
         return values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DomainPack:
     """A loaded, validated pack (`load_pack`)."""
 
@@ -246,6 +254,11 @@ class DomainPack:
             if any(word in lowered for word in rule.keywords):
                 return rule.label, 0.5
         return self.fallback_label, 0.3
+
+    @cached_property
+    def case_fields(self) -> tuple[str, ...]:
+        """The curated fields a decision sees: the prompt's fields and those severity bumps read."""
+        return tuple(dict.fromkeys([*self.spec.prompt_fields, *(b.field for b in self.spec.severity_bumps)]))
 
     # -- event contract ---------------------------------------------------------------------------
     @property
@@ -331,14 +344,29 @@ def _semantic_problems(spec: DomainSpec, where: str) -> list[str]:
             problems.append(f"{where}: pii.kinds.{kind}: unknown built-in kind (known: {list(BUILT_IN_PII_KINDS)})")
     for i, pattern in enumerate(spec.pii.patterns):
         try:
-            re.compile(pattern.regex)
+            compiled = re.compile(pattern.regex)
         except re.error as exc:
             problems.append(f"{where}: pii.patterns.{i}.regex: bad regular expression {pattern.regex!r}: {exc}")
+        else:
+            if compiled.fullmatch(""):
+                problems.append(f"{where}: pii.patterns.{i}.regex: {pattern.regex!r} matches the empty text "
+                                "(it would redact everywhere)")
         if pattern.validator is not None and _validator(pattern.validator) is None:
             problems.append(f"{where}: pii.patterns.{i}.validator: unknown validator {pattern.validator!r} "
                             "(`luhn` or a python-stdnum module such as `us.ssn`)")
         if pattern.name.lower() in BUILT_IN_PII_KINDS:
             problems.append(f"{where}: pii.patterns.{i}.name: {pattern.name!r} is a built-in kind")
+    pattern_names = [pattern.name for pattern in spec.pii.patterns]
+    for name in sorted({n for n in pattern_names if pattern_names.count(n) > 1}):
+        problems.append(f"{where}: pii.patterns: the placeholder name {name!r} is declared twice")
+    # Case fields are curated columns: a JSON name the event contract maps onto another column
+    # (e.g. `service` -> partner_id) is never a case field, so a bump or prompt field on it is dead.
+    renamed = {json_name: column for column, json_name in spec.event.json_names.items() if json_name != column}
+    for at, name in [*((f"severity_bumps.{i}.field", b.field) for i, b in enumerate(spec.severity_bumps)),
+                     *((f"prompt_fields.{i}", f) for i, f in enumerate(spec.prompt_fields))]:
+        if name in renamed:
+            problems.append(f"{where}: {at}: {name!r} is the events' JSON name; case fields use the column "
+                            f"{renamed[name]!r}")
     return problems
 
 
@@ -447,15 +475,27 @@ def _load_cached(folder: str, stamp: tuple) -> DomainPack:
 
 
 def _stamp(folder: Path) -> tuple:
-    """Modification times of the pack's files: an edited pack is read again, an unchanged one is not."""
+    """Modification times of the declarations and templates: an edited pack is read again."""
     try:
-        return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*")
-                            if p.is_file() and (p.name == PACK_FILE or p.suffix == ".j2")))
+        files = [folder / PACK_FILE, *(folder / "prompts").glob("*.j2")]
+        return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in files if p.exists()))
     except OSError:
         return ()
 
 
+_RECHECK_S = 5.0  # how often a long-lived process looks for an edited pack (redaction calls this per text)
+_current: dict[str, tuple[float, DomainPack]] = {}
+
+
 def current_pack() -> DomainPack:
-    """The pack `LLM_ASSETS_DOMAIN` selects (default `payments_ops`), validated; cached until its files change."""
-    folder = pack_folder().resolve()
-    return _load_cached(str(folder), _stamp(folder))
+    """The pack `LLM_ASSETS_DOMAIN` selects (default `payments_ops`), validated; read again when its
+    declarations or templates change (checked at most every few seconds)."""
+    selection = settings.domain_selection()
+    now = time.monotonic()
+    cached = _current.get(selection)
+    if cached is not None and now - cached[0] < _RECHECK_S:
+        return cached[1]
+    folder = pack_folder(selection).resolve()
+    pack = _load_cached(str(folder), _stamp(folder))
+    _current[selection] = (now, pack)
+    return pack

@@ -24,6 +24,7 @@ from llm_assets.asset_keys import (
     EMBEDDING_GATE,
     ENRICHED_CASES,
     GATE_TRAINING_EXAMPLES,
+    EVALUATION_GOLDEN_CASES,
     EVALUATION_RATINGS,
     KB_DOCUMENTS,
     KB_INDEX,
@@ -43,8 +44,10 @@ from llm_assets.enrichment.gate import (
     training_examples,
 )
 from llm_assets.distillation import assets as distillation
+from llm_assets.domain import current_pack
 from llm_assets.distillation.retraining import training_rows
 from llm_assets.enrichment.redaction import redact_cached
+from llm_assets.evaluation.golden_cases import golden_ids
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.models import production as production_record
@@ -78,10 +81,12 @@ from llm_assets.resources.signing import AuditSigner
 REENRICHMENT_LOOKBACK_DAYS = DEFAULT_LOOKBACK_DAYS
 
 
-@dg.asset(key=EMBEDDING_GATE, deps=[KB_DOCUMENTS, GATE_TRAINING_EXAMPLES], kinds={"scikit-learn", "sentence-transformers"},
-          group_name="models",
-          # New distilled examples retrain the gate through `gate_retraining_sensor` (once enough arrived).
-          automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(GATE_TRAINING_EXAMPLES)))
+@dg.asset(key=EMBEDDING_GATE, deps=[KB_DOCUMENTS, GATE_TRAINING_EXAMPLES, EVALUATION_GOLDEN_CASES],
+          kinds={"scikit-learn", "sentence-transformers"}, group_name="models",
+          # New distilled examples retrain the gate through `gate_retraining_sensor` (once enough arrived);
+          # new golden cases (ratings) are what the next training leaves out and is judged on, not a reason to train.
+          automation_condition=dg.AutomationCondition.eager().ignore(
+              dg.AssetSelection.assets(GATE_TRAINING_EXAMPLES, EVALUATION_GOLDEN_CASES)))
 def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, embedder: EmbedderResource,
                    artifacts: ArtifactStore):
     """The embedding gate: a classifier on sentence embeddings of redacted case texts.
@@ -101,20 +106,26 @@ def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, e
     resolved = chunks.filter(pl.col("type") == "resolved_case").to_dicts() if chunks.height else []
     ratings = delta.read(EVALUATION_RATINGS) if delta.exists(EVALUATION_RATINGS) else pl.DataFrame()
     distilled, distilled_version = distillation.read_training_examples(delta)
+    # Nothing trains on a golden case: it is what this gate and every model version are judged on.
+    golden = list(golden_ids(delta))
+    if ratings.height:
+        ratings = ratings.filter(~pl.col("event_id").is_in(golden))
+    if distilled.height:
+        distilled = distilled.filter(~pl.col("event_id").is_in(golden))
     resolved, extra, sources = training_rows(resolved, ratings, distilled)
     examples = training_examples(resolved, extra)
     if not examples.texts:
         raise dg.Failure("kb/documents has no labelled resolved cases to train the embedding gate on")
     texts = [redact_cached(t) for t in examples.texts]
-    golden_dir = settings.sample_data_dir() / "golden"
-    calibration = gate_evaluation.labelled_set("calibration", golden_dir)
+    calibration = gate_evaluation.labelled_set("calibration", delta)
     calibration_texts = [redact_cached(t) for t in calibration.texts]
     model = train_gate(embedder.encode(texts), examples.labels, texts_sha256=texts_fingerprint(texts),
                        source_description=" + ".join(f"{n} {k.replace('_', ' ')}" for k, n in sources.items()),
                        calibration_embeddings=embedder.encode(calibration_texts),
                        calibration_labels=calibration.labels,
-                       calibration_sha256=texts_fingerprint(calibration_texts))
-    verdict, serving = distillation.held_out_verdict(context, embedder, artifacts, model)
+                       calibration_sha256=texts_fingerprint(calibration_texts),
+                       domain_pack=current_pack().fingerprint)
+    verdict, serving = distillation.held_out_verdict(context, embedder, artifacts, model, delta)
     guard = distillation.verdict_metadata(verdict, distilled_version, sources)
     if not verdict.accepted:  # the serving version stays: enriched/cases reads gate_version from here
         context.log.warning(f"candidate gate {model.version} rejected: {verdict.reason}")
@@ -123,7 +134,7 @@ def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, e
     folder = save_gate(model, artifacts)
     cv = model.metadata.get("cross_validation", {})
     golden = gate_evaluation.golden_report(
-        model, [gate_evaluation.labelled_set(name, golden_dir) for name in gate_evaluation.SPLITS],
+        model, [gate_evaluation.labelled_set(name, delta) for name in gate_evaluation.SPLITS],
         lambda batch: embedder.encode([redact_cached(t) for t in batch]))
     # enriched/cases reads gate_version from this materialization: lineage, not a folder scan.
     return dg.MaterializeResult(data_version=dg.DataVersion(model.version), metadata={

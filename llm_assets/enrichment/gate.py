@@ -496,6 +496,7 @@ def train_gate(
     calibration_sha256: str | None = None,
     target_precision: float = DEFAULT_TARGET_PRECISION,
     calibration_method: str = DEFAULT_CALIBRATION_METHOD,
+    domain_pack: str | None = None,
 ) -> GateModel:
     """Fit the gate, calibrate it, choose per-label thresholds for `target_precision`, record the metrics.
 
@@ -504,7 +505,8 @@ def train_gate(
     thresholds come from cross-validation on the training set. `texts_sha256` (see
     `texts_fingerprint`) versions the model by its training texts, `calibration_sha256` by its
     validation texts; without them the embedding bytes are hashed. The version also changes with
-    the thresholds. `threshold` is only the legacy global threshold the out-of-fold metrics report.
+    the thresholds, and with `domain_pack` (the pack's fingerprint: its labels are what the gate
+    predicts). `threshold` is only the legacy global threshold the out-of-fold metrics report.
     """
     import sklearn
     from sklearn.linear_model import LogisticRegression
@@ -548,6 +550,7 @@ def train_gate(
     version = _gate_version(data_fingerprint, list(y), {
         **params, "calibration": calibration_method, "calibration_data": calibration_fingerprint,
         "target_precision": target_precision, "thresholds": thresholds,
+        **({"domain_pack": domain_pack} if domain_pack else {}),
     }, sklearn.__version__)
     labels_sorted, counts = np.unique(y, return_counts=True)
     metadata = {

@@ -6,9 +6,9 @@ cache on them; a model registry builds on `versions_for`. A backend is described
 
 | backend | model_version | prompt_version |
 |---|---|---|
-| `server` (vLLM's OpenAI-compatible API) | `vllm:<model>` | the prompt templates used, e.g. `enrich_case@v1` |
+| `server` (vLLM's OpenAI-compatible API) | `vllm:<model>` | the prompt templates used and the domain pack, e.g. `enrich_case@v2+payments_ops@1a2b3c4d` |
 | `offline` (in-process vLLM) | `offline:<model>` | same as the server |
-| `local` (no LLM: rules + the gate's classifier) | `local-rules@v1+gate:<gate_version or none>` | `local-rules@v1` |
+| `local` (no LLM: rules + the gate's classifier) | `local-rules@v1+gate:<gate_version or none>` | `local-rules@v1+<pack version>` |
 
 The local backend's "model" is the rules plus the gate's classifier, so a new gate is a new
 model version (and invalidates the cached local decisions). Pure module: no Dagster import.
@@ -16,7 +16,7 @@ model version (and invalidates the cached local decisions). Pure module: no Dags
 
 from dataclasses import dataclass
 
-from llm_assets.enrichment.local_rules import LOCAL_RULES_VERSION
+from llm_assets.enrichment.local_rules import LOCAL_RULES_VERSION, local_prompt_version
 from llm_assets.enrichment.prompts import prompt_version
 
 MODEL_BACKENDS = ("server", "offline", "local")
@@ -44,7 +44,7 @@ def versions_for(description: ModelDescription) -> ModelVersions:
     if backend not in MODEL_BACKENDS:
         raise ValueError(f"backend must be one of {MODEL_BACKENDS}, got {backend!r}")
     if backend == "local":
-        return ModelVersions(f"{LOCAL_RULES_VERSION}+gate:{description.gate_version or 'none'}", LOCAL_RULES_VERSION)
+        return ModelVersions(f"{LOCAL_RULES_VERSION}+gate:{description.gate_version or 'none'}", local_prompt_version())
     if not description.model:
         raise ValueError(f"backend {backend!r} needs a model id to name its version")
     prefix = "vllm" if backend == "server" else "offline"

@@ -16,13 +16,12 @@ import math
 import re
 from dataclasses import dataclass
 
-from llm_assets.enrichment.playbook import ACTION_VERBS, APPROVAL_LEVELS, LABELS, MAX_ACTIONS
+from llm_assets.domain import current_pack
 from llm_assets.enrichment.redaction import redact
 
 MAX_SUMMARY_CHARS = 1000
 MAX_REASON_CHARS = 300
 # An unknown approval level never lowers the bar: it becomes the highest one.
-DEFAULT_APPROVAL_LEVEL = "manager"
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?")
 
@@ -94,8 +93,9 @@ def parse_summary(value: object) -> str:
 
 def parse_label(value: object) -> str:
     label = str(value or "").strip().lower().replace(" ", "_").replace("-", "_")
-    if label not in LABELS:
-        raise InvalidModelOutput("invalid_output", f"label {value!r} not in {LABELS}")
+    labels = current_pack().labels
+    if label not in labels:
+        raise InvalidModelOutput("invalid_output", f"label {value!r} not in {labels}")
     return label
 
 
@@ -125,20 +125,22 @@ def parse_severity(value: object) -> int:
 
 
 def parse_actions(value: object) -> ParsedActions:
-    """Allow-listed actions, at most `MAX_ACTIONS`; every removed item is counted in `dropped`."""
+    """Allow-listed actions (the domain pack's verbs), at most its `max_actions`; every removed item is
+    counted in `dropped`; an unknown approval level becomes the pack's highest (the strictest)."""
     if not isinstance(value, list):
         raise InvalidModelOutput("invalid_output", "actions is not a list")
+    pack = current_pack()
     kept: list[dict] = []
     dropped = 0
     for item in value:
         verb = str(item.get("action", "")).strip().lower() if isinstance(item, dict) else ""
-        if verb not in ACTION_VERBS or len(kept) >= MAX_ACTIONS:
+        if verb not in pack.action_verbs or len(kept) >= pack.max_actions:
             dropped += 1
             continue
         level = str(item.get("approval_level", "")).strip().lower()
         reason = redact(" ".join(str(item.get("reason", "")).split())).text[:MAX_REASON_CHARS]
         kept.append({"action": verb, "reason": reason,
-                     "approval_level": level if level in APPROVAL_LEVELS else DEFAULT_APPROVAL_LEVEL})
+                     "approval_level": level if level in pack.approval_levels else pack.approval_levels[-1]})
     return ParsedActions(kept, dropped)
 
 

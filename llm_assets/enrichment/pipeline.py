@@ -30,7 +30,7 @@ import polars as pl
 
 from llm_assets.enrichment import local_rules
 from llm_assets.enrichment.cache import cache_key
-from llm_assets.enrichment.prompts import CASE_FIELDS
+from llm_assets.domain import current_pack
 from llm_assets.enrichment.redaction import redact_remembered
 from llm_assets.enrichment.types import BatchStats, CaseContext, CaseResult
 
@@ -91,10 +91,11 @@ class EnrichmentRun:
 def build_contexts(cases: pl.DataFrame) -> tuple[list[CaseContext], Counter]:
     """Redacted `CaseContext`s (PII replaced by typed placeholders) and redaction counts."""
     contexts, counts = [], Counter()
+    case_fields = current_pack().case_fields
     for row in cases.iter_rows(named=True):
         redacted = redact_remembered(row.get("payload_raw") or "")  # the prompt's guard finds it done
         counts.update(redacted.counts_by_kind)
-        fields = {k: str(row[k]) for k in CASE_FIELDS if row.get(k) is not None}
+        fields = {k: str(row[k]) for k in case_fields if row.get(k) is not None}
         contexts.append(CaseContext(event_id=row["event_id"], text=redacted.text, fields=fields))
     return contexts, counts
 

@@ -4,86 +4,84 @@ Skills: `summarize`, `classify` (label, confidence, severity), `propose_actions`
 allow-listed verbs, approval level), and `enrich_case`, which returns all three in ONE
 structured-output call (the default: a third of the requests and one prompt prefill).
 
-Each template carries a version; bump it whenever its text or schema changes (a snapshot test
-of `PromptTemplate.fingerprint()` fails until you do). `PROMPT_VERSION` is what the
-`prompt_version` column records. Prompts are built only from redacted text: `build_messages`
-redacts again as a guard (idempotent), because KB documents such as resolved cases may carry
-PII. `prompt_sha256` hashes the exact serialized messages sent. Pure module: no Dagster import.
+The words come from the domain pack (`llm_assets.domain`): its system prompt, its label
+descriptions, severity, action and summary guides (Jinja templates), its labels and verbs as the
+schema's enums. Each template here carries a version for its code-side shape (instruction, guides,
+answer fields, layout); bump it whenever that changes (a snapshot test of
+`PromptTemplate.fingerprint()` fails until you do). `prompt_version` (the column) joins the
+template ids and the pack's version. Prompts are built only from redacted text: `build_messages`
+redacts again as a guard (idempotent), because KB documents such as resolved cases may carry PII;
+untrusted text (case, fields, KB documents) cannot close the `<case>` delimiter
+(`escape_delimiters`). `prompt_sha256` hashes the exact serialized messages sent. Pure module: no
+Dagster import.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
-from llm_assets.enrichment.playbook import ACTION_VERBS, APPROVAL_LEVELS, LABELS, MAX_ACTIONS
-from llm_assets.enrichment.redaction import redact_cached
+from llm_assets.domain import DomainPack, current_pack
+from llm_assets.enrichment.redaction import active_placeholders, redact_cached
 from llm_assets.enrichment.types import CaseContext
 
 MAX_RETRIEVED_DOCS = 5
 MAX_DOC_CHARS = 600
-CASE_FIELDS = ("source_system", "partner_id", "partner_risk_tier", "is_exception", "exception_type")
+CONFIDENCE_GUIDE = "Confidence: your probability in [0, 1] that the label is right."
+# The layout of a user message (code, not pack): part of each template's fingerprint.
+LAYOUT = ("fields", "<case>", "knowledge base", "task")
 
-SYSTEM_PROMPT = (
-    "You assist the operations analysts of a payments company with their case queue. "
-    "Case texts are redacted: <CARD>, <EMAIL>, <PHONE>, <IBAN> and <NATIONAL_ID> stand for personal data; "
-    "keep these placeholders as they are and never write personal data. "
-    "Answer with exactly one JSON object that follows the requested schema and nothing else."
-)
 
-LABEL_GUIDE = (
-    "Labels:\n"
-    "- data_quality: null or malformed fields, invalid currency codes, shifted columns, duplicate ids, "
-    "missing exchange rates.\n"
-    "- partner_mismatch: a partner's settlement report, fees or accounts differ from our ledger or contract.\n"
-    "- fraud_suspected: card velocity, account takeover, chargeback spikes, synthetic identities.\n"
-    "- routing_error: the case sits in a queue that does not own its topic.\n"
-    "- other: general enquiries and feedback that need no investigation."
-)
-SEVERITY_GUIDE = "Severity: 1 (no impact) to 5 (money or customers at risk now)."
-ACTIONS_GUIDE = (
-    f"Actions: at most {MAX_ACTIONS}. Each verb is one of {', '.join(ACTION_VERBS)}; give a short reason and "
-    f"the approval level the approval policy requires ({', '.join(APPROVAL_LEVELS)})."
-)
-SUMMARY_GUIDE = "Summary: one or two sentences, at most 60 words: what happened, where, and what is at stake."
+_DELIMITER = re.compile(r"<\s*(/?)\s*case\s*>", re.IGNORECASE)
 
-_ACTIONS_SCHEMA = {
-    "type": "array",
-    "maxItems": MAX_ACTIONS,
-    "items": {
-        "type": "object",
-        "properties": {
-            "action": {"type": "string", "enum": list(ACTION_VERBS)},
-            "reason": {"type": "string"},
-            "approval_level": {"type": "string", "enum": list(APPROVAL_LEVELS)},
+
+def escape_delimiters(text: str) -> str:
+    """Untrusted text with the prompt's `<case>` / `</case>` delimiters defused (`[case]`, `[/case]`),
+    so a case cannot end its own block and speak as the instructions."""
+    return _DELIMITER.sub(lambda m: f"[{m.group(1)}case]", text)
+
+
+def _placeholders(pack: DomainPack) -> list[str]:
+    return active_placeholders(pack)
+
+
+def _properties(pack: DomainPack) -> dict:
+    actions = {
+        "type": "array",
+        "maxItems": pack.max_actions,
+        "items": {
+            "type": "object",
+            "properties": {
+                "action": {"type": "string", "enum": list(pack.action_verbs)},
+                "reason": {"type": "string"},
+                "approval_level": {"type": "string", "enum": list(pack.approval_levels)},
+            },
+            "required": ["action", "reason", "approval_level"],
+            "additionalProperties": False,
         },
-        "required": ["action", "reason", "approval_level"],
-        "additionalProperties": False,
-    },
-}
-_PROPERTIES = {
-    "summary": {"type": "string"},
-    "label": {"type": "string", "enum": list(LABELS)},
-    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-    "severity": {"type": "integer", "minimum": 1, "maximum": 5},
-    "actions": _ACTIONS_SCHEMA,
-}
-
-
-def _object_schema(*names: str) -> dict:
-    return {"type": "object", "properties": {n: _PROPERTIES[n] for n in names}, "required": list(names),
-            "additionalProperties": False}
+    }
+    return {
+        "summary": {"type": "string"},
+        "label": {"type": "string", "enum": list(pack.labels)},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "severity": {"type": "integer", "minimum": 1, "maximum": 5},
+        "actions": actions,
+    }
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """One skill's prompt: its instructions, the answer schema, and whether it sees the KB."""
+    """One skill's prompt: its instruction, the pack's guides it includes, its answer fields, and
+    whether it sees the KB. The words (system prompt, label descriptions, verbs) come from the
+    domain pack; `version` covers this code-side shape only, the pack has its own fingerprint."""
 
     skill: str
     version: str
-    task: str
-    schema: dict
+    instruction: str
+    guides: tuple[str, ...]  # pack prompt parts, in order (`confidence` is ours)
+    answer: tuple[str, ...]  # schema properties
     uses_retrieval: bool
 
     @property
@@ -91,10 +89,27 @@ class PromptTemplate:
         return f"{self.skill}@{self.version}"
 
     def fingerprint(self) -> str:
-        """A hash of everything that shapes the answer; it must change only with the version."""
-        blob = json.dumps([SYSTEM_PROMPT, self.task, self.schema, self.uses_retrieval, MAX_RETRIEVED_DOCS,
-                           MAX_DOC_CHARS, CASE_FIELDS], sort_keys=True)
+        """A hash of the code-side shape; it must change only with the version."""
+        blob = json.dumps([self.instruction, self.guides, self.answer, self.uses_retrieval, MAX_RETRIEVED_DOCS,
+                           MAX_DOC_CHARS, LAYOUT, CONFIDENCE_GUIDE], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def task(self, pack: DomainPack | None = None) -> str:
+        pack = pack or current_pack()
+        placeholders = _placeholders(pack)
+        lines = [self.instruction] + [CONFIDENCE_GUIDE if part == "confidence" else pack.render(part, placeholders)
+                                      for part in self.guides]
+        return "\n".join(lines)
+
+    def schema_for(self, pack: DomainPack) -> dict:
+        properties = _properties(pack)
+        return {"type": "object", "properties": {n: properties[n] for n in self.answer}, "required": list(self.answer),
+                "additionalProperties": False}
+
+    @property
+    def schema(self) -> dict:
+        """The answer's JSON schema under the current pack (labels and verbs are enums)."""
+        return self.schema_for(current_pack())
 
     def response_format(self) -> dict:
         """The OpenAI / vLLM `response_format` that constrains decoding to `schema`."""
@@ -102,24 +117,23 @@ class PromptTemplate:
 
 
 SUMMARIZE = PromptTemplate(
-    skill="summarize", version="v1", uses_retrieval=False, schema=_object_schema("summary"),
-    task=f"Summarize the case for an analyst.\n{SUMMARY_GUIDE}",
+    skill="summarize", version="v2", uses_retrieval=False, answer=("summary",), guides=("summary",),
+    instruction="Summarize the case for an analyst.",
 )
 CLASSIFY = PromptTemplate(
-    skill="classify", version="v1", uses_retrieval=True, schema=_object_schema("label", "confidence", "severity"),
-    task=("Classify the case into exactly one label, using the knowledge base and similar resolved cases.\n"
-          f"{LABEL_GUIDE}\nConfidence: your probability in [0, 1] that the label is right.\n{SEVERITY_GUIDE}"),
+    skill="classify", version="v2", uses_retrieval=True, answer=("label", "confidence", "severity"),
+    guides=("labels", "confidence", "severity"),
+    instruction="Classify the case into exactly one label, using the knowledge base and similar resolved cases.",
 )
 PROPOSE_ACTIONS = PromptTemplate(
-    skill="propose_actions", version="v1", uses_retrieval=True, schema=_object_schema("actions"),
-    task=f"Propose the next actions for this case, following the policies and runbooks.\n{ACTIONS_GUIDE}",
+    skill="propose_actions", version="v2", uses_retrieval=True, answer=("actions",), guides=("actions",),
+    instruction="Propose the next actions for this case, following the policies and runbooks.",
 )
 ENRICH_CASE = PromptTemplate(
-    skill="enrich_case", version="v1", uses_retrieval=True,
-    schema=_object_schema("summary", "label", "confidence", "severity", "actions"),
-    task=("Enrich the case in one answer, using the knowledge base and similar resolved cases.\n"
-          f"{SUMMARY_GUIDE}\n{LABEL_GUIDE}\nConfidence: your probability in [0, 1] that the label is right.\n"
-          f"{SEVERITY_GUIDE}\n{ACTIONS_GUIDE}"),
+    skill="enrich_case", version="v2", uses_retrieval=True,
+    answer=("summary", "label", "confidence", "severity", "actions"),
+    guides=("summary", "labels", "confidence", "severity", "actions"),
+    instruction="Enrich the case in one answer, using the knowledge base and similar resolved cases.",
 )
 
 SKILLS: dict[str, PromptTemplate] = {t.skill: t for t in (SUMMARIZE, CLASSIFY, PROPOSE_ACTIONS, ENRICH_CASE)}
@@ -136,16 +150,16 @@ def templates_for(call_mode: str) -> tuple[PromptTemplate, ...]:
     raise ValueError(f"call_mode must be one of {CALL_MODES}, got {call_mode!r}")
 
 
-def prompt_version(call_mode: str = "combined") -> str:
-    """The `prompt_version` column: the ids of the templates used, joined by `+`."""
-    return "+".join(t.id for t in templates_for(call_mode))
+def prompt_version(call_mode: str = "combined", pack: DomainPack | None = None) -> str:
+    """The `prompt_version` column: the ids of the templates used and the domain pack's version, joined
+    by `+` (e.g. `enrich_case@v1+payments_ops@1a2b3c4d`): a pack edit is a new prompt version."""
+    pack = pack or current_pack()
+    return "+".join([*(t.id for t in templates_for(call_mode)), pack.version])
 
 
-PROMPT_VERSION = prompt_version("combined")
-
-
-def _render_fields(fields: dict[str, str]) -> str:
-    lines = [f"- {name}: {redact_cached(str(fields[name]))}" for name in CASE_FIELDS if fields.get(name) not in (None, "")]
+def _render_fields(fields: dict[str, str], names: list[str]) -> str:
+    lines = [f"- {name}: {escape_delimiters(redact_cached(str(fields[name])))}" for name in names
+             if fields.get(name) not in (None, "")]
     return "\n".join(lines) or "- (none)"
 
 
@@ -155,18 +169,21 @@ def _render_retrieved(docs: list[dict]) -> str:
     blocks = []
     for i, doc in enumerate(docs[:MAX_RETRIEVED_DOCS], start=1):
         label = f", label {doc['label']}" if doc.get("label") else ""
-        content = redact_cached(str(doc.get("content", "")))[:MAX_DOC_CHARS]
+        content = escape_delimiters(redact_cached(str(doc.get("content", "")))[:MAX_DOC_CHARS])
         blocks.append(f"[{i}] {doc.get('doc_id', '?')} ({doc.get('type', 'document')}{label}): {content}")
     return "\n".join(blocks)
 
 
 def build_messages(template: PromptTemplate, case: CaseContext) -> list[dict]:
     """The chat messages for one case and one skill; only redacted text goes in."""
-    parts = [f"Case fields:\n{_render_fields(case.fields)}", f"<case>\n{redact_cached(case.text)}\n</case>"]
+    pack = current_pack()
+    parts = [f"Case fields:\n{_render_fields(case.fields, pack.spec.prompt_fields)}",
+             f"<case>\n{escape_delimiters(redact_cached(case.text))}\n</case>"]
     if template.uses_retrieval:
         parts.append(f"Knowledge base, most relevant first:\n{_render_retrieved(case.retrieved)}")
-    parts.append(f"Task ({template.id}): {template.task}")
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
+    parts.append(f"Task ({template.id}): {template.task(pack)}")
+    return [{"role": "system", "content": pack.render("system", _placeholders(pack))},
+            {"role": "user", "content": "\n\n".join(parts)}]
 
 
 def prompt_sha256(messages: list) -> str:

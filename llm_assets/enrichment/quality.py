@@ -10,7 +10,7 @@ import json
 
 import polars as pl
 
-from llm_assets.enrichment import playbook
+from llm_assets.domain import current_pack
 from llm_assets.enrichment.pipeline import ROUTES
 from llm_assets.enrichment.redaction import find_pii
 
@@ -18,17 +18,18 @@ VERSION_COLUMNS = ("model_version", "prompt_version", "kb_index_version")
 
 
 def label_and_confidence_valid(rows: pl.DataFrame) -> tuple[bool, dict]:
-    bad_label = rows.filter(~pl.col("label").is_in(playbook.LABELS) | pl.col("label").is_null()).height
+    bad_label = rows.filter(~pl.col("label").is_in(current_pack().labels) | pl.col("label").is_null()).height
     bad_conf = rows.filter(pl.col("confidence").is_null() | (pl.col("confidence") < 0) | (pl.col("confidence") > 1)).height
     return bad_label == 0 and bad_conf == 0, {"invalid_labels": bad_label, "invalid_confidences": bad_conf}
 
 
 def actions_allowed(rows: pl.DataFrame) -> tuple[bool, dict]:
+    pack = current_pack()
     bad, too_many = 0, 0
     for raw in rows["actions"].to_list():
         actions = json.loads(raw or "[]")
-        too_many += len(actions) > playbook.MAX_ACTIONS
-        bad += sum(a.get("action") not in playbook.ACTION_VERBS or a.get("approval_level") not in playbook.APPROVAL_LEVELS
+        too_many += len(actions) > pack.max_actions
+        bad += sum(a.get("action") not in pack.action_verbs or a.get("approval_level") not in pack.approval_levels
                    for a in actions)
     return bad == 0 and too_many == 0, {"actions_outside_allow_list": bad, "rows_with_too_many_actions": too_many}
 

@@ -68,6 +68,9 @@ from stdnum.fr import nir
 from stdnum.in_ import aadhaar
 from stdnum.it import codicefiscale
 
+from llm_assets.domain import DomainPack, current_pack
+from llm_assets.domain.pack import pii_validator
+
 PLACEHOLDERS = {
     "email": "<EMAIL>",
     "iban": "<IBAN>",
@@ -75,7 +78,7 @@ PLACEHOLDERS = {
     "national_id": "<NATIONAL_ID>",
     "phone": "<PHONE>",
 }
-PII_KINDS = tuple(PLACEHOLDERS)
+PII_KINDS = tuple(PLACEHOLDERS)  # the built-in kinds; a domain pack turns them off or adds its own
 _IBAN_REGISTRY = numdb.get("iban")
 
 # Found values are overwritten with this (same length, so offsets hold) before the next finder runs.
@@ -458,8 +461,57 @@ def _mask(text: str, spans: list[Span]) -> str:
     return text
 
 
-def pii_spans(text: str) -> list[tuple[int, int, str]]:
-    """`(start, end, kind)` of every PII value in `text`, in text order, never overlapping."""
+@dataclass(frozen=True)
+class PiiPolicy:
+    """What the domain pack asks for: the built-in kinds on, and its own patterns (run first)."""
+
+    kinds: frozenset[str]
+    patterns: tuple[tuple[str, re.Pattern, object], ...]  # (kind, regex, validator or None)
+
+    @property
+    def placeholders(self) -> dict[str, str]:
+        own = {kind: f"<{kind.upper()}>" for kind, _, _ in self.patterns}
+        return {**{k: v for k, v in PLACEHOLDERS.items() if k in self.kinds}, **own}
+
+
+@lru_cache(maxsize=16)
+def _policy_of(fingerprint: str, pack: DomainPack) -> PiiPolicy:
+    kinds = frozenset(k for k in PII_KINDS if pack.spec.pii.kinds.get(k, True))
+    patterns = tuple((p.name.lower(), re.compile(p.regex),
+                      pii_validator(p.validator) if p.validator else None) for p in pack.spec.pii.patterns)
+    return PiiPolicy(kinds, patterns)
+
+
+_policy_in_use: list[str] = [""]  # the fingerprint the redaction cache was filled under
+
+
+def current_policy() -> PiiPolicy:
+    pack = current_pack()
+    if _policy_in_use[0] != pack.fingerprint:  # another pack: what was remembered no longer holds
+        with _redacted_texts_lock:
+            _redacted_texts.clear()
+        _policy_in_use[0] = pack.fingerprint
+    return _policy_of(pack.fingerprint, pack)
+
+
+def active_placeholders(pack: DomainPack | None = None) -> list[str]:
+    """The placeholders redacted texts may carry under `pack` (the current one by default)."""
+    policy = current_policy() if pack is None else _policy_of(pack.fingerprint, pack)
+    return list(policy.placeholders.values())
+
+
+def _find_own(text: str, regex: re.Pattern, validator) -> list[Span]:
+    spans = []
+    for m in regex.finditer(text):
+        if m.end() > m.start() and _MASK not in m.group() and (validator is None or validator(m.group())):
+            spans.append((m.start(), m.end()))
+    return spans
+
+
+def pii_spans(text: str, policy: PiiPolicy | None = None) -> list[tuple[int, int, str]]:
+    """`(start, end, kind)` of every PII value in `text`, in text order, never overlapping: the
+    pack's own patterns first, then the built-in kinds the pack keeps on."""
+    policy = policy or current_policy()
     found: list[tuple[int, int, str]] = []
     masked = text
 
@@ -469,16 +521,22 @@ def pii_spans(text: str) -> list[tuple[int, int, str]]:
             found.extend((a, b, kind) for a, b in spans)
             masked = _mask(masked, spans)
 
-    if "@" in text:
+    for kind, regex, validator in policy.patterns:
+        take(kind, _find_own(masked, regex, validator))
+    on = policy.kinds
+    if "@" in text and "email" in on:
         take("email", _find_emails(masked))
-    take("iban", _find_ibans(masked))
+    if "iban" in on:
+        take("iban", _find_ibans(masked))
     if _SIX_DIGITS.search(masked):  # cards and phones have more digits than that
-        take("card", _find_cards(masked))
+        if "card" in on:
+            take("card", _find_cards(masked))
         masked = _mask(masked, _find_lookalikes(masked))  # masked, not redacted
-        if "+" in masked or "00" in masked:
+        if ("+" in masked or "00" in masked) and "phone" in on:
             take("phone", _find_phones(masked, international=True))
-    take("national_id", _find_national_ids(masked))
-    if _SIX_DIGITS.search(masked):
+    if "national_id" in on:
+        take("national_id", _find_national_ids(masked))
+    if _SIX_DIGITS.search(masked) and "phone" in on:
         take("phone", _find_phones(masked, international=False))
     return sorted(found)
 
@@ -487,12 +545,14 @@ def redact(text: str) -> Redacted:
     """Replace every PII value in `text` with its typed placeholder. Idempotent."""
     if not text:
         return Redacted(text or "", {})
-    spans = pii_spans(text)
+    policy = current_policy()
+    spans = pii_spans(text, policy)
     if not spans:
         return Redacted(text, {})
+    placeholders = policy.placeholders
     out, pos = [], 0
     for start, end, kind in spans:
-        out += [text[pos:start], PLACEHOLDERS[kind]]
+        out += [text[pos:start], placeholders[kind]]
         pos = end
     out.append(text[pos:])
     return Redacted("".join(out), dict(Counter(kind for _, _, kind in spans)))
@@ -516,6 +576,7 @@ def _remember(text: str, clean: str) -> None:
 def redact_cached(text: str) -> str:
     """`redact(text).text`, memoised (least recently used out): KB documents repeat across thousands
     of prompts, and case texts redacted by `redact_remembered` come back here as prompts are built."""
+    current_policy()  # forgets what another pack's policy redacted
     with _redacted_texts_lock:
         clean = _redacted_texts.get(text)
         if clean is not None:
@@ -536,4 +597,8 @@ def redact_remembered(text: str) -> Redacted:
 def find_pii(text: str) -> list[str]:
     """The kinds of PII present in `text`, one entry per value found (empty when clean)."""
     counts = redact(text).counts_by_kind
-    return [kind for kind in PII_KINDS for _ in range(counts.get(kind, 0))]
+    return [kind for kind in sorted(counts, key=_kind_order) for _ in range(counts[kind])]
+
+
+def _kind_order(kind: str) -> tuple[int, str]:
+    return (PII_KINDS.index(kind), kind) if kind in PII_KINDS else (len(PII_KINDS), kind)

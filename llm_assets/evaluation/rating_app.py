@@ -32,7 +32,7 @@ from starlette.templating import Jinja2Templates
 
 from llm_assets import settings
 from llm_assets.asset_keys import EVALUATION_RATINGS, EVALUATION_SAMPLES
-from llm_assets.enrichment.playbook import LABELS
+from llm_assets.domain import current_pack
 from llm_assets.evaluation import templates
 from llm_assets.evaluation.ratings import RatingSubmission, validation_reasons
 from llm_assets.resources.delta import DeltaLakeStorage
@@ -101,7 +101,7 @@ def create_rating_app(delta: DeltaLakeStorage, kafka: KafkaResource, *,
 
     def render_case(request: Request, sample: dict, form: dict, errors: list[str], status: int = 200) -> Response:
         return pages.TemplateResponse(request, "case.html", {
-            "s": sample, "actions": _actions(sample), "labels": LABELS, "form": form, "errors": errors},
+            "s": sample, "actions": _actions(sample), "labels": current_pack().labels, "form": form, "errors": errors},
             status_code=status)
 
     async def list_samples(request: Request) -> Response:

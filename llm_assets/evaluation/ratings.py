@@ -18,18 +18,16 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Sequence
 
 import polars as pl
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llm_assets.enrichment.playbook import ACTION_VERBS, LABELS
+from llm_assets.domain import current_pack
 
 RATING_FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 MAX_RAW_CHARS = 4096  # what a rejected row keeps of its raw text
 
-Label = Literal[LABELS]  # type: ignore[valid-type]
-ActionVerb = Literal[ACTION_VERBS]  # type: ignore[valid-type]
 
 RATINGS_SCHEMA = {
     "event_id": pl.String, "event_date": pl.String, "analyst": pl.String, "label_correct": pl.Boolean,
@@ -61,8 +59,8 @@ class RatingSubmission(BaseModel):
     event_id: str = Field(min_length=1, max_length=200)
     analyst: str = Field(min_length=1, max_length=100)
     label_correct: bool
-    correct_label: Label | None = None
-    actions_accepted: list[ActionVerb] = Field(default_factory=list)
+    correct_label: str | None = None  # one of the domain pack's labels
+    actions_accepted: list[str] = Field(default_factory=list)  # the pack's verbs
     rated_at: AwareDatetime
 
     @field_validator("correct_label", mode="before")
@@ -90,6 +88,12 @@ class RatingSubmission(BaseModel):
     def _label_rules(self) -> "RatingSubmission":
         if not self.label_correct and self.correct_label is None:
             raise ValueError("correct_label is required when label_correct is false")
+        pack = current_pack()
+        if self.correct_label is not None and self.correct_label not in pack.labels:
+            raise ValueError(f"correct_label {self.correct_label!r} is not one of the labels {list(pack.labels)}")
+        unknown = [v for v in self.actions_accepted if v not in pack.action_verbs]
+        if unknown:
+            raise ValueError(f"actions_accepted {unknown} are not action verbs {list(pack.action_verbs)}")
         self.actions_accepted = list(dict.fromkeys(self.actions_accepted))  # one vote per verb
         return self
 

@@ -62,8 +62,8 @@ class KafkaBatchConfig(dg.Config):
 
     topic: str = Field(default=EVENTS_TOPIC)
     ranges: list[KafkaOffsetRange] = Field(description="offset ranges to read, one per partition")
-    max_payload_bytes: int = Field(default=contract.DEFAULT_MAX_PAYLOAD_BYTES,
-                                   description="larger message values are rejected")
+    max_payload_bytes: int = Field(default=0, description="larger message values are rejected (0: the domain "
+                                                          "pack's `event.max_payload_bytes`)")
     last_partition_date: str | None = Field(
         default=None, description="the last event_date accepted, as the sensor saw it (today's last partition "
                                   "when unset); fixed per batch so the sensor and every re-run agree")
@@ -96,8 +96,9 @@ def read_batch(kafka: KafkaResource, config: KafkaBatchConfig, now: datetime) ->
     with contract.gc_paused():  # 100k messages read in bulk: no cyclic garbage, no GC passes
         for chunk in kafka.read_ranges(config.topic, ranges, chunk_size=READ_CHUNK):
             read += len(chunk.offsets)
-            checked = contract.validate_values(chunk.values, max_payload_bytes=config.max_payload_bytes,
-                                               window=window)
+            checked = contract.validate_values(
+                chunk.values, max_payload_bytes=contract.current_max_payload_bytes(config.max_payload_bytes),
+                window=window)
             events.append(contract.valid_events_frame(checked, topic=config.topic, partitions=chunk.partitions,
                                                       offsets=chunk.offsets, ingested_at=now, keys=chunk.keys))
             if checked.rejected.height and topic_id is None:

@@ -5,9 +5,11 @@ one wording of reasons, for a whole batch at once: the sensor runs it to learn e
 message's `event_date`, the run runs it again to write rows, so both always agree.
 
 A valid value is a JSON object with string fields `event_id` (non-empty), `source_system`,
-`event_ts` (RFC 3339 with a zone), `partner_id`, `entity_id`, `payload_raw`; unknown
-fields are kept as a JSON string in `extra`, never an error. Everything else is rejected
-with a reason a person can act on.
+`event_ts` (RFC 3339 with a zone), `partner_id`, `entity_id`, `payload_raw`, under the names
+the domain pack gives them (`event:` in its `domain.yaml`, e.g. `ticket_id`, `opened_at`,
+`description`; `EventNames`); rows always use these canonical names. Unknown fields are kept as
+a JSON string in `extra` (all of them, or those the pack lists in `keep_extra`), never an error.
+Everything else is rejected with a reason a person can act on, in the producer's field names.
 
 How it keeps the broker's pace: the size, NUL-byte and UTF-8 checks are vectorized. The
 common shape, an object of exactly the six required keys in the order this batch's producer
@@ -36,8 +38,40 @@ from typing import Any, Iterable, Iterator, Sequence
 import polars as pl
 from pydantic_core import from_json
 
+from llm_assets.domain import DomainPack, current_pack
+
 DEFAULT_MAX_PAYLOAD_BYTES = 16_384
 REQUIRED_FIELDS = ("event_id", "source_system", "event_ts", "partner_id", "entity_id", "payload_raw")
+
+
+@dataclass(frozen=True)
+class EventNames:
+    """The JSON field names of the six required fields (in `REQUIRED_FIELDS` order) and the extra
+    fields kept (None: every other field)."""
+
+    json: tuple[str, ...] = REQUIRED_FIELDS
+    keep_extra: tuple[str, ...] | None = None
+
+    @property
+    def of(self) -> dict[str, str]:
+        """canonical name -> JSON name."""
+        return dict(zip(REQUIRED_FIELDS, self.json))
+
+    @classmethod
+    def from_pack(cls, pack: DomainPack) -> "EventNames":
+        names = pack.event.json_names
+        keep = pack.event.keep_extra
+        return cls(tuple(names[c] for c in REQUIRED_FIELDS), tuple(keep) if keep is not None else None)
+
+
+def current_names() -> EventNames:
+    """The event field names of the domain pack in use."""
+    return EventNames.from_pack(current_pack())
+
+
+def current_max_payload_bytes(configured: int = 0) -> int:
+    """The payload limit: `configured` when set (> 0), else the domain pack's."""
+    return configured if configured > 0 else current_pack().event.max_payload_bytes
 
 # RFC 3339 date-time: a full time and an explicit zone (Z or +hh:mm); fractions allowed.
 # ASCII digits only, whole string (the same pattern runs in Python and in polars' Rust regex).
@@ -54,37 +88,36 @@ _PLAIN = r'"[^"\\\x00-\x1f]*"'
 _PLAIN_EVENT_ID = r'"[^"\\\x00-\x1f]+"'
 _PLAIN_CAPTURE = r'"(?P<NAME>[^"\\\x00-\x1f]*)"'
 _PLAIN_EVENT_ID_CAPTURE = r'"(?P<NAME>[^"\\\x00-\x1f]+)"'
-# In a value of that shape `"event_ts"` followed by a colon can only be the key.
-_PLAIN_EVENT_TS = rf'"event_ts"{_WS}:{_WS}"([^"]*)"'
 _STRING = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'  # the simple escapes too
 _STRING_EVENT_ID = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})+"'
 # Surrogate escapes: jiter and polars read them differently, so such values take the exact path.
 _SURROGATE_ESCAPE = r"\\u[dD][89a-fA-F]"
-_FIELDS_DTYPE = pl.Struct({name: pl.String for name in REQUIRED_FIELDS})
 # C0 control characters but tab, newline and carriage return, and DEL: never in a text field.
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 _CONTROL_RE = re.compile(_CONTROL)
 _EXTRA_JSON = json.JSONEncoder(sort_keys=True)  # `json.dumps(extra, sort_keys=True)`, without a new encoder per call
 
 
-def _object_pattern(order: Sequence[str], value: str, event_id: str) -> str:
-    """A whole value that is an object of exactly the keys of `order`, in that order, with these values
-    (`NAME` in a value pattern stands for the key, e.g. for a named capture)."""
+def _object_pattern(order: Sequence[str], value: str, event_id: str, names: EventNames = EventNames()) -> str:
+    """A whole value that is an object of exactly the keys of `order` (JSON names), in that order, with
+    these values (`NAME` in a value pattern stands for the key's canonical name, e.g. for a named capture)."""
+    canonical = {v: k for k, v in names.of.items()}
     members = f"{_WS},{_WS}".join(
-        f'"{name}"{_WS}:{_WS}{(event_id if name == "event_id" else value).replace("NAME", name)}' for name in order)
+        f'"{re.escape(name)}"{_WS}:{_WS}'
+        f'{(event_id if canonical[name] == "event_id" else value).replace("NAME", canonical[name])}' for name in order)
     return rf"^{_WS}\{{{_WS}{members}{_WS}\}}{_WS}$"
 
 
-def _key_order(sample: Sequence[str]) -> tuple[str, ...]:
+def _key_order(sample: Sequence[str], names: EventNames = EventNames()) -> tuple[str, ...]:
     """The order in which this batch's producers write the required keys (a producer keeps one order)."""
     for text in sample:
         try:
             data = from_json(text)
         except ValueError:
             continue
-        if type(data) is dict and sorted(data) == sorted(REQUIRED_FIELDS):
+        if type(data) is dict and sorted(data) == sorted(names.json):
             return tuple(data)
-    return REQUIRED_FIELDS
+    return names.json
 
 
 RAW_EVENTS_SCHEMA: dict[str, pl.DataType] = {
@@ -194,33 +227,37 @@ def _timestamp_reason(text: str) -> str:
     return f"event_ts {text[:60]!r} is not a valid RFC 3339 timestamp"
 
 
-def parse_value(value: bytes) -> tuple[str | None, ...] | str:
-    """The six fields and `extra` of one value, or why its structure breaks the contract.
+def parse_value(value: bytes, names: EventNames | None = None) -> tuple[str | None, ...] | str:
+    """The six fields (canonical order) and `extra` of one value, or why its structure breaks the contract.
 
     The exact path, one value at a time with jiter (timestamps are checked afterwards): what
     `validate_values` does for values outside the common shape, and the reference its
     vectorized paths are tested against.
     """
+    names = names or current_names()
     try:
         data = from_json(value)
     except ValueError as exc:
         return f"not JSON: {exc}"
     if type(data) is not dict:
         return "not a JSON object"
-    missing = [name for name in REQUIRED_FIELDS if name not in data]
+    required = names.json
+    missing = [name for name in required if name not in data]
     problems = [f"missing required field{'s' if len(missing) > 1 else ''} {', '.join(missing)}"] if missing else []
-    for name in REQUIRED_FIELDS:
+    id_name = names.of["event_id"]
+    for name in required:
         if name not in data:
             continue
         field_value = data[name]
         if type(field_value) is not str:  # strict: a number where a string is expected is a producer bug
             problems.append(f"wrong type: {name} must be a string, got {type(field_value).__name__}")
-        elif name == "event_id" and not field_value:
-            problems.append("event_id must not be empty")
+        elif name == id_name and not field_value:
+            problems.append(f"{id_name} must not be empty")
     if problems:
         return "; ".join(problems)
-    extra = {k: v for k, v in data.items() if k not in REQUIRED_FIELDS}
-    return (*(data[name] for name in REQUIRED_FIELDS), _EXTRA_JSON.encode(extra) if extra else None)
+    extra = {k: v for k, v in data.items()
+             if k not in required and (names.keep_extra is None or k in names.keep_extra)}
+    return (*(data[name] for name in required), _EXTRA_JSON.encode(extra) if extra else None)
 
 
 def _as_text(raw: pl.Series) -> pl.Series:
@@ -297,36 +334,42 @@ def _precheck(raw: pl.Series, max_payload_bytes: int) -> tuple[pl.Series, list[t
 
 def validate_values(values: Sequence[bytes | None] | pl.Series, *,
                     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, window: PartitionWindow | None = None,
-                    columns: Sequence[str] = EVENT_COLUMNS) -> ValidatedValues:
+                    columns: Sequence[str] = EVENT_COLUMNS, names: EventNames | None = None) -> ValidatedValues:
     """Check a batch of message values against the contract (see the module docstring).
 
     `columns` are the `events` columns to build (`DATE_COLUMNS` for the sensor); the verdicts
-    and reasons are the same whatever they are.
+    and reasons are the same whatever they are. `names`: the JSON field names (default: the
+    domain pack's).
     """
+    names = names or current_names()
     raw = values if isinstance(values, pl.Series) else pl.Series("value", values, dtype=pl.Binary)
     passing, reasons = _precheck(raw, max_payload_bytes)
     text = _as_text(raw)
     candidates = pl.DataFrame({"position": pl.int_range(len(raw), dtype=pl.UInt32, eager=True), "text": text}
                               ).filter(passing)
-    order = _key_order(candidates["text"].drop_nulls().head(32).to_list())
+    order = _key_order(candidates["text"].drop_nulls().head(32).to_list(), names)
     # Only the sensor's columns: the same proofs, fewer captures (captures are what a regex costs).
     fields = (*REQUIRED_FIELDS, "extra") if set(columns) - set(DATE_COLUMNS) else ("event_ts",)
     # 1. The common shape without escapes: one regex proves it (and captures the fields).
     if "payload_raw" in fields:
         plain = candidates.select("position", groups=pl.col("text").str.extract_groups(
-            _object_pattern(order, _PLAIN_CAPTURE, _PLAIN_EVENT_ID_CAPTURE))).unnest("groups").filter(
+            _object_pattern(order, _PLAIN_CAPTURE, _PLAIN_EVENT_ID_CAPTURE, names))).unnest("groups").filter(
             pl.col("event_id").is_not_null())
     else:
-        plain = candidates.filter(pl.col("text").str.contains(_object_pattern(order, _PLAIN, _PLAIN_EVENT_ID))
-                                  ).select("position", pl.col("text").str.extract(_PLAIN_EVENT_TS, 1).alias("event_ts"))
+        # In a value of that shape the event time's key followed by a colon can only be the key.
+        event_ts = rf'"{re.escape(names.of["event_ts"])}"{_WS}:{_WS}"([^"]*)"'
+        plain = candidates.filter(pl.col("text").str.contains(_object_pattern(order, _PLAIN, _PLAIN_EVENT_ID, names))
+                                  ).select("position", pl.col("text").str.extract(event_ts, 1).alias("event_ts"))
     shaped = [plain.select("position", *(f for f in fields if f != "extra"))]
     rest = candidates.filter(~candidates["position"].is_in(shaped[0]["position"].implode()))
     # 2. The same shape with escapes in values: proven by a regex, decoded by polars' JSON reader.
     escaped = rest.filter(pl.col("text").str.contains("\\", literal=True)
-                          & pl.col("text").str.contains(_object_pattern(order, _STRING, _STRING_EVENT_ID))
+                          & pl.col("text").str.contains(_object_pattern(order, _STRING, _STRING_EVENT_ID, names))
                           & ~pl.col("text").str.contains(_SURROGATE_ESCAPE))
     if escaped.height:
-        decoded = escaped.select("position", groups=pl.col("text").str.json_decode(_FIELDS_DTYPE)).unnest("groups")
+        dtype = pl.Struct({json_name: pl.String for json_name in names.json})
+        decoded = escaped.select("position", groups=pl.col("text").str.json_decode(dtype)).unnest("groups").rename(
+            {json_name: canonical for canonical, json_name in names.of.items() if json_name != canonical})
         shaped.append(decoded.select("position", *(f for f in fields if f != "extra")))
         rest = rest.filter(~pl.col("position").is_in(decoded["position"].implode()))
     # 3. Anything else, one by one with jiter: exact semantics and a worded reason.
@@ -335,7 +378,7 @@ def validate_values(values: Sequence[bytes | None] | pl.Series, *,
         with gc_paused():
             for i, value, no_text in zip(rest["position"].to_list(), raw.gather(rest["position"]).to_list(),
                                          rest["text"].is_null().to_list()):
-                outcome = NOT_UTF8 if no_text else parse_value(value)
+                outcome = NOT_UTF8 if no_text else parse_value(value, names)
                 if type(outcome) is str:
                     structure_reasons.append((i, outcome))
                 else:
@@ -357,7 +400,7 @@ def validate_values(values: Sequence[bytes | None] | pl.Series, *,
         if controlled.height:
             for row in controlled.iter_rows(named=True):
                 name = next(f for f in text_fields if row[f] is not None and _CONTROL_RE.search(row[f]))
-                reasons.append((row["position"], f"{name} contains the control character "
+                reasons.append((row["position"], f"{names.of[name]} contains the control character "
                                                  f"U+{ord(_CONTROL_RE.search(row[name]).group()):04X} (from a JSON "
                                                  f"escape); only tab, newline and carriage return are allowed"))
             values_fields = values_fields.filter(~pl.col("position").is_in(controlled["position"].implode()))

@@ -5,14 +5,15 @@ and alias switch in `indexing.py`; these functions wire resources and config to 
 report what happened.
 """
 
+import posixpath
 from collections import Counter
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from llm_assets.asset_keys import KB_DOCUMENTS, KB_INDEX
 from llm_assets.automation import build_when_missing
+from llm_assets.domain.pack import current_pack
 from llm_assets.knowledge_base.checks import (
     KB_INDEX_CHECK_SPECS,
     recall_result,
@@ -27,19 +28,23 @@ from llm_assets.metadata import markdown_table
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.milvus import MilvusResource
-from llm_assets.settings import sample_data_dir
+
+NO_GOLDEN_SET = "no retrieval golden set in the pack"
 
 
 class KBDocumentsConfig(dg.Config):
-    corpus_dir: str = Field(default="", description="folder of KB *.jsonl files; empty = $SAMPLE_DATA_DIR/kb")
+    corpus_dir: str = Field(default="", description="folder or object-store prefix (s3://bucket/prefix) of KB "
+                                                    "files (*.jsonl, Markdown, HTML, text, PDF); empty = the "
+                                                    "domain pack's `sources.kb`")
     chunk_size: int = Field(default=200, description="chunk length, in `chunk_unit`")
     chunk_overlap: int = Field(default=40, description="overlap between consecutive chunks, in `chunk_unit`")
     chunk_unit: str = Field(default="words", description="`words` or `chars`")
 
 
 class KBIndexConfig(dg.Config):
-    golden_queries_path: str = Field(default="", description="retrieval golden set (JSONL); empty = "
-                                                             "$SAMPLE_DATA_DIR/golden/retrieval_queries.jsonl")
+    golden_queries_path: str = Field(default="", description="retrieval golden set (JSONL, a path or URI); empty = "
+                                                             "the domain pack's `sources.retrieval_queries` (none "
+                                                             "there: no recall gate, the vector count decides)")
     min_recall_at_5: float = Field(default=0.9, description="the alias moves only at or above this recall@5")
     keep_previous_versions: int = Field(default=2, description="old version collections kept for rollback")
 
@@ -50,35 +55,63 @@ def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
                  delta: DeltaLakeStorage) -> dg.MaterializeResult:
     """Chunks of the knowledge base: policies, runbooks, data dictionary, resolved cases, escalation templates.
 
-    Reads every `*.jsonl` of the corpus folder, skips (and reports, with file and line)
-    lines that are not JSON or lack `content`, splits documents into overlapping chunks
-    with content-hash ids, and replaces the Delta table atomically (a full snapshot).
-    An empty corpus fails the run instead of publishing an empty KB.
+    Reads the domain pack's KB folder (`sources.kb`: a folder or an object-store prefix; the
+    config's `corpus_dir` overrides it): `*.jsonl` documents and the documents teams have as
+    Markdown, HTML, text or PDF, cut along their headings (PDF: per page). Skips and reports,
+    with file (and line), JSONL lines that are not JSON or lack `content` and documents that
+    cannot be parsed or decoded; splits sections into overlapping chunks with content-hash
+    ids, and replaces the Delta table atomically (a full snapshot). An empty corpus fails the
+    run instead of publishing an empty KB.
     """
-    corpus_dir = Path(config.corpus_dir) if config.corpus_dir else sample_data_dir() / "kb"
+    if config.corpus_dir:
+        corpus_dir, kb_source = config.corpus_dir, "run config `corpus_dir`"
+    else:
+        pack = current_pack()
+        corpus_dir, kb_source = pack.resolve(pack.spec.sources.kb), f"domain pack {pack.version} `sources.kb`"
     params = ChunkingParams(size=config.chunk_size, overlap=config.chunk_overlap, unit=config.chunk_unit)
     try:
         corpus = load_corpus(corpus_dir)
     except EmptyCorpusError as exc:
         raise dg.Failure(description=str(exc), metadata={"corpus_dir": str(corpus_dir)}) from exc
     for problem in corpus.problems:
-        context.log.warning(f"KB line skipped: {problem.file}:{problem.line}: {problem.reason}")
+        if problem.line is None:
+            context.log.warning(f"KB document skipped: {problem}")
+        else:
+            context.log.warning(f"KB line skipped: {problem}")
+    if corpus.ignored:
+        context.log.info(f"KB files of an unsupported type ignored: {', '.join(corpus.ignored[:20])}"
+                         + (f" (+{len(corpus.ignored) - 20} more)" if len(corpus.ignored) > 20 else ""))
     chunks = chunk_documents(corpus.documents, params)
     delta.overwrite(KB_DOCUMENTS, chunks_frame(chunks))
     by_type = Counter(c.type for c in chunks)
+    by_format = Counter(posixpath.splitext(name)[1].lower() for name in corpus.files)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(chunks),
         "documents": len(corpus.documents),
         "chunks": len(chunks),
         "chunking": params.fingerprint,
         "corpus_dir": str(corpus_dir),
+        "kb_source": kb_source,
         "files": len(corpus.files),
-        "skipped_lines": len(corpus.problems),
+        "files_by_format": markdown_table(["format", "files"], sorted(by_format.items())),
+        "skipped_lines": len(corpus.skipped_lines),
+        "skipped_documents": len(corpus.skipped_documents),
         "skipped_line_details": markdown_table(["file", "line", "reason"],
-                                          [[p.file, p.line, p.reason] for p in corpus.problems[:50]]),
+                                          [[p.file, "whole document" if p.line is None else p.line, p.reason]
+                                           for p in corpus.problems[:50]]),
+        "ignored_files": len(corpus.ignored),
         "chunks_by_type": markdown_table(["type", "chunks"], sorted(by_type.items())),
         "table_uri": delta.uri(KB_DOCUMENTS),
     })
+
+
+def golden_queries_location(config: KBIndexConfig) -> str | None:
+    """The retrieval golden set: the config's path, else the domain pack's `sources.retrieval_queries`;
+    None when the pack names none (recall cannot be measured)."""
+    if config.golden_queries_path:
+        return config.golden_queries_path
+    pack = current_pack()
+    return pack.resolve(pack.spec.sources.retrieval_queries)
 
 
 def _index_metadata(build: KBIndexBuild) -> dict[str, object]:
@@ -89,10 +122,18 @@ def _index_metadata(build: KBIndexBuild) -> dict[str, object]:
         "candidate_version": build.version,
         "candidate_published": build.published,
         "chunks": build.chunk_count,
+        # Vectors computed by the model in this run vs reused from an existing version collection
+        # (same chunk id, same model): an edited document re-embeds only its own chunks.
         "embeddings_computed": build.embeddings_computed,
         "embeddings_reused": build.embeddings_reused,
+        "embeddings": f"{build.embeddings_computed} chunks embedded, {build.embeddings_reused} reused "
+                      "(vectors of unchanged chunk ids, same model)",
         "collection_rebuilt": build.rebuilt,
-        "recall_at_5": dg.MetadataValue.float(round(build.recall.recall, 4) if build.recall else 0.0),
+        **({"recall_at_5": dg.MetadataValue.float(round(build.recall.recall, 4) if build.recall else 0.0)}
+           if build.recall_measured else {}),
+        "recall_gate": (f"recall@5 >= {build.min_recall} on {len(build.recall.per_query) if build.recall else 0} "
+                        "golden queries" if build.recall_measured
+                        else f"off: {NO_GOLDEN_SET}; published on the vector count alone"),
         "alias": KB_ALIAS,
         "alias_collection": build.serving_collection or "none",
         "alias_moved": build.alias_moved,
@@ -113,20 +154,25 @@ def kb_index(context: dg.AssetExecutionContext, config: KBIndexConfig, delta: De
     is the same version and nothing is embedded again, and a changed one embeds only
     its new chunks (the others' vectors are copied from the existing collections). The
     alias moves to a new version only after its vector count and golden-set recall@5
-    pass (blue-green); a failed candidate is kept and recorded, and retrieval stays on
+    pass (blue-green; a domain pack with no retrieval golden set publishes on the vector
+    count alone, and the metadata says so); a failed candidate is kept and recorded, and retrieval stays on
     the previous version. Old versions beyond `keep_previous_versions` are dropped.
     """
     chunks = delta.read(KB_DOCUMENTS).to_dicts()
     if not chunks:
         raise dg.Failure(description="kb/documents is empty or missing: materialize it first")
-    golden_path = (Path(config.golden_queries_path) if config.golden_queries_path
-                   else sample_data_dir() / "golden" / "retrieval_queries.jsonl")
-    build = build_kb_index(chunks, milvus, embedder, load_golden_queries(golden_path),
+    golden_path = golden_queries_location(config)
+    golden = load_golden_queries(golden_path) if golden_path else None
+    if golden is None:
+        context.log.warning(f"kb/index: {NO_GOLDEN_SET} (`sources.retrieval_queries`): recall@5 cannot be "
+                            "measured, the index is published on its vector count alone")
+    build = build_kb_index(chunks, milvus, embedder, golden,
                            min_recall=config.min_recall_at_5, keep_previous=config.keep_previous_versions,
                            log=context.log.info)
+    context.log.info(build.embeddings_summary)
     serving = version_of(build.serving_collection)
     return dg.MaterializeResult(
-        metadata={**_index_metadata(build), "golden_queries_path": str(golden_path)},
+        metadata={**_index_metadata(build), "golden_queries_path": str(golden_path or f"none ({NO_GOLDEN_SET})")},
         check_results=[vector_count_result(build), recall_result(build)],
         data_version=dg.DataVersion(serving or build.version),
     )

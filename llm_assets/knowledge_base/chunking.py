@@ -1,9 +1,16 @@
 """Splitting KB documents into overlapping chunks with stable, content-derived ids; no Dagster.
 
-A chunk id is a hash of where the text comes from (source, document id) and the text
-itself, so an unchanged chunk keeps its id across rebuilds and its embedding is reused;
-the chunking parameters are not part of the id (the same text embeds the same) but are
-part of the index version (`versioning.py`).
+A document is cut along its headings first: each section (a Markdown or HTML heading's text,
+a PDF page, a whole text file, a JSONL document's `content`) becomes one chunk, or several
+overlapping windows when it is longer than `ChunkingParams.size`. A chunk never spans two
+sections and carries its section's heading path.
+
+A chunk id is a hash of where the text comes from (source, document id, and for a file
+document the heading path) and the text itself, so an unchanged chunk keeps its id across
+rebuilds and its embedding is reused, and the same sentence under two headings is two
+chunks. JSONL documents have no heading: their ids are what they always were. The chunking
+parameters are not part of the id (the same text embeds the same) but are part of the index
+version (`versioning.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from llm_assets.knowledge_base.corpus import KBDocument
+from llm_assets.knowledge_base.corpus import KBDocument, Section
 
 CHUNK_UNITS = ("words", "chars")
 
@@ -50,6 +57,8 @@ class KBChunk:
     label: str | None
     actions: str | None
     chunking: str
+    heading: str | None = None  # the section's heading path ("Runbook > Escalation"); None for JSONL documents
+    document_sha256: str | None = None  # of the document's bytes (file) or canonical JSON (JSONL line)
 
 
 def _windows(n: int, size: int, overlap: int) -> Iterator[tuple[int, int]]:
@@ -78,32 +87,40 @@ def split_text(text: str, params: ChunkingParams) -> list[str]:
     return [p for p in pieces if p]
 
 
-def chunk_id(source: str, doc_id: str, content: str, occurrence: int = 0) -> str:
-    """32 hex characters of sha256 over (source, doc id, text[, repeat number])."""
+def chunk_id(source: str, doc_id: str, content: str, occurrence: int = 0, heading: str | None = None) -> str:
+    """32 hex characters of sha256 over (source, doc id, text[, repeat number][, heading path]).
+
+    Without a heading (JSONL documents) the key is exactly what it was before headings existed.
+    """
     key = f"{source}\x1f{doc_id}\x1f{content}"
     if occurrence:
         key += f"\x1f{occurrence}"
+    if heading is not None:
+        key += f"\x1fheading\x1f{heading}"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
 def chunk_documents(documents: Iterable[KBDocument], params: ChunkingParams) -> list[KBChunk]:
     chunks = []
     for doc in documents:
-        seen: dict[str, int] = {}
-        for piece in split_text(doc.content, params):
-            occurrence = seen.get(piece, 0)
-            seen[piece] = occurrence + 1
-            chunks.append(KBChunk(doc.source, doc.doc_id, chunk_id(doc.source, doc.doc_id, piece, occurrence),
-                                  doc.type, piece, doc.label, doc.actions, params.fingerprint))
+        seen: dict[tuple[str | None, str], int] = {}
+        for section in doc.sections or (Section(None, doc.content),):
+            for piece in split_text(section.text, params):
+                occurrence = seen.get((section.heading, piece), 0)
+                seen[(section.heading, piece)] = occurrence + 1
+                chunks.append(KBChunk(
+                    doc.source, doc.doc_id, chunk_id(doc.source, doc.doc_id, piece, occurrence, section.heading),
+                    doc.type, piece, doc.label, doc.actions, params.fingerprint, section.heading, doc.sha256))
     return chunks
 
 
 KB_DOCUMENTS_SCHEMA = {"source": "str", "doc_id": "str", "chunk_id": "str", "type": "str", "content": "str",
-                       "label": "str", "actions": "str", "chunking": "str"}
+                       "label": "str", "actions": "str", "chunking": "str", "heading": "str",
+                       "document_sha256": "str"}
 
 
 def chunks_frame(chunks: Iterable[KBChunk]):
-    """The `kb/documents` table: one row per chunk, string columns (label/actions nullable)."""
+    """The `kb/documents` table: one row per chunk, string columns (label, actions, heading nullable)."""
     import polars as pl
 
     rows = [c.__dict__ for c in chunks]

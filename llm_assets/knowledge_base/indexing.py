@@ -4,7 +4,9 @@ Steps: version the chunks -> reuse the version's collection if it is already com
 else create it, fetching the vectors of unchanged chunks (same chunk id, same model) from
 the existing version collections and embedding only the rest -> count the vectors ->
 measure recall@5 on the golden queries against the NEW collection -> move the alias only
-if both checks pass -> drop version collections beyond the rollback window.
+if both checks pass -> drop version collections beyond the rollback window. Without a
+golden set (a domain pack that names none) recall cannot be measured: the candidate is
+published on its vector count alone, and the build says so (`recall_measured` False).
 
 Embedding reuse needs no extra store: every version collection already holds its
 vectors by chunk id, and the collection's `kb.model_id` property says which model made
@@ -66,6 +68,7 @@ class KBIndexBuild:
     vector_count: int = 0
     recall: RecallReport | None = None
     min_recall: float = 0.9
+    recall_measured: bool = True  # False: no golden set, the recall gate is off (vector count alone)
     alias_moved: bool = False
     previous_collection: str | None = None
     serving_collection: str | None = None
@@ -79,7 +82,15 @@ class KBIndexBuild:
 
     @property
     def recall_ok(self) -> bool:
+        """recall@5 at or above the threshold; True when no golden set could measure it."""
+        if not self.recall_measured:
+            return True
         return self.recall is not None and self.recall.recall >= self.min_recall
+
+    @property
+    def embeddings_summary(self) -> str:
+        """One line for the run log: how many chunks were embedded and how many vectors were reused."""
+        return f"kb/index: {self.embeddings_computed} chunks embedded, {self.embeddings_reused} reused"
 
     @property
     def published(self) -> bool:
@@ -174,15 +185,18 @@ def _write_collection(milvus: MilvusResource, embedder: EmbedderResource, build:
 
 
 def build_kb_index(chunks: Sequence[Mapping[str, Any]], milvus: MilvusResource, embedder: EmbedderResource,
-                   golden: Sequence[GoldenQuery], *, min_recall: float = 0.9, keep_previous: int = 2,
+                   golden: Sequence[GoldenQuery] | None, *, min_recall: float = 0.9, keep_previous: int = 2,
                    alias: str = KB_ALIAS, examples: int = 3, log: Log | None = None) -> KBIndexBuild:
-    """Build (or find) the index version of `chunks`, check it, and publish it under `alias` if it passes."""
+    """Build (or find) the index version of `chunks`, check it, and publish it under `alias` if it passes.
+
+    `golden` None or empty: no recall gate, the vector count alone decides.
+    """
     log = log or (lambda message: None)
     if not chunks:
         raise ValueError("kb/documents is empty: nothing to index")
     version = version_for(chunks, embedder.model_id)
     build = KBIndexBuild(version=version, collection=collection_name(version), chunk_count=len(chunks),
-                         min_recall=min_recall)
+                         min_recall=min_recall, recall_measured=bool(golden))
     build.previous_collection = milvus.alias_target(alias)
     existing = _version_collections(milvus)
 
@@ -197,10 +211,13 @@ def build_kb_index(chunks: Sequence[Mapping[str, Any]], milvus: MilvusResource, 
 
     started = time.perf_counter()
     build.vector_count = milvus.count(build.collection)
-    # recall@5 through the same search as `retrieve`, against the candidate, not the alias.
-    hits = search_chunks(milvus, embedder, build.collection, [g.query for g in golden], top_k=5)
-    build.recall = recall_at_k(golden, [top_documents(h, 5) for h in hits], k=5)
-    build.example_hits = [(g.query, h[:3]) for g, h in zip(golden[:examples], hits)]
+    if golden:
+        # recall@5 through the same search as `retrieve`, against the candidate, not the alias.
+        hits = search_chunks(milvus, embedder, build.collection, [g.query for g in golden], top_k=5)
+        build.recall = recall_at_k(golden, [top_documents(h, 5) for h in hits], k=5)
+        build.example_hits = [(g.query, h[:3]) for g, h in zip(golden[:examples], hits)]
+    else:
+        log(f"kb/index {version}: no retrieval golden set, recall@5 not measured: published on the vector count alone")
     build.seconds["check"] = time.perf_counter() - started
 
     if build.vector_count_ok and build.recall_ok:
@@ -211,8 +228,10 @@ def build_kb_index(chunks: Sequence[Mapping[str, Any]], milvus: MilvusResource, 
         build.serving_collection = build.collection
     else:
         build.serving_collection = build.previous_collection
+        recall = (f"recall@5 {build.recall.recall:.3f} (min {min_recall})" if build.recall
+                  else "recall@5 not measured")
         log(f"kb/index {version} failed its checks (vectors {build.vector_count}/{build.chunk_count}, "
-            f"recall@5 {build.recall.recall:.3f} < {min_recall}): alias {alias!r} stays on {build.previous_collection}")
+            f"{recall}): alias {alias!r} stays on {build.previous_collection}")
 
     protected = {build.collection} | ({build.serving_collection} if build.serving_collection else set())
     build.dropped = collections_to_drop(

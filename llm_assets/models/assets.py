@@ -8,11 +8,13 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from llm_assets.asset_keys import KB_INDEX, MODELS_EVALUATION, MODELS_PRODUCTION
+from llm_assets.asset_keys import EVALUATION_GOLDEN_CASES, KB_INDEX, MODELS_EVALUATION, MODELS_PRODUCTION
+from llm_assets.domain import current_pack
 from llm_assets.enrichment import pipeline
 from llm_assets.enrichment.assets import materialized_gate
 from llm_assets.enrichment.llm_enricher import LLMEnricher
 from llm_assets.enrichment.redaction import redact_cached
+from llm_assets.evaluation.golden_cases import read_golden
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.models import production
@@ -49,7 +51,8 @@ REGRESSION_CHECK = dg.AssetCheckKey(MODELS_EVALUATION, CHECK_NAME)
 
 class ModelEvaluationConfig(dg.Config):
     registry_path: str = Field(default="", description="model registry YAML; empty = llm_assets/models/registry.yaml")
-    golden_cases: int = Field(default=DEFAULT_GOLDEN_CASES, description="golden labelled cases to evaluate on")
+    golden_cases: int = Field(default=DEFAULT_GOLDEN_CASES, description="golden labelled cases to evaluate on "
+                                                                        "(the first N of the evaluation split; 0: all)")
     top_k: int = Field(default=4, description="KB chunks retrieved per case (as enriched/cases)")
     use_kb: bool = Field(default=True, description="retrieve KB context from the serving kb/index, as production "
                                                    "does (false: evaluate without context, and never open Milvus)")
@@ -93,7 +96,7 @@ def evaluated_rows(delta: DeltaLakeStorage, version: str) -> pl.DataFrame:
     partitions_def=model_versions,
     # Not on models/embedding_gate, although the local version classifies with its latest version: the
     # gate learns from enriched/cases, which follows models/production, which follows this asset.
-    deps=[KB_INDEX],
+    deps=[KB_INDEX, EVALUATION_GOLDEN_CASES],
     kinds={"vllm", "delta"},
     group_name="models",
     pool="llm",  # LLM work: one step at a time locally, like enriched/cases
@@ -117,12 +120,14 @@ def models_evaluation(context: dg.AssetExecutionContext, config: ModelEvaluation
     try:
         check_runnable(model)
         stored = evaluated_rows(delta, name)
-        if stored.height:  # versions are immutable: the same name must still mean the same content
+        # Versions are immutable: the same name must still mean the same content, unless the domain
+        # pack changed since (its fingerprint is part of the content): then this is the new evaluation.
+        if stored.height and _evaluated_pack(context.instance, name) in (None, current_pack().fingerprint):
             check_unchanged(model, stored["registry_fingerprint"][0])
     except RegistryError as exc:
         raise dg.Failure(str(exc)) from exc
 
-    golden = golden_frame(config.golden_cases)
+    golden = golden_frame(read_golden(delta, "evaluation"), config.golden_cases)
     golden_sha = golden_fingerprint(golden)
     kb_version = (current_kb_index_version(milvus) if config.use_kb else None) or "none"
     gate = None if model.uses_llm else materialized_gate(context.instance, artifacts)
@@ -182,6 +187,8 @@ def evaluation_metadata(model: RegisteredModel, summary: dict, rows: pl.DataFram
         "endpoint": model.endpoint or "",
         "call_mode": model.call_mode,
         "registry_fingerprint": model.fingerprint,
+        "domain_pack": current_pack().version,
+        "domain_pack_fingerprint": current_pack().fingerprint,
         "enriched_model_version": versions.model_version,
         "prompt_version": versions.prompt_version,
         "kb_index_version": versions.kb_index_version,
@@ -199,6 +206,16 @@ class PromotionConfig(dg.Config):
                                                           "previous production version")
     note: str = Field(default="", description="why (kept in the history)")
     registry_path: str = Field(default="", description="model registry YAML; empty = llm_assets/models/registry.yaml")
+
+
+def _evaluated_pack(instance: dg.DagsterInstance, version: str) -> str | None:
+    """The domain pack fingerprint the latest evaluation of `version` ran under (None: not recorded)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=MODELS_EVALUATION, asset_partitions=[version]), limit=1).records
+    if not records:
+        return None
+    entry = records[0].asset_materialization.metadata.get("domain_pack_fingerprint")
+    return str(entry.value) if entry is not None else None
 
 
 def latest_check_evaluation(instance: dg.DagsterInstance, version: str):

@@ -24,7 +24,8 @@ from typing import Callable, Sequence
 import numpy as np
 import polars as pl
 
-from llm_assets.enrichment import pipeline, playbook
+from llm_assets.domain import current_pack
+from llm_assets.enrichment import pipeline
 from llm_assets.enrichment.redaction import find_pii
 from llm_assets.enrichment.types import CaseContext, CaseResult
 from llm_assets.models.golden import GOLDEN_DAY
@@ -86,8 +87,9 @@ def run_golden(golden: pl.DataFrame, *, model: RegisteredModel, versions: pipeli
 
 def _actions_allowed(actions_json: str | None, dropped: int) -> bool:
     actions = json.loads(actions_json or "[]")
-    return dropped == 0 and len(actions) <= playbook.MAX_ACTIONS and all(
-        a.get("action") in playbook.ACTION_VERBS and a.get("approval_level") in playbook.APPROVAL_LEVELS
+    pack = current_pack()
+    return dropped == 0 and len(actions) <= pack.max_actions and all(
+        a.get("action") in pack.action_verbs and a.get("approval_level") in pack.approval_levels
         for a in actions)
 
 
@@ -152,7 +154,7 @@ def summarize(rows: pl.DataFrame, wall_s: float | None = None) -> dict:
 
 def confusion_matrix(rows: pl.DataFrame) -> tuple[list[str], np.ndarray]:
     """(labels, counts[expected, predicted]) over the five labels (plus `none` for a missing label)."""
-    labels = list(playbook.LABELS)
+    labels = list(current_pack().labels)
     predicted_labels = labels + (["none"] if rows["label"].is_null().any() else [])
     index = {lab: i for i, lab in enumerate(predicted_labels)}
     counts = np.zeros((len(labels), len(predicted_labels)), dtype=int)

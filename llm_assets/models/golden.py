@@ -1,34 +1,29 @@
-"""The golden labelled cases every model version is evaluated on: the one place that knows where
-they come from (the seeded sample generator), so a change of source touches only this module.
+"""The golden labelled cases a model version is evaluated on, shaped like `curated/cases` rows
+(so they go through the same enrichment path as production) plus `expected_label`.
 
-The cases look like `curated/cases` rows (so they go through the same enrichment path as
-production) plus `expected_label`. Pure module: no Dagster import.
+They are the `evaluation` split of `evaluation/golden_cases` (the domain pack's seed file and a
+share of analysts' ratings). Pure module: no Dagster import.
 """
 
 import hashlib
 
 import polars as pl
 
-from llm_assets.sample_data.generator import golden_cases
-
 GOLDEN_DAY = "golden"  # the `event_date` the pipeline gives golden rows (they belong to no day)
-DEFAULT_GOLDEN_CASES = 200
+DEFAULT_GOLDEN_CASES = 0  # 0: every case of the split
 
 
-def golden_frame(n: int = DEFAULT_GOLDEN_CASES) -> pl.DataFrame:
-    """The golden cases as curated-like rows with their `expected_label`, ordered by `event_id`."""
-    rows = golden_cases(n)
-    return pl.DataFrame({
-        "event_id": [r["event_id"] for r in rows],
-        "event_date": [GOLDEN_DAY] * len(rows),
-        "payload_raw": [r["payload_raw"] for r in rows],
-        "source_system": [r["source_system"] for r in rows],
-        "partner_id": [r["partner_id"] for r in rows],
-        "partner_risk_tier": ["unknown"] * len(rows),
-        "is_exception": [False] * len(rows),
-        "exception_type": ["none"] * len(rows),
-        "expected_label": [r["label"] for r in rows],
-    }).sort("event_id")
+def golden_frame(golden: pl.DataFrame, n: int = DEFAULT_GOLDEN_CASES) -> pl.DataFrame:
+    """Golden cases (`evaluation/golden_cases` rows) as curated-like rows with their `expected_label`,
+    ordered by `event_id`; the first `n` when `n` > 0."""
+    rows = golden.sort("event_id")
+    if n > 0:
+        rows = rows.head(n)
+    return rows.select(
+        "event_id", pl.lit(GOLDEN_DAY).alias("event_date"), "payload_raw", "source_system", "partner_id",
+        pl.lit("unknown").alias("partner_risk_tier"), pl.lit(False).alias("is_exception"),
+        pl.lit("none").alias("exception_type"), pl.col("label").alias("expected_label"),
+    )
 
 
 def golden_fingerprint(frame: pl.DataFrame) -> str:

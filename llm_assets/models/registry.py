@@ -11,7 +11,9 @@ read by the `models/evaluation` partitions sensor, the assets and `llm-assets mo
 Versions are immutable: a name is bound to its content (`fingerprint`), the file may not hold
 one name twice with different content, and `models/evaluation` and `models/production` refuse
 a name whose content changed since it was evaluated. Changing a prompt, a parameter or the
-model makes a new version (`name@v2`). Pure module: no Dagster import.
+model makes a new version (`name@v2`). The domain pack is part of a version's content
+(`fingerprint`): a pack edited after an evaluation or a promotion is a new content under the same
+name, evaluated and promoted again before it serves. Pure module: no Dagster import.
 """
 
 import hashlib
@@ -24,7 +26,8 @@ from typing import Mapping
 
 import yaml
 
-from llm_assets.enrichment.local_rules import LOCAL_RULES_VERSION
+from llm_assets.domain import current_pack
+from llm_assets.enrichment.local_rules import LOCAL_RULES_VERSION, local_prompt_version
 from llm_assets.enrichment.model_versions import MODEL_BACKENDS
 from llm_assets.enrichment.prompts import prompt_version, templates_for
 
@@ -58,6 +61,7 @@ class RegisteredModel:
         """sha256 of what decides the cases (every field but the description): the version's identity."""
         content = {k: v for k, v in asdict(self).items() if k != "description"}
         content["prompt_versions"] = list(self.prompt_versions)
+        content["domain_pack"] = current_pack().fingerprint  # a taxonomy change is a new content
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -74,7 +78,7 @@ def expected_prompt_versions(backend: str, call_mode: str = "combined") -> tuple
 
 def row_prompt_version(model: RegisteredModel) -> str:
     """The `prompt_version` column of rows this version decides."""
-    return LOCAL_RULES_VERSION if model.backend == "local" else prompt_version(model.call_mode)
+    return local_prompt_version() if model.backend == "local" else prompt_version(model.call_mode)
 
 
 def row_model_version(model: RegisteredModel, gate_version: str | None = None) -> str:
@@ -179,4 +183,5 @@ def check_unchanged(model: RegisteredModel, recorded_fingerprint: str | None) ->
     if recorded_fingerprint and recorded_fingerprint != model.fingerprint:
         raise RegistryError(f"{model.name} changed since it was recorded (fingerprint {recorded_fingerprint[:12]} "
                             f"-> {model.fingerprint[:12]}): versions are immutable, register the change as a new "
-                            f"version")
+                            f"version; if only the domain pack ({current_pack().version}) changed, evaluate and "
+                            f"promote the version again under this pack")

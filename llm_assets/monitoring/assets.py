@@ -13,7 +13,7 @@ from pydantic import Field
 
 from llm_assets.asset_keys import CASE_TICKETS, CURATED_CASES, DRIFT_REPORT, ENRICHED_CASES
 from llm_assets.automation import build_daily_derived
-from llm_assets.enrichment.playbook import LABELS
+from llm_assets.domain import current_pack
 from llm_assets.enrichment.redaction import redact_cached
 from llm_assets.evaluation.sampling import sample_fraction
 from llm_assets.metadata import frame_table, markdown_table
@@ -123,7 +123,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, delta: 
         current_embeddings=vectors[len(ref_texts):] if enough else None,
         reference_labels=reference["label"].to_list(), current_labels=current["label"].to_list(),
         reference_confidence=reference["confidence"].to_list(), current_confidence=current["confidence"].to_list(),
-        settings=config.settings(), categories=LABELS)
+        settings=config.settings(), categories=current_pack().labels)
 
     computed_at = _now()
     rows = pl.DataFrame([{**row, "event_date": day, "reference_start": reference_days[0],

@@ -483,7 +483,8 @@ class KafkaIngestSettings(dg.ConfigurableResource):
                                                              "this many batches wait for their runs")
     max_date_gap_days: int = Field(default=3, description="KAFKA_SENSOR_MAX_DATE_GAP_DAYS: touched dates farther "
                                                           "apart get runs of their own")
-    max_payload_bytes: int = Field(default=16_384, description="KAFKA_MAX_PAYLOAD_BYTES: larger values are rejected")
+    max_payload_bytes: int = Field(default=0, description="KAFKA_MAX_PAYLOAD_BYTES: larger values are rejected "
+                                                          "(0: the domain pack's `event.max_payload_bytes`)")
     consumer_group: str = Field(default=CONSUMER_GROUP, description="receives the committed offsets (lag dashboards)")
     max_batch_attempts: int = Field(default=4, description="KAFKA_SENSOR_MAX_BATCH_ATTEMPTS: runs the sensor requests "
                                                            "for a batch that keeps failing (after Dagster's own run "

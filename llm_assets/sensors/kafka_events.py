@@ -115,8 +115,9 @@ def read_new_messages(kafka: KafkaResource, settings: KafkaIngestSettings, parti
                       first_answer_timeout_s=settings.connect_timeout_s)
     frames = []
     for chunk in read:
-        checked = contract.validate_values(chunk.values, max_payload_bytes=settings.max_payload_bytes,
-                                           window=window, columns=("event_date",))
+        checked = contract.validate_values(
+            chunk.values, max_payload_bytes=contract.current_max_payload_bytes(settings.max_payload_bytes),
+            window=window, columns=("event_date",))
         dates = pl.repeat(None, len(chunk.offsets), dtype=pl.String, eager=True).scatter(
             checked.events["position"], checked.events["event_date"])
         frames.append(pl.DataFrame({"partition": pl.Series(chunk.partitions, dtype=pl.Int64),
@@ -143,7 +144,7 @@ def _run_config(settings: KafkaIngestSettings, ranges: dict[int, tuple[int, int]
     return {"ops": {ingest_kafka_batch.op.name: {"config": {
         "topic": settings.topic,
         "ranges": [{"partition": p, "start": s, "end": e} for p, (s, e) in sorted(ranges.items())],
-        "max_payload_bytes": settings.max_payload_bytes,
+        "max_payload_bytes": contract.current_max_payload_bytes(settings.max_payload_bytes),
         "last_partition_date": last_partition_date,
     }}}}
 

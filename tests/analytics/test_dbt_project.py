@@ -1,6 +1,7 @@
 """The dbt project as files: a clean checkout gets its manifest, the tests accept exactly the
 contract's values, and the sources map to the lake's asset keys."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,9 @@ from llm_assets.analytics.assets import dbt_build_args
 from llm_assets.analytics.project import DBT_PROJECT_DIR, dbt_executable, ensure_manifest, manifest_is_stale
 from llm_assets.analytics.translator import AnalyticsTranslator
 from llm_assets.enrichment.pipeline import ROUTES
-from llm_assets.enrichment.playbook import ACTION_VERBS, LABELS
+from llm_assets.domain import current_pack
+
+LABELS, ACTION_VERBS = current_pack().labels, current_pack().action_verbs
 
 CONTRACT_VALUES = {"label": set(LABELS), "route": set(ROUTES), "action": set(ACTION_VERBS)}
 
@@ -54,18 +57,23 @@ def _accepted_values() -> dict[tuple[str, str], set[str]]:
             for column in model.get("columns", []):
                 for test in column.get("data_tests", []):
                     if isinstance(test, dict) and "accepted_values" in test:
-                        found[(model["name"], column["name"])] = set(test["accepted_values"]["arguments"]["values"])
+                        values = test["accepted_values"]["arguments"]["values"]
+                        found[(model["name"], column["name"])] = values if isinstance(values, str) else set(values)
     return found
 
 
-def test_dbt_tests_accept_exactly_the_contract_labels_routes_and_action_verbs():
+def test_dbt_tests_accept_exactly_the_domain_packs_labels_and_verbs_and_the_contract_routes():
     found = _accepted_values()
     assert {column for _, column in found} == set(CONTRACT_VALUES)
+    # Labels and verbs are the domain pack's, passed by the build as vars; routes are the contract's.
+    by_column = {"label": "{{ var('labels') }}", "action": "{{ var('action_verbs') }}", "route": CONTRACT_VALUES["route"]}
     for (model, column), values in found.items():
-        assert values == CONTRACT_VALUES[column], (model, column)
-    # The label mix of the model-version comparison has a column per contract label.
+        assert values == by_column[column], (model, column)
+    variables = json.loads(dbt_build_args("/lake", Path("/state/a.duckdb"))[2])
+    assert variables["labels"] == list(LABELS) and variables["action_verbs"] == list(ACTION_VERBS)
+    # The label mix of the model-version comparison has a column per label of the pack.
     comparison = (DBT_PROJECT_DIR / "models" / "model_version_comparison.sql").read_text()
-    assert all(f"'{label}'" in comparison for label in LABELS)
+    assert "{% for label in var('labels') %}" in comparison
 
 
 def test_dbt_sources_map_to_the_lake_asset_keys_and_an_unmapped_source_fails_the_load():
@@ -81,4 +89,5 @@ def test_dbt_sources_map_to_the_lake_asset_keys_and_an_unmapped_source_fails_the
 def test_the_build_reads_the_delta_resources_root_and_writes_an_absolute_duckdb_path():
     args = dbt_build_args("s3://lake/delta", Path("/state/analytics.duckdb"))
     assert args[:2] == ["build", "--vars"]
-    assert yaml.safe_load(args[2]) == {"delta_root": "s3://lake/delta", "duckdb_path": "/state/analytics.duckdb"}
+    assert yaml.safe_load(args[2]) == {"delta_root": "s3://lake/delta", "duckdb_path": "/state/analytics.duckdb",
+                                       "labels": list(LABELS), "action_verbs": list(ACTION_VERBS)}

@@ -3,7 +3,7 @@
 import pytest
 
 from llm_assets.resources.delta import DeltaLakeStorage
-from llm_assets.sample_data.generator import generate_sample_data
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
 
 
 @pytest.fixture

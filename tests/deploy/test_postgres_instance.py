@@ -24,7 +24,7 @@ from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, RAW_EVENTS
 from llm_assets.dev.broker import create_topics
 from llm_assets.dev.daemon import drain_topic
 from llm_assets.resources.environments import resources_for
-from llm_assets.sample_data.generator import generate_sample_data, load_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data, load_messages
 from tests.deploy.conftest import load_instance, production_instance_config
 from tests.support.pipeline import materialize_keys
 

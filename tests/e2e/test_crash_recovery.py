@@ -34,7 +34,7 @@ from llm_assets.enrichment import audit, audit_verification
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.signing import load_signing_key
-from llm_assets.sample_data.generator import generate_sample_data
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
 from llm_assets.settings import ENRICHED_TOPIC
 from tests.conftest import unique_topic_name
 from tests.e2e.stack import TERMINAL_STATUSES, DaemonStack, consume_all, produce, wait_for

@@ -26,7 +26,7 @@ import pytest
 
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, RAW_EVENTS
 from llm_assets.resources.delta import DeltaLakeStorage
-from llm_assets.sample_data.generator import generate_sample_data
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
 from llm_assets.settings import ENRICHED_TOPIC
 from tests.conftest import unique_topic_name
 from tests.e2e.stack import TERMINAL_STATUSES, DaemonStack, consume_all, produce, wait_for

@@ -9,7 +9,7 @@ import pytest
 
 from llm_assets.enrichment.redaction import redact
 from llm_assets.enrichment.types import CaseContext
-from llm_assets.sample_data.generator import SampleMessage, generate_messages, kb_corpus
+from llm_assets.domain.packs.payments_ops.sample_data.generator import SampleMessage, generate_messages, kb_corpus
 from tests.support.openai_test_server import OpenAITestServer
 
 

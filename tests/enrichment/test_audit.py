@@ -16,7 +16,7 @@ import pytest
 from llm_assets.enrichment import audit, audit_verification
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.signing import load_signing_key
-from llm_assets.sample_data import catalog
+from llm_assets.domain.packs.payments_ops.sample_data import catalog
 
 KEY = bytes.fromhex("11" * 32)
 

@@ -15,7 +15,7 @@ from llm_assets import settings
 from llm_assets.asset_keys import ENRICHED_CASES
 from llm_assets.dev.broker import create_topics
 from llm_assets.enrichment import audit
-from llm_assets.sample_data.generator import generate_sample_data
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
 from tests.enrichment.outbox_run import SEEDS, resources_of, run_day
 from tests.enrichment.test_enriched_cases import _published
 from tests.support.pipeline import materialize_keys, use_local_home, write_raw_events

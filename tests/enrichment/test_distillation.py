@@ -22,12 +22,12 @@ from llm_assets.distillation import assets as distillation
 from llm_assets.distillation import examples as ex
 from llm_assets.distillation.retraining import GatedScore, judge, training_rows
 from llm_assets.enrichment import assets as enrichment_assets
-from llm_assets.enrichment import playbook
+from llm_assets.domain import current_pack
 from llm_assets.knowledge_base import assets as kb_assets
 from llm_assets.enrichment.redaction import find_pii
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
-from llm_assets.sample_data.generator import generate_sample_data, golden_cases
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data, golden_cases
 from tests.support.pipeline import artifact_resources
 
 T0 = datetime(2026, 11, 18, 9, 0, tzinfo=timezone.utc)
@@ -37,7 +37,7 @@ CARD, EMAIL = "4111 1111 1111 1111", "Jane.Doe+ops@Example.com"
 def _enriched(event_id: str, label: str = "fraud_suspected", *, confidence: float = 0.93, route: str = "llm",
               minutes: int = 0, **overrides) -> dict:
     row = {"event_id": event_id, "event_date": "2026-11-18", "label": label, "confidence": confidence,
-           "severity": playbook.BASE_SEVERITY.get(label, 3), "actions": json.dumps(playbook.actions_for(label)),
+           "severity": current_pack().severity_for(label), "actions": json.dumps(current_pack().actions_for(label)),
            "route": route, "fallback_reason": None, "model_version": "server:qwen2.5-7b@2026-11",
            "prompt_version": "enrich@v3", "gate_version": "gate0001", "enriched_at": T0 + timedelta(minutes=minutes)}
     return {**row, **overrides}
@@ -227,7 +227,7 @@ def test_llm_answers_retrain_the_gate_through_the_sensor_and_a_worse_candidate_n
 
     # An LLM that is always wrong on cases the gate never saw: a confident but poisoned teacher.
     poisoned = golden_cases(n=240, seed=501, split="held_out")
-    labels = playbook.LABELS
+    labels = current_pack().labels
     wrong = [labels[(labels.index(c["label"]) + 1) % len(labels)] for c in poisoned]
     _write_cases(delta, poisoned, wrong)
     delta.overwrite(EVALUATION_RATINGS, pl.DataFrame([{**_rating(poisoned[0]["event_id"], False,

@@ -18,7 +18,7 @@ from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.resources.llm import LLMResource
 from llm_assets.resources.milvus import MilvusResource
-from llm_assets.sample_data.generator import generate_sample_data, load_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data, load_messages
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES
 from tests.support.pipeline import artifact_resources, materialize_keys, use_local_home, write_raw_events
 from tests.support.topics import read_topic

@@ -19,7 +19,7 @@ from llm_assets.enrichment import audit
 from llm_assets.ingest import contract
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.llm import LLMResource
-from llm_assets.sample_data.generator import generate_sample_data, load_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data, load_messages
 from tests.enrichment.test_enriched_cases import UNPARTITIONED, _published, base_resources
 from tests.support.pipeline import graph_definitions, materialize_keys, use_local_home
 

@@ -21,7 +21,7 @@ from llm_assets.dev.broker import create_topics
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.environments import resources_for
 from llm_assets.resources.milvus import MilvusResource
-from llm_assets.sample_data.generator import generate_sample_data
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
 from tests.support.pipeline import materialize_keys, write_raw_events
 from tests.support.topics import read_topic
 

@@ -17,7 +17,7 @@ import pytest
 from llm_assets.enrichment import gate, gate_evaluation
 from llm_assets.enrichment.redaction import redact
 from llm_assets.resources.artifacts import ArtifactStore
-from llm_assets.sample_data import catalog, generator
+from llm_assets.domain.packs.payments_ops.sample_data import catalog, generator
 
 
 @pytest.fixture(scope="module")

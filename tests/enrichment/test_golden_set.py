@@ -13,7 +13,7 @@ from llm_assets.enrichment.gate import texts_fingerprint, train_gate, training_e
 from llm_assets.enrichment.llm_enricher import LLMEnricher
 from llm_assets.enrichment.redaction import redact_cached
 from llm_assets.resources.llm import LLMResource
-from llm_assets.sample_data.generator import calibration_cases, golden_cases, kb_corpus
+from llm_assets.domain.packs.payments_ops.sample_data.generator import calibration_cases, golden_cases, kb_corpus
 
 VERSIONS = pipeline.Versions(model_version="m", prompt_version="p", kb_index_version="k", gate_version="g")
 

@@ -28,10 +28,10 @@ from llm_assets.resources.llm import (
     LLMServerUnavailable,
     OfflineSession,
 )
-from llm_assets.sample_data.generator import golden_cases
+from llm_assets.domain.packs.payments_ops.sample_data.generator import golden_cases
 
 FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05)
-VERSIONS = pipeline.Versions(model_version="vllm:test-model", prompt_version="enrich_case@v1", kb_index_version="k")
+VERSIONS = pipeline.Versions(model_version="vllm:test-model", prompt_version="enrich_case@v2", kb_index_version="k")
 
 
 def _cases(n: int, prefix: str = "evt") -> list[CaseContext]:

@@ -2,19 +2,23 @@
 
 import pytest
 
+from llm_assets.domain import current_pack
 from llm_assets.enrichment.llm_enricher import describe
 from llm_assets.enrichment.model_versions import ModelDescription, ModelVersions, versions_for
 from llm_assets.resources.llm import LLMResource
 
 
+PACK = current_pack().version  # every prompt version names the domain pack that worded it
+
+
 @pytest.mark.parametrize(("description", "expected"), [
-    (ModelDescription("server", "qwen2.5-7b"), ModelVersions("vllm:qwen2.5-7b", "enrich_case@v1")),
+    (ModelDescription("server", "qwen2.5-7b"), ModelVersions("vllm:qwen2.5-7b", f"enrich_case@v2+{PACK}")),
     (ModelDescription("server", "qwen2.5-7b", call_mode="per_skill", gate_version="g1"),
-     ModelVersions("vllm:qwen2.5-7b", "summarize@v1+classify@v1+propose_actions@v1")),
-    (ModelDescription("offline", "qwen2.5-7b"), ModelVersions("offline:qwen2.5-7b", "enrich_case@v1")),
+     ModelVersions("vllm:qwen2.5-7b", f"summarize@v2+classify@v2+propose_actions@v2+{PACK}")),
+    (ModelDescription("offline", "qwen2.5-7b"), ModelVersions("offline:qwen2.5-7b", f"enrich_case@v2+{PACK}")),
     (ModelDescription("local", gate_version="gate-20261118-ab12"),
-     ModelVersions("local-rules@v1+gate:gate-20261118-ab12", "local-rules@v1")),
-    (ModelDescription("local"), ModelVersions("local-rules@v1+gate:none", "local-rules@v1")),
+     ModelVersions("local-rules@v1+gate:gate-20261118-ab12", f"local-rules@v1+{PACK}")),
+    (ModelDescription("local"), ModelVersions("local-rules@v1+gate:none", f"local-rules@v1+{PACK}")),
 ])
 def test_every_backend_gets_its_model_and_prompt_version(description, expected):
     assert versions_for(description) == expected

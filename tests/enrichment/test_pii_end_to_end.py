@@ -21,7 +21,7 @@ from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.resources.llm import LLMResource
 from llm_assets.resources.milvus import MilvusResource
-from llm_assets.sample_data.generator import generate_sample_data
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
 from tests.support.pii_corpus import KINDS, pii_sentences
 from tests.support.pipeline import artifact_resources, materialize_keys, use_local_home
 from tests.support.topics import read_topic

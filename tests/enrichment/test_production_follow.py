@@ -26,7 +26,7 @@ from llm_assets.models import production
 from llm_assets.models.registry import load_registry
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.llm import LLMResource
-from llm_assets.sample_data.generator import generate_sample_data
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
 from tests.enrichment.test_enriched_cases import UNPARTITIONED, base_resources
 from tests.support.openai_test_server import OpenAITestServer, plausible_label, rotated
 from tests.support.pipeline import graph_definitions, materialize_keys, use_local_home, write_raw_events

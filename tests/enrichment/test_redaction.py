@@ -8,7 +8,7 @@ import random
 import pytest
 
 from llm_assets.enrichment.redaction import PII_KINDS, find_pii, luhn_valid, pii_spans, redact
-from llm_assets.sample_data.generator import generate_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages
 from tests.support import pii_corpus
 
 

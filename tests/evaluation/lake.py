@@ -2,7 +2,7 @@
 Delta tables of a few days, written directly (the enrichment itself is tested elsewhere).
 
 Case texts come from the sample-data catalogue, with PII planted in them; enriched rows follow
-`ENRICHED_SCHEMA` with the playbook's actions and severities.
+`ENRICHED_SCHEMA` with the domain pack's actions and severities.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import polars as pl
 
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES
 from llm_assets.enrichment.pipeline import ENRICHED_SCHEMA, rows_frame
-from llm_assets.enrichment.playbook import actions_for, severity_for
+from llm_assets.domain import current_pack
 from llm_assets.enrichment.redaction import redact
 from llm_assets.resources.delta import DeltaLakeStorage
-from llm_assets.sample_data.generator import case_text
+from llm_assets.domain.packs.payments_ops.sample_data.generator import case_text
 
 MODEL_VERSION = "local-rules@test"
 CURATED_TEST_SCHEMA = {"event_id": pl.String, "event_date": pl.String, "source_system": pl.String,
@@ -49,7 +49,7 @@ def make_cases(day: str, n: int, *, seed: int, prefix: str = "evt", label: str |
         text = texts[i % len(texts)] if texts else drawn.text
         high_risk = rng.random() < 0.3
         cases.append(Case(f"{prefix}-{day}-{i:04d}", day, drawn.label, text,
-                          round(rng.uniform(0.55, 0.99), 3), severity_for(drawn.label, "high" if high_risk else "low")))
+                          round(rng.uniform(0.55, 0.99), 3), current_pack().severity_for(drawn.label, {"partner_risk_tier": "high" if high_risk else "low"})))
     return cases
 
 
@@ -57,7 +57,7 @@ def enriched_row(case: Case, *, model_version: str = MODEL_VERSION) -> dict:
     return {
         "event_id": case.event_id, "event_date": case.day,
         "summary": f"{case.label.replace('_', ' ')}: {redact(case.text).text[:80]}",
-        "label": case.label, "confidence": case.confidence, "actions": json.dumps(actions_for(case.label)),
+        "label": case.label, "confidence": case.confidence, "actions": json.dumps(current_pack().actions_for(case.label)),
         "severity": case.severity, "route": "local", "fallback_reason": None, "model_version": model_version,
         "prompt_version": "prompts@test", "kb_index_version": "kb@test", "gate_version": None,
         "gate_confidence": None, "retrieved_doc_ids": [], "redacted_prompt_sha256": "0" * 64,

@@ -29,7 +29,7 @@ from llm_assets.ingest.contract import (
     validate_values,
 )
 from llm_assets.resources.kafka import KafkaIngestSettings
-from llm_assets.sample_data.generator import generate_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages
 
 WINDOW = PartitionWindow(first=date(2025, 1, 1), last=date(2026, 12, 31))
 EVENT = {"event_id": "evt-1", "source_system": "ledger", "event_ts": "2026-11-18T10:00:00Z",
@@ -97,8 +97,10 @@ def test_dates_without_a_daily_partition_are_rejected():
 def test_payload_limit_is_configurable():
     assert isinstance(validate_event(_value(), max_payload_bytes=50), InvalidEvent)
     assert isinstance(validate_event(_value(), max_payload_bytes=500), ValidEvent)
-    # The sensor's setting (KAFKA_MAX_PAYLOAD_BYTES) defaults to the contract's limit.
-    assert KafkaIngestSettings().max_payload_bytes == contract.DEFAULT_MAX_PAYLOAD_BYTES
+    # The sensor's setting (KAFKA_MAX_PAYLOAD_BYTES) defaults to the domain pack's limit.
+    assert KafkaIngestSettings().max_payload_bytes == 0
+    assert contract.current_max_payload_bytes(0) == contract.DEFAULT_MAX_PAYLOAD_BYTES
+    assert contract.current_max_payload_bytes(500) == 500
     assert KafkaIngestSettings.from_variables({"KAFKA_MAX_PAYLOAD_BYTES": "500"}).max_payload_bytes == 500
 
 

@@ -17,7 +17,7 @@ from llm_assets.dev.samples import produce_sample_messages
 from llm_assets.ingest.batches import IngestCursor
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaIngestSettings, KafkaResource
-from llm_assets.sample_data.generator import generate_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages
 from llm_assets.sensors.kafka_events import (BATCH_TAG, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG,
                                              hot_path, kafka_events_sensor)
 from llm_assets.settings import CONSUMER_GROUP

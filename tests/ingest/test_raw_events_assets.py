@@ -20,7 +20,7 @@ from llm_assets.ingest import checks
 from llm_assets.ingest.checks import raw_events_checks
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
-from llm_assets.sample_data.generator import MALFORMED_KINDS, generate_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import MALFORMED_KINDS, generate_messages
 from llm_assets.sensors.kafka_events import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 

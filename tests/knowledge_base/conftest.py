@@ -11,7 +11,7 @@ from llm_assets.knowledge_base.definitions import defs as kb_defs
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.resources.milvus import MilvusResource
-from llm_assets.sample_data.generator import golden_queries, kb_corpus
+from llm_assets.domain.packs.payments_ops.sample_data.generator import golden_queries, kb_corpus
 
 # Every reference document of the sample KB and a few resolved cases per label: the
 # golden queries stay meaningful and the first build embeds ~50 chunks, not ~330.

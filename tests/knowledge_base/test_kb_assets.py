@@ -8,7 +8,7 @@ import dagster as dg
 
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve
 from llm_assets.resources.milvus import MilvusResource
-from llm_assets.sample_data.generator import golden_queries
+from llm_assets.domain.packs.payments_ops.sample_data.generator import golden_queries
 from llm_assets.asset_keys import KB_DOCUMENTS
 
 from .conftest import check_outcomes, index_metadata, materialize_kb, small_corpus, write_jsonl

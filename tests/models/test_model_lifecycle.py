@@ -12,7 +12,7 @@ from llm_assets.models.assets import REGRESSION_CHECK, latest_check_evaluation, 
 from llm_assets.models.checks import no_regression_vs_production
 from llm_assets.models.sensors import build_model_registry_sensor
 from llm_assets.partitions import model_versions
-from llm_assets.sample_data.generator import kb_corpus
+from llm_assets.domain.packs.payments_ops.sample_data.generator import kb_corpus
 from tests.models.conftest import BAD, GOOD, GOOD_TOO
 
 

@@ -25,7 +25,7 @@ from llm_assets.models.registry import (
 from llm_assets.resources.llm import LLMResource
 from tests.support.openai_test_server import OpenAITestServer
 
-LLAMA_CPP = "llama-cpp-qwen2.5-0.5b@v1"
+LLAMA_CPP = "llama-cpp-qwen2.5-0.5b@v2"
 
 
 def test_the_repository_registry_loads_and_every_version_runs_with_todays_prompts():

@@ -5,7 +5,9 @@ import random
 import polars as pl
 import pytest
 
-from llm_assets.enrichment.playbook import LABELS
+from llm_assets.domain import current_pack
+
+LABELS = current_pack().labels
 from llm_assets.models.evaluation import EVALUATION_SCHEMA
 from llm_assets.models.regression import RegressionRules, judge
 from llm_assets.models.statistics import macro_f1, paired_bootstrap

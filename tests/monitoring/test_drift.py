@@ -11,11 +11,11 @@ import random
 import numpy as np
 import pytest
 
-from llm_assets.enrichment.playbook import LABELS
+from llm_assets.domain import current_pack
 from llm_assets.enrichment.redaction import redact
 from llm_assets.monitoring import drift
 from llm_assets.resources.embedder import EmbedderResource
-from llm_assets.sample_data.generator import case_text
+from llm_assets.domain.packs.payments_ops.sample_data.generator import case_text
 
 POOL = 300
 WINDOW = 100
@@ -56,7 +56,7 @@ def _report(pool, reference: np.ndarray, current: np.ndarray, *, current_embeddi
         current_labels=[pool["labels"][i] for i in current] if current_labels is None else current_labels,
         reference_confidence=pool["confidence"][reference],
         current_confidence=pool["confidence"][current] if current_confidence is None else current_confidence,
-        categories=LABELS)
+        categories=current_pack().labels)
 
 
 def _windows(seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -51,7 +51,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Sequence
 
-from llm_assets.enrichment import playbook
+from llm_assets.domain.pack import DEFAULT_PACK, PACKS_DIR, load_pack
+
+# The payments pack's answers (the default pack's tests know them); another pack's labels are read
+# from the prompt itself (`_guided_label`).
+PAYMENTS = load_pack(PACKS_DIR / DEFAULT_PACK)
 
 FAULT_KINDS = ("http_500", "http_429", "http_503", "timeout", "truncated", "fenced", "prose", "drop")
 _POLL_S = 0.05  # how often a waiting request looks for its client having gone
@@ -65,7 +69,7 @@ _LABEL_KEYWORDS = (
 )
 _CASE = re.compile(r"<case>\s*(.*?)\s*</case>", re.DOTALL)
 # Every label answered as the next one: a model version that is confidently wrong on every case.
-ROTATED_LABELS = dict(zip(playbook.LABELS, playbook.LABELS[1:] + playbook.LABELS[:1]))
+ROTATED_LABELS = dict(zip(PAYMENTS.labels, PAYMENTS.labels[1:] + PAYMENTS.labels[:1]))
 
 
 def rotated(labeler: Callable[[str], str]) -> Callable[[str], str]:
@@ -81,6 +85,24 @@ def plausible_label(case_text: str) -> str:
     return "other"
 
 
+_GUIDE_LINE = re.compile(r"^- ([a-z][a-z0-9_]*): (.+)$", re.MULTILINE)
+_WORD = re.compile(r"[a-z]{4,}")
+
+
+def _guided_label(prompt: str, case_text: str, labels: list[str]) -> str:
+    """Another domain's label: the one whose name and description (the prompt's label guide) share
+    the most words with the case; ties go to the first."""
+    guide = {name: desc for name, desc in _GUIDE_LINE.findall(prompt) if name in labels}
+    words = set(_WORD.findall(case_text.lower()))
+
+    def stems(text: str) -> set[str]:
+        return {w[:5] for w in _WORD.findall(text.lower().replace("_", " "))}
+
+    case_stems = {w[:5] for w in words}
+    scores = [(len(case_stems & stems(f"{name} {guide.get(name, '')}")), -i, name) for i, name in enumerate(labels)]
+    return max(scores)[2]
+
+
 def _value_for(name: str, spec: dict, label: str, case_text: str) -> Any:
     if name == "summary":
         first = re.split(r"(?<=[.;])\s", case_text, maxsplit=1)[0]
@@ -90,9 +112,14 @@ def _value_for(name: str, spec: dict, label: str, case_text: str) -> Any:
     if name == "confidence":
         return 0.82
     if name == "severity":
-        return playbook.BASE_SEVERITY[label]
+        return PAYMENTS.severity_for(label) if label in PAYMENTS.labels else 3
     if name == "actions":
-        return playbook.actions_for(label)
+        if label in PAYMENTS.labels:
+            return PAYMENTS.actions_for(label)
+        item = spec.get("items", {}).get("properties", {})
+        verbs, levels = item.get("action", {}).get("enum") or [], item.get("approval_level", {}).get("enum") or []
+        return [{"action": verbs[0], "reason": f"handle the {label.replace('_', ' ')}", "approval_level": levels[0]}] \
+            if verbs and levels else []
     kind = spec.get("type")
     if "enum" in spec:
         return spec["enum"][0]
@@ -105,7 +132,11 @@ def plausible_answer(messages: list[dict], schema: dict | None, labeler: Callabl
     prompt = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
     match = _CASE.search(prompt)
     case_text = match.group(1) if match else prompt
-    label = (labeler or plausible_label)(case_text)
+    enum = (((schema or {}).get("properties") or {}).get("label") or {}).get("enum")
+    if labeler is None and enum and not set(enum) <= set(PAYMENTS.labels):
+        label = _guided_label(prompt, case_text, enum)
+    else:
+        label = (labeler or plausible_label)(case_text)
     properties = (schema or {}).get("properties") or {"summary": {}, "label": {}, "confidence": {}}
     return {name: _value_for(name, spec, label, case_text) for name, spec in properties.items()}
 

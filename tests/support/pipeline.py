@@ -5,7 +5,7 @@ from pathlib import Path
 
 from llm_assets.ingest import contract
 from llm_assets.resources.delta import DeltaLakeStorage
-from llm_assets.sample_data.generator import load_messages
+from llm_assets.domain.packs.payments_ops.sample_data.generator import load_messages
 from llm_assets.asset_keys import RAW_EVENTS
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from llm_assets.resources.delta import DeltaLakeStorage
-from llm_assets.sample_data.generator import generate_sample_data
+from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data
 from tests.conftest import unique_topic_name
 from tests.e2e.stack import DaemonStack
 from tests.support.pipeline import write_raw_events

@@ -5,7 +5,16 @@ Case texts (events, resolved KB cases, golden sets) are composed in `phrasings`.
 
 from __future__ import annotations
 
-from llm_assets.enrichment.playbook import ACTION_VERBS, ACTIONS_BY_LABEL, BASE_SEVERITY, LABELS  # noqa: F401
+from pathlib import Path
+
+from llm_assets.domain.pack import load_pack
+
+# The taxonomy is the pack's (this generator invents cases for the payments pack, whatever pack runs).
+PACK = load_pack(Path(__file__).resolve().parents[1])
+LABELS = PACK.labels
+ACTION_VERBS = PACK.action_verbs
+ACTIONS_BY_LABEL = {label: PACK.actions_for(label) for label in LABELS}
+BASE_SEVERITY = {label.name: label.severity for label in PACK.spec.labels}
 
 SOURCE_SYSTEMS = ("payments-core", "partner-gateway", "fraud-engine", "ticketing", "ledger")
 

@@ -1,0 +1,1 @@
+"""The payments operations pack (domain.yaml, prompts/, kb/, golden/) and its seeded sample generator."""
