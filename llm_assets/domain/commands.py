@@ -19,6 +19,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable
 
 import polars as pl
 
@@ -155,7 +156,9 @@ def _exists(location: str) -> bool:
 
 
 def _check_kb(pack: DomainPack, found: _Findings) -> set[str] | None:
-    """Count the KB documents per type; their ids (None when the folder cannot be listed)."""
+    """Count the KB documents per type; their ids (None when the folder cannot be listed or holds none).
+
+    Reads JSONL files whole (each line is a document) and only the first bytes of the others."""
     written = pack.spec.sources.kb
     field = "sources.kb"
     location, unset = _resolved(pack, written)
@@ -176,7 +179,7 @@ def _check_kb(pack: DomainPack, found: _Findings) -> set[str] | None:
     documents: Counter = Counter()
     ignored: Counter = Counter()
     ids = set()
-    for relative, read in files:
+    for relative, size, opener in files:
         suffix = PurePosixPath(relative).suffix.lower()
         if suffix not in KB_SUFFIXES:
             ignored[suffix or "(no suffix)"] += 1
@@ -185,11 +188,12 @@ def _check_kb(pack: DomainPack, found: _Findings) -> set[str] | None:
         if suffix != ".jsonl":  # known even when broken: its own problem line says why, not every query naming it
             ids.add(relative)
         try:
-            data = read()
+            with opener() as f:
+                data = f.read() if suffix == ".jsonl" else f.read(min(size, 4096))
         except OSError as exc:
             found.problem(shown, field, f"cannot read it: {getattr(exc, 'strerror', None) or exc}")
             continue
-        if not data.strip():
+        if not data.strip() and (suffix == ".jsonl" or size <= len(data)):
             found.warn(shown, field, "an empty document (the KB skips it)")
             continue
         if suffix == ".pdf" and not data.startswith(b"%PDF-"):
@@ -211,8 +215,9 @@ def _check_kb(pack: DomainPack, found: _Findings) -> set[str] | None:
     return ids
 
 
-def _list_files(location: str) -> list[tuple[str, object]]:
-    """(path relative to the KB folder, a function reading its bytes) for each file under it, sorted."""
+def _list_files(location: str) -> list[tuple[str, int, Callable[[], BinaryIO]]]:
+    """(path relative to the KB folder, size, a function opening it) for each file under it, sorted;
+    hidden files and folders are left out."""
     if _is_uri(location):
         import fsspec
 
@@ -223,17 +228,18 @@ def _list_files(location: str) -> list[tuple[str, object]]:
             raise NotADirectoryError(location)
         base = base.rstrip("/")
         out = []
-        for path in sorted(fs.find(base)):
+        for path, info in sorted(fs.find(base, detail=True).items()):
             relative = path[len(base):].lstrip("/")
             if not any(part.startswith(".") for part in relative.split("/")):
-                out.append((relative, lambda p=path: fs.cat_file(p)))
+                out.append((relative, int(info.get("size") or 0), lambda p=path: fs.open(p, "rb")))
         return out
     root = Path(location)
     if not root.exists():
         raise FileNotFoundError(location)
     if not root.is_dir():
         raise NotADirectoryError(location)
-    return [(p.relative_to(root).as_posix(), p.read_bytes) for p in sorted(root.rglob("*"))
+    return [(p.relative_to(root).as_posix(), p.stat().st_size, lambda p=p: p.open("rb"))
+            for p in sorted(root.rglob("*"))
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
 
 

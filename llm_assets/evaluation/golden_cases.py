@@ -22,7 +22,7 @@ import polars as pl
 from pydantic import Field
 
 from llm_assets.asset_keys import EVALUATION_GOLDEN_CASES, EVALUATION_RATINGS
-from llm_assets.domain import DomainPackError, current_pack
+from llm_assets.domain import current_pack
 from llm_assets.domain.golden import LabelledFileError, read_labelled
 from llm_assets.metadata import markdown_table
 from llm_assets.resources.delta import DeltaLakeStorage
@@ -82,12 +82,20 @@ def golden_version(frame: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
+def seed_golden() -> pl.DataFrame:
+    """What the asset writes before any rating: the domain pack's seed file, split by the defaults."""
+    pack = current_pack()
+    try:
+        seed = read_labelled(pack, pack.spec.sources.golden)
+    except LabelledFileError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    return build_golden(seed, pl.DataFrame(schema=GOLDEN_SCHEMA), held_out_percent=DEFAULT_HELD_OUT_PERCENT)
+
+
 def read_golden(delta: DeltaLakeStorage, split: str | None = None) -> pl.DataFrame:
-    """The materialized golden cases (one split, or all); a `dg.Failure` before the first materialization."""
-    if not delta.exists(EVALUATION_GOLDEN_CASES):
-        raise dg.Failure(f"{EVALUATION_GOLDEN_CASES.to_user_string()} has not been materialized yet: "
-                         "materialize it first (it reads the domain pack's golden file)")
-    frame = delta.read(EVALUATION_GOLDEN_CASES)
+    """The golden cases (one split, or all): the materialized table; before its first materialization,
+    what it would hold without ratings (`seed_golden`)."""
+    frame = delta.read(EVALUATION_GOLDEN_CASES) if delta.exists(EVALUATION_GOLDEN_CASES) else seed_golden()
     return (frame.filter(pl.col("split") == split) if split else frame).sort("event_id")
 
 
@@ -119,7 +127,7 @@ def evaluation_golden_cases(context: dg.AssetExecutionContext, config: GoldenCas
     pack = current_pack()
     try:
         seed = read_labelled(pack, pack.spec.sources.golden)
-    except (LabelledFileError, DomainPackError) as exc:
+    except LabelledFileError as exc:
         raise dg.Failure(description=str(exc)) from exc
     ratings = delta.read(EVALUATION_RATINGS) if delta.exists(EVALUATION_RATINGS) else pl.DataFrame()
     golden = build_golden(seed, rated_cases(ratings, config.rating_share_percent),

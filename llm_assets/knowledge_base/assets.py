@@ -53,7 +53,8 @@ class KBIndexConfig(dg.Config):
           automation_condition=build_when_missing())
 def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
                  delta: DeltaLakeStorage) -> dg.MaterializeResult:
-    """Chunks of the knowledge base: policies, runbooks, data dictionary, resolved cases, escalation templates.
+    """Chunks of the domain pack's knowledge base (payments: policies, runbooks, data dictionary, resolved cases,
+    escalation templates), with the heading path and document hash of each chunk.
 
     Reads the domain pack's KB folder (`sources.kb`: a folder or an object-store prefix; the
     config's `corpus_dir` overrides it): `*.jsonl` documents and the documents teams have as
@@ -155,8 +156,10 @@ def kb_index(context: dg.AssetExecutionContext, config: KBIndexConfig, delta: De
     its new chunks (the others' vectors are copied from the existing collections). The
     alias moves to a new version only after its vector count and golden-set recall@5
     pass (blue-green; a domain pack with no retrieval golden set publishes on the vector
-    count alone, and the metadata says so); a failed candidate is kept and recorded, and retrieval stays on
-    the previous version. Old versions beyond `keep_previous_versions` are dropped.
+    count alone, and the check and metadata say so); a failed candidate is kept and
+    recorded, and retrieval stays on the previous version. Old versions beyond
+    `keep_previous_versions` are dropped. The log and metadata say how many chunks were
+    embedded and how many vectors were reused.
     """
     chunks = delta.read(KB_DOCUMENTS).to_dicts()
     if not chunks:

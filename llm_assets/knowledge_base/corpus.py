@@ -144,7 +144,8 @@ def _list_files(fs, root: str) -> list[tuple[str, str]]:
     except FileNotFoundError:
         return []
     prefix = root if root.endswith("/") else root + "/"
-    files = [(path[len(prefix):], path) for path in found if path.startswith(prefix)]
+    # (an object store's zero-byte "folder/" marker objects are not files)
+    files = [(path[len(prefix):], path) for path in found if path.startswith(prefix) and not path.endswith("/")]
     return sorted(files, key=lambda f: f[0].split("/"))
 
 

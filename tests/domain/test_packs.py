@@ -16,7 +16,7 @@ import yaml
 
 from llm_assets.cli import build_parser
 from llm_assets.domain import current_pack, load_pack
-from llm_assets.domain.commands import PROBLEM, check_pack, init_pack, run
+from llm_assets.domain.commands import KB_SUFFIXES, PROBLEM, check_pack, init_pack, run
 from llm_assets.domain.golden import read_labelled
 from llm_assets.domain.pack import PACKS_DIR, ROLE_COLUMNS, pack_folder
 
@@ -154,6 +154,34 @@ def test_it_events_are_recent_deterministic_and_include_malformed_ones():
     assert any(not isinstance(m.get("description"), str) for m in bad)
 
 
+def test_it_events_pass_or_fail_the_event_contract_with_the_packs_field_names():
+    from llm_assets.ingest.contract import EventNames, validate_values
+    from tests.packs.it_service_desk.events import MALFORMED, events
+
+    pack = load_pack(IT_PACK)
+    messages = events(datetime.now(timezone.utc))
+    checked = validate_values([json.dumps(m).encode() for m in messages], names=EventNames.from_pack(pack),
+                              max_payload_bytes=pack.event.max_payload_bytes)
+    assert checked.events.height == 120
+    assert [i for i, _ in checked.invalid] == list(range(120, 120 + len(MALFORMED)))
+    reasons = " | ".join(reason for _, reason in checked.invalid)
+    assert "ticket_id" in reasons and "description must be a string" in reasons
+    first = checked.events.sort("event_id").row(0, named=True)
+    assert first["event_id"] == "INC-700000" and first["partner_id"] == "erp" and first["entity_id"].startswith("usr-")
+
+
+def test_it_kb_loads_with_the_kb_loader_and_the_retrieval_queries_name_its_documents():
+    from llm_assets.knowledge_base.corpus import SUPPORTED_SUFFIXES, load_corpus, load_golden_queries
+
+    assert set(SUPPORTED_SUFFIXES) == set(KB_SUFFIXES)  # `domain check` counts what the KB loader reads
+    corpus = load_corpus(IT_PACK / "kb")
+    assert not corpus.problems
+    ids = {doc.doc_id for doc in corpus.documents}
+    assert len(ids) == 10 and {"vpn_policy.pdf", "faq/how_to.html", "runbooks/vpn.md"} <= ids
+    queries = load_golden_queries(IT_PACK / "golden" / "retrieval_queries.jsonl")
+    assert len(queries) >= 8 and all(set(q.relevant_doc_ids) <= ids for q in queries)
+
+
 # -- init ------------------------------------------------------------------------------------------
 def test_init_writes_a_skeleton_that_passes_check(tmp_path, capsys):
     folder = tmp_path / "claims-Pack"
@@ -239,6 +267,8 @@ BROKEN = [
      "domain.yaml", "pii.patterns.0.regex", ["matches the empty text"]),
     ("unknown_validator", "it", edit_yaml(_set("pii.patterns.1.validator", "imei_v2")),
      "domain.yaml", "pii.patterns.1.validator", ["unknown validator 'imei_v2'"]),
+    ("duplicate_pii_placeholder", "it", edit_yaml(_set("pii.patterns.1.name", "EMPLOYEE_ID")),
+     "domain.yaml", "pii.patterns", ["the placeholder name 'EMPLOYEE_ID' is declared twice"]),
     ("duplicate_label", "it", edit_yaml(lambda spec: spec["labels"].append(dict(spec["labels"][2]))),
      "domain.yaml", "labels", ["duplicate label 'network_outage'"]),
     ("template_unknown_variable", "it", write("prompts/summary.j2", "Summary of {{ ticket.subject }}."),
@@ -266,7 +296,8 @@ BROKEN = [
     ("kb_pdf_that_is_not_a_pdf", "skeleton", write("kb/policy.pdf", "just text with a .pdf name"),
      "kb/policy.pdf", "sources.kb", ["not a PDF file"]),
     ("retrieval_query_on_a_missing_document", "it",
-     append_jsonl("golden/retrieval_queries.jsonl", {"query": "printer jams", "relevant_doc_ids": ["runbooks/printers.md"]}),
+     append_jsonl("golden/retrieval_queries.jsonl",
+                  {"query": "printer jams", "relevant_doc_ids": ["runbooks/printers.md"]}),
      "golden/retrieval_queries.jsonl", "sources.retrieval_queries", ["line 11", "'runbooks/printers.md'",
                                                                      "not KB documents"]),
     ("fallback_label_not_a_label", "it", edit_yaml(_set("fallback_label", "printer")),

@@ -14,9 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import polars as pl
+
+from llm_assets.asset_keys import EVALUATION_GOLDEN_CASES
 from llm_assets.enrichment import gate, gate_evaluation
 from llm_assets.enrichment.redaction import redact
+from llm_assets.evaluation.golden_cases import GOLDEN_SCHEMA
 from llm_assets.resources.artifacts import ArtifactStore
+from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.domain.packs.payments_ops.sample_data import catalog, generator
 
 
@@ -83,7 +88,7 @@ def test_held_out_phrasings_are_gated_accurately(trained_gate, golden, held_out,
     """The acceptance number: on phrasing families, openers and synonyms never trained or calibrated on,
     the cases the gate decides are right at least 95% of the time."""
     report = {}
-    for name, (cases, embeddings) in {"in_distribution": golden, "held_out": held_out}.items():
+    for name, (cases, embeddings) in {"evaluation": golden, "held_out": held_out}.items():
         report[name] = trained_gate.evaluate(embeddings, [c["label"] for c in cases])
     calibration = trained_gate.metadata["calibration"]
     print(f"\ngate {trained_gate.version} thresholds {trained_gate.thresholds} "
@@ -97,9 +102,9 @@ def test_held_out_phrasings_are_gated_accurately(trained_gate, golden, held_out,
     held = report["held_out"]
     assert held["gated_accuracy"] is not None and held["gated_accuracy"] >= 0.95
     assert held["gated_share"] >= 0.15  # a gate that decides nothing would pass the line above
-    assert report["in_distribution"]["gated_accuracy"] >= 0.97 and report["in_distribution"]["gated_share"] >= 0.5
+    assert report["evaluation"]["gated_accuracy"] >= 0.97 and report["evaluation"]["gated_share"] >= 0.5
     # Unseen phrasings are harder: the report keeps the two splits apart, and they differ.
-    assert held["accuracy"] < report["in_distribution"]["accuracy"]
+    assert held["accuracy"] < report["evaluation"]["accuracy"]
 
 
 def test_confidence_is_calibrated_on_unseen_phrasings(trained_gate, held_out, kb_training):
@@ -156,14 +161,19 @@ def test_version_changes_with_the_thresholds(kb_training, calibration, trained_g
     assert looser.version != trained_gate.version
 
 
-def test_golden_sets_are_read_from_the_sample_data_folder_when_present(tmp_path):
-    rows = [{"payload_raw": "Card used in five countries", "label": "fraud_suspected"},
-            {"payload_raw": "", "label": "other"}]
-    (tmp_path / "held_out.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from_file = gate_evaluation.labelled_set("held_out", tmp_path)
-    assert from_file.texts == ["Card used in five countries"] and from_file.source.endswith("held_out.jsonl")
-    generated = gate_evaluation.labelled_set("held_out", tmp_path / "missing")
-    assert generated.source == "generator" and len(generated.texts) == 200
+def test_the_gate_is_judged_on_the_golden_cases_and_calibrated_on_the_packs_calibration_file(tmp_path):
+    delta = DeltaLakeStorage(root=str(tmp_path / "delta"))
+    # Before evaluation/golden_cases is materialized: what it would hold, the pack's seed file.
+    held_out = gate_evaluation.labelled_set("held_out", delta)
+    assert held_out.source == "evaluation/golden_cases[held_out]" and len(held_out.texts) == 200
+    calibration = gate_evaluation.labelled_set("calibration", delta)
+    assert calibration.source.endswith("golden/calibration.jsonl") and len(calibration.texts) == 500
+    # Once materialized, the table is what counts (here: a one-case held-out split).
+    delta.overwrite(EVALUATION_GOLDEN_CASES, pl.DataFrame(
+        {"event_id": ["g-1"], "payload_raw": ["Card used in five countries"], "partner_id": [""],
+         "source_system": [""], "label": ["fraud_suspected"], "split": ["held_out"], "origin": ["seed"],
+         "analyst": [None]}, schema=GOLDEN_SCHEMA))
+    assert gate_evaluation.labelled_set("held_out", delta).texts == ["Card used in five countries"]
 
 
 def test_resolved_case_wrapper_is_stripped_from_training_text():
@@ -398,8 +408,8 @@ def test_each_gate_materialization_reports_both_golden_splits(tmp_path, monkeypa
     print(f"\nmodels/embedding_gate {meta['gate_version']}:\n{meta['golden_splits']}\nthresholds {meta['thresholds']}")
     assert set(meta["thresholds"]) == set(catalog.LABELS) and meta["target_precision"] == 0.97
     assert meta["calibration"]["source"] == "validation set" and meta["calibration"]["n"] == 500
-    assert "| held_out | 200 |" in meta["golden_splits"] and "| in_distribution | 200 |" in meta["golden_splits"]
-    for split in ("in_distribution", "held_out"):
+    assert "| held_out | 200 |" in meta["golden_splits"] and "| evaluation | 200 |" in meta["golden_splits"]
+    for split in ("evaluation", "held_out"):
         for name in ("accuracy", "gated_share", "gated_accuracy", "ece"):
             assert isinstance(meta[f"{split}_{name}"], float)
     assert meta["held_out_gated_accuracy"] >= 0.95 and meta["held_out_gated_share"] >= 0.15
