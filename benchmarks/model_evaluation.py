@@ -55,7 +55,7 @@ def no_vectors(texts: list[str]) -> np.ndarray:
 def server_evaluation(base_url: str, cases: int, slots: int, latency: float, in_flight: int) -> None:
     model = parse_registry({"models": [{"name": "bench-server@v1", "backend": "server", "endpoint": base_url,
                                         "model": "test-model"}]})["bench-server@v1"]
-    golden = golden_frame(cases)
+    golden = golden_frame(n=cases)
     capacity = slots / latency
     versions = pipeline.Versions(model.name, row_prompt_version(model), "none")
     transport = LLMResource(base_url=base_url, model=model.model, max_concurrency=in_flight)

@@ -15,6 +15,7 @@ EXPECTED_ASSETS = {
     "models/gate_training_examples": None,
     "models/evaluation": model_versions, "models/production": None,
     "evaluation/samples": "daily", "evaluation/ratings": None, "evaluation/quality_metrics": "daily",
+    "evaluation/golden_cases": None,
     "monitoring/drift_report": "daily", "monitoring/case_tickets": "daily",
 }
 # The code location `llm_assets_analytics` (`llm_assets/analytics_definitions.py`).

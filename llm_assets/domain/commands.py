@@ -449,7 +449,7 @@ labels:
     actions:
       - {{action: investigate, reason: reproduce the problem and find its cause, approval_level: agent}}
       - {{action: escalate, reason: hand over to the team that owns the system, approval_level: lead}}
-  - name: request
+  - name: service_request
     title: Request
     description: someone asks for something new (access, a change, an item); nothing is broken.
     severity: 2
@@ -466,7 +466,7 @@ labels:
 # wins (rules are tried in this order), at a low confidence.
 keyword_rules:
   - {{label: incident, keywords: [broken, down, error, fails, not working]}}
-  - {{label: request, keywords: [please give, need access, request, could you add]}}
+  - {{label: service_request, keywords: [please give, need access, request, could you add]}}
   - {{label: question, keywords: [how do i, where can i, what is]}}
 # The label when no rule matches; one of the labels above.
 fallback_label: question
@@ -561,9 +561,9 @@ SKELETON_GOLDEN = [
     {"event_id": "example-002", "payload_raw": "Exports fail since this morning, REF-104233 has the log.",
      "partner_id": "reports", "source_system": "email", "label": "incident", "split": "held_out"},
     {"event_id": "example-003", "payload_raw": "Please give me access to the reporting workspace.",
-     "partner_id": "reports", "source_system": "portal", "label": "request", "split": "evaluation"},
+     "partner_id": "reports", "source_system": "portal", "label": "service_request", "split": "evaluation"},
     {"event_id": "example-004", "payload_raw": "Could you add my new colleague to the team calendar?",
-     "partner_id": "calendar", "source_system": "chat", "label": "request", "split": "held_out"},
+     "partner_id": "calendar", "source_system": "chat", "label": "service_request", "split": "held_out"},
     {"event_id": "example-005", "payload_raw": "How do I change the language of the dashboard?",
      "partner_id": "web", "source_system": "chat", "label": "question", "split": "evaluation"},
     {"event_id": "example-006", "payload_raw": "Where can I find last month's report?",

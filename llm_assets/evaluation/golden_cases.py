@@ -22,6 +22,7 @@ import polars as pl
 from pydantic import Field
 
 from llm_assets.asset_keys import EVALUATION_GOLDEN_CASES, EVALUATION_RATINGS
+from llm_assets.evaluation.assets import RATINGS_IMPORT_CRON
 from llm_assets.domain import current_pack
 from llm_assets.domain.golden import LabelledFileError, read_labelled
 from llm_assets.metadata import markdown_table
@@ -114,12 +115,16 @@ class GoldenCasesConfig(dg.Config):
                                                   "golden set; the others keep teaching the gate")
 
 
-@dg.asset(key=EVALUATION_GOLDEN_CASES, deps=[EVALUATION_RATINGS], group_name="evaluation", kinds={"delta", "polars"},
-          # Built when missing (ratings may never exist) and again after new ratings.
-          automation_condition=(dg.AutomationCondition.missing() | dg.AutomationCondition.any_deps_updated())
-          & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.execution_failed())
+@dg.asset(key=EVALUATION_GOLDEN_CASES, group_name="evaluation", kinds={"delta", "polars"},
+          # Reads evaluation/ratings without declaring it: ratings rate enriched cases, which the gate decides,
+          # and the gate is judged on these cases (a declared edge would close a cycle). It follows the
+          # ratings import's schedule instead, and records a new version only when the cases changed.
+          automation_condition=(dg.AutomationCondition.missing()
+                                | dg.AutomationCondition.cron_tick_passed(RATINGS_IMPORT_CRON))
+          & ~dg.AutomationCondition.in_progress(),
+          output_required=False)
 def evaluation_golden_cases(context: dg.AssetExecutionContext, config: GoldenCasesConfig,
-                            delta: DeltaLakeStorage) -> dg.MaterializeResult:
+                            delta: DeltaLakeStorage):
     """The golden labelled cases: the domain pack's seed file ∪ a hashed share of analysts' ratings,
     deduplicated, versioned by content hash and split into `evaluation` (what `models/evaluation`
     scores every model version on) and `held_out` (what the gate's guard judges a retrained gate on).
@@ -133,12 +138,17 @@ def evaluation_golden_cases(context: dg.AssetExecutionContext, config: GoldenCas
     golden = build_golden(seed, rated_cases(ratings, config.rating_share_percent),
                           held_out_percent=config.held_out_percent)
     version = golden_version(golden)
+    previous = context.instance.get_latest_materialization_event(EVALUATION_GOLDEN_CASES)
+    recorded = previous.asset_materialization.metadata.get("golden_version") if previous else None
+    if recorded is not None and recorded.value == version and delta.exists(EVALUATION_GOLDEN_CASES):
+        context.log.info(f"evaluation/golden_cases unchanged ({version[:12]}): nothing recorded")
+        return
     delta.overwrite(EVALUATION_GOLDEN_CASES, golden)
     counts = golden.group_by("split", "origin").len().sort("split", "origin")
     per_label = golden.group_by("label", "split").len().pivot(on="split", index="label", values="len").fill_null(0)
     context.log.info(f"evaluation/golden_cases: {golden.height} cases ({version[:12]}), "
                      f"{golden.filter(pl.col('origin') == 'rating').height} from ratings")
-    return dg.MaterializeResult(data_version=dg.DataVersion(version[:16]), metadata={
+    yield dg.MaterializeResult(data_version=dg.DataVersion(version[:16]), metadata={
         "dagster/row_count": golden.height,
         "golden_version": version,
         "domain_pack": pack.version,

@@ -170,7 +170,7 @@ def evaluation_metadata(model: RegisteredModel, summary: dict, rows: pl.DataFram
         (k, summary[k]) for k in ("cases", "accuracy", "macro_f1", "valid_json_rate", "allowed_action_rate",
                                   "pii_outputs", "fallback_rate", "latency_p50_s", "latency_p95_s",
                                   "seconds_per_case", "tokens_per_case", "llm_calls_per_case")])
-    wrong = rows.filter(~pl.col("correct")).select("event_id", "expected_label", "label", "route", "confidence")
+    wrong = rows.filter(~pl.col("label_correct")).select("event_id", "expected_label", "label", "route", "confidence")
     return {
         **{k: summary[k] for k in ("cases", "accuracy", "macro_f1", "valid_json_rate", "allowed_action_rate",
                                    "pii_outputs", "fallback_rate", "latency_p50_s", "latency_p95_s",

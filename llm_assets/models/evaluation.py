@@ -37,7 +37,7 @@ EVALUATION_KEY = ("model_version", "event_id")
 PARTITION_COLUMN = "model_version"
 EVALUATION_SCHEMA = {
     "model_version": pl.String, "event_id": pl.String, "expected_label": pl.String, "label": pl.String,
-    "correct": pl.Boolean, "confidence": pl.Float64, "severity": pl.Int32, "summary": pl.String, "actions": pl.String,
+    "label_correct": pl.Boolean, "confidence": pl.Float64, "severity": pl.Int32, "summary": pl.String, "actions": pl.String,
     "route": pl.String, "fallback_reason": pl.String, "valid_json": pl.Boolean, "actions_allowed": pl.Boolean,
     "pii_in_output": pl.List(pl.String), "latency_s": pl.Float64, "prompt_tokens": pl.Int64,
     "completion_tokens": pl.Int64, "llm_calls": pl.Int32, "input_sha256": pl.String,
@@ -106,7 +106,7 @@ def case_rows(golden: pl.DataFrame, result: GoldenRun, model: RegisteredModel, *
         valid = row["route"] != "fallback" and (not model.uses_llm or row["route"] == "llm")
         out.append({
             "model_version": model.name, "event_id": row["event_id"], "expected_label": expected[row["event_id"]],
-            "label": row["label"], "correct": row["label"] == expected[row["event_id"]],
+            "label": row["label"], "label_correct": row["label"] == expected[row["event_id"]],
             "confidence": row["confidence"], "severity": row["severity"], "summary": row["summary"],
             "actions": row["actions"], "route": row["route"], "fallback_reason": row["fallback_reason"],
             "valid_json": valid,
@@ -132,7 +132,7 @@ def summarize(rows: pl.DataFrame, wall_s: float | None = None) -> dict:
     latencies = [v for v in rows["latency_s"].to_list() if v is not None]
     summary = {
         "cases": n,
-        "accuracy": round(sum(rows["correct"].to_list()) / n, 4) if n else 0.0,
+        "accuracy": round(sum(rows["label_correct"].to_list()) / n, 4) if n else 0.0,
         "macro_f1": round(macro_f1(truth, predicted, labels), 4),
         "valid_json_rate": round(rows["valid_json"].mean(), 4) if n else 0.0,
         "allowed_action_rate": round(rows["actions_allowed"].mean(), 4) if n else 0.0,
@@ -160,7 +160,7 @@ def confusion_matrix(rows: pl.DataFrame) -> tuple[list[str], np.ndarray]:
     counts = np.zeros((len(labels), len(predicted_labels)), dtype=int)
     for expected, label in rows.select("expected_label", "label").iter_rows():
         if expected in index:
-            counts[index[expected], index.get(label if label is not None else "none", index.get("other"))] += 1
+            counts[index[expected], index.get(label if label is not None else "none", index[current_pack().fallback_label])] += 1
     return predicted_labels, counts
 
 

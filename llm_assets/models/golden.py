@@ -13,9 +13,13 @@ GOLDEN_DAY = "golden"  # the `event_date` the pipeline gives golden rows (they b
 DEFAULT_GOLDEN_CASES = 0  # 0: every case of the split
 
 
-def golden_frame(golden: pl.DataFrame, n: int = DEFAULT_GOLDEN_CASES) -> pl.DataFrame:
-    """Golden cases (`evaluation/golden_cases` rows) as curated-like rows with their `expected_label`,
-    ordered by `event_id`; the first `n` when `n` > 0."""
+def golden_frame(golden: pl.DataFrame | None = None, n: int = DEFAULT_GOLDEN_CASES) -> pl.DataFrame:
+    """Golden cases (`evaluation/golden_cases` rows; None: the `evaluation` split of the domain pack's
+    seed file) as curated-like rows with their `expected_label`, ordered by `event_id`; the first `n`
+    when `n` > 0."""
+    if golden is None:
+        from llm_assets.evaluation.golden_cases import seed_golden
+        golden = seed_golden().filter(pl.col("split") == "evaluation")
     rows = golden.sort("event_id")
     if n > 0:
         rows = rows.head(n)

@@ -74,7 +74,7 @@ def test_a_rotated_candidate_is_stopped_a_good_one_promoted_and_rollback_restore
     assert evaluation.metadata["macro_f1_diff_high"].value < 0
     assert "| macro-F1 |" in evaluation.metadata["side_by_side"].value
     rows_bad = delta.read(MODELS_EVALUATION, partition_column="model_version", partition_values=[BAD])
-    assert rows_bad.height == 200 and not rows_bad["correct"].any()  # the write happened; the gate stops promotion
+    assert rows_bad.height == 200 and not rows_bad["label_correct"].any()  # the write happened; the gate stops promotion
     production_rows = delta.count(MODELS_PRODUCTION)
     assert promote(instance, model_resources, registry_file, BAD) == 1
     assert production.current_production(delta).version == GOOD
@@ -138,7 +138,7 @@ def test_the_local_version_is_evaluated_like_the_others(instance, model_resource
     assert set(rows["route"].to_list()) <= {"gate", "local"} and rows["llm_calls"].sum() == 0
     assert set(rows["enriched_model_version"].to_list()) == {f"local-rules@v1+gate:{gate.version}"}
     assert set(rows["kb_index_version"].to_list()) == {"none"}  # Milvus asked: no index published
-    assert rows["correct"].mean() >= 0.9
+    assert rows["label_correct"].mean() >= 0.9
     assert not model_server.chat_requests
 
 

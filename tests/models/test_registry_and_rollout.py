@@ -83,7 +83,7 @@ def test_the_llama_cpp_example_entry_speaks_to_an_openai_compatible_server(monke
     # The repository's example entry, unchanged, pointed at the test server through its env var:
     # the requests carry its model id, structured outputs and generation parameters, and the answers parse.
     llama = load_registry()[LLAMA_CPP]
-    golden = golden_frame(12)
+    golden = golden_frame(n=12)
     with OpenAITestServer(slots=4, model=llama.model) as server:
         monkeypatch.setenv(llama.endpoint, f"{server.base_url}/v1")
         transport = transport_for(llama, LLMResource(max_concurrency=4))

@@ -21,12 +21,12 @@ def rows(truth: list[str], predicted: list[str], version: str = "v") -> pl.DataF
     n = len(truth)
     return pl.DataFrame({
         "model_version": [version] * n, "event_id": [f"gold-{i:05d}" for i in range(n)], "expected_label": truth,
-        "label": predicted, "correct": [t == p for t, p in zip(truth, predicted)], "route": ["llm"] * n,
+        "label": predicted, "label_correct": [t == p for t, p in zip(truth, predicted)], "route": ["llm"] * n,
         "valid_json": [True] * n, "actions_allowed": [True] * n, "pii_in_output": [[] for _ in range(n)],
         "latency_s": [0.1] * n, "prompt_tokens": [100] * n, "completion_tokens": [50] * n, "llm_calls": [1] * n,
         "input_sha256": [f"sha-{i}" for i in range(n)],
     }, schema={k: EVALUATION_SCHEMA[k] for k in (
-        "model_version", "event_id", "expected_label", "label", "correct", "route", "valid_json", "actions_allowed",
+        "model_version", "event_id", "expected_label", "label", "label_correct", "route", "valid_json", "actions_allowed",
         "pii_in_output", "latency_s", "prompt_tokens", "completion_tokens", "llm_calls", "input_sha256")})
 
 
