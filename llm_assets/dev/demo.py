@@ -38,7 +38,8 @@ def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[
     return result
 
 
-SEED_KEYS = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index", "models/embedding_gate"]
+SEED_KEYS = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index", "evaluation/golden_cases",
+             "models/embedding_gate"]
 
 
 def seeded(instance: dg.DagsterInstance) -> bool:

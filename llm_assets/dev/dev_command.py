@@ -66,6 +66,15 @@ def ensure_sample_data(n_events: int, *, quiet: bool = False) -> Path:
     return out
 
 
+def pack_has_sample_events() -> bool:
+    """The sample generator invents payments cases: only the shipped payments pack gets its events
+    (another pack's events come from the team's own producers, or its tests)."""
+    from llm_assets.domain import current_pack
+    from llm_assets.domain.pack import DEFAULT_PACK, PACKS_DIR
+
+    return current_pack().root == (PACKS_DIR / DEFAULT_PACK).resolve()
+
+
 TOPICS = {settings.EVENTS_TOPIC: EVENTS_TOPIC_PARTITIONS, settings.ENRICHED_TOPIC: EVENTS_TOPIC_PARTITIONS,
           settings.RATINGS_TOPIC: 1}
 
@@ -232,7 +241,8 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
     stream: LiveSampleStream | None = None
     services: LocalServices | None = None
     try:
-        sample_dir = ensure_sample_data(events, quiet=True)
+        samples = pack_has_sample_events()
+        sample_dir = ensure_sample_data(events, quiet=True) if samples else None
         with local_services(processes, quiet=True, broker_port=broker_port) as services:
             bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
             if services.broker is not None:  # what the last stop kept: acknowledged, not yet ingested
@@ -241,8 +251,13 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
                     print(f"{replayed} event(s) the broker held at the last stop produced again", flush=True)
             if set_up:  # no micro-batch before the KB index, the gate and a production version exist
                 set_up_once()
-            produce_sample_messages(bootstrap, settings.EVENTS_TOPIC, load_messages(sample_dir))
-            stream = LiveSampleStream(bootstrap, settings.EVENTS_TOPIC, interval_s).start()
+            if samples:
+                produce_sample_messages(bootstrap, settings.EVENTS_TOPIC, load_messages(sample_dir))
+                stream = LiveSampleStream(bootstrap, settings.EVENTS_TOPIC, interval_s).start()
+            else:
+                from llm_assets.domain import current_pack
+                print(f"domain pack {current_pack().version}: no sample events (the generator writes payments "
+                      f"cases); produce your events to {settings.EVENTS_TOPIC}", flush=True)
             dagster, log_path = start_dagster_dev(port, home)
             processes.append(dagster)
             rating_port = free_port(8765)

@@ -68,63 +68,15 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str, inter
         time.sleep(interval_s)
 
 
-class DaemonStack:
-    """`dagster dev` + `milvus-lite server` over a temporary `LLM_ASSETS_HOME` (see the module docstring)."""
+class UIClient:
+    """The webserver's GraphQL API, as a user's script would drive it (plain HTTP POSTs)."""
 
-    def __init__(self, home: Path, bootstrap: str, events_topic: str, extra_env: dict[str, str] | None = None):
-        self.home, self.bootstrap, self.events_topic = Path(home), bootstrap, events_topic
-        self.port = free_port()
-        self.dagster: ManagedProcess | None = None
-        self.milvus: MilvusServerHandle | None = None
-        self.env = {
-            "LLM_ASSETS_HOME": str(self.home), "DAGSTER_HOME": str(self.home / "dagster_home"),
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_EVENTS_TOPIC": events_topic, "LLM_ASSETS_ENV": "local",
-            **(extra_env or {}),
-        }
+    def __init__(self, url: str):
+        self._url = url
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def prepare(self, env: pytest.MonkeyPatch) -> None:
-        """Topics, the Milvus server and `DAGSTER_HOME`; `env` sets this process's variables (and so
-        those of `dagster dev`) and restores them when undone."""
-        for name, value in self.env.items():
-            env.setenv(name, value)
-        for name in ("DELTA_ROOT", "MILVUS_URI", "ARTIFACT_ROOT", "SAMPLE_DATA_DIR", "LLM_BASE_URL", "LLM_BACKEND"):
-            env.delenv(name, raising=False)  # the defaults under LLM_ASSETS_HOME, the local LLM backend
-        create_topics(self.bootstrap, {self.events_topic: TOPIC_PARTITIONS, settings.ENRICHED_TOPIC: TOPIC_PARTITIONS})
-        self.milvus = start_milvus_server(self.home / "milvus_server")
-        env.setenv("MILVUS_URI", self.milvus.uri)
-        prepare_dagster_home()
-
-    def start(self, timeout_s: float = 180.0) -> None:
-        """Start `dagster dev` and wait until the code location answers."""
-        self.dagster, log_path = start_dagster_dev(self.port, Path(os.environ["DAGSTER_HOME"]))
-        self.log_path = log_path
-
-        def loaded():
-            if not self.dagster.is_running():
-                raise RuntimeError(f"dagster dev exited:\n{log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                return self.sensor("kafka_events_sensor")
-            except (httpx.HTTPError, KeyError, TypeError):
-                return None
-
-        wait_for(loaded, timeout_s, f"dagster dev on {self.url} (log {log_path})")
-
-    def stop(self) -> list[str]:
-        """SIGINT to `dagster dev` and all it started; returns the names that needed SIGKILL."""
-        if self.dagster is None:
-            return []
-        killed = stop_all([self.dagster], SHUTDOWN_GRACE_S)
-        return killed
-
-    def close(self) -> None:
-        processes = [p for p in (self.dagster, self.milvus.process if self.milvus else None) if p is not None]
-        stop_all(processes, 10.0)
-
-    # GraphQL
+        return self._url
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}},
@@ -183,11 +135,15 @@ class DaemonStack:
             raise KeyError(f"sensor {name}: {data['__typename']}")
         return data["sensorState"]["ticks"]
 
-    def launch_assets(self, keys: Iterable[str]) -> str:
-        """Launch one run of the asset keys (user strings) through the queue; returns the run id."""
+    def launch_assets(self, keys: Iterable[str], *, partition: str | None = None,
+                      run_config: dict | None = None) -> str:
+        """Launch one run of the asset keys (user strings, with their checks) through the queue, of one
+        partition when given; returns the run id."""
         params = {"selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
                                "jobName": "__ASSET_JOB", "assetSelection": [{"path": k.split("/")} for k in keys]},
-                  "runConfigData": {}, "mode": "default"}
+                  "runConfigData": run_config or {}, "mode": "default"}
+        if partition is not None:
+            params["executionMetadata"] = {"tags": [{"key": "dagster/partition", "value": partition}]}
         data = self.graphql("""mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
               __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
               ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }""",
@@ -225,6 +181,62 @@ class DaemonStack:
         data = self.graphql(MATERIALIZATIONS_QUERY, {"key": {"path": key.split("/")}, "limit": limit})["assetOrError"]
         return data.get("assetMaterializations", []) if data["__typename"] == "Asset" else []
 
+
+class DaemonStack(UIClient):
+    """`dagster dev` + `milvus-lite server` over a temporary `LLM_ASSETS_HOME` (see the module docstring)."""
+
+    def __init__(self, home: Path, bootstrap: str, events_topic: str, extra_env: dict[str, str] | None = None):
+        self.home, self.bootstrap, self.events_topic = Path(home), bootstrap, events_topic
+        self.port = free_port()
+        self.dagster: ManagedProcess | None = None
+        self.milvus: MilvusServerHandle | None = None
+        self.env = {
+            "LLM_ASSETS_HOME": str(self.home), "DAGSTER_HOME": str(self.home / "dagster_home"),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_EVENTS_TOPIC": events_topic, "LLM_ASSETS_ENV": "local",
+            **(extra_env or {}),
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def prepare(self, env: pytest.MonkeyPatch) -> None:
+        """Topics, the Milvus server and `DAGSTER_HOME`; `env` sets this process's variables (and so
+        those of `dagster dev`) and restores them when undone."""
+        for name, value in self.env.items():
+            env.setenv(name, value)
+        for name in ("DELTA_ROOT", "MILVUS_URI", "ARTIFACT_ROOT", "SAMPLE_DATA_DIR", "LLM_BASE_URL", "LLM_BACKEND"):
+            env.delenv(name, raising=False)  # the defaults under LLM_ASSETS_HOME, the local LLM backend
+        create_topics(self.bootstrap, {self.events_topic: TOPIC_PARTITIONS, settings.ENRICHED_TOPIC: TOPIC_PARTITIONS})
+        self.milvus = start_milvus_server(self.home / "milvus_server")
+        env.setenv("MILVUS_URI", self.milvus.uri)
+        prepare_dagster_home()
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        """Start `dagster dev` and wait until the code location answers."""
+        self.dagster, log_path = start_dagster_dev(self.port, Path(os.environ["DAGSTER_HOME"]))
+        self.log_path = log_path
+
+        def loaded():
+            if not self.dagster.is_running():
+                raise RuntimeError(f"dagster dev exited:\n{log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                return self.sensor("kafka_events_sensor")
+            except (httpx.HTTPError, KeyError, TypeError):
+                return None
+
+        wait_for(loaded, timeout_s, f"dagster dev on {self.url} (log {log_path})")
+
+    def stop(self) -> list[str]:
+        """SIGINT to `dagster dev` and all it started; returns the names that needed SIGKILL."""
+        if self.dagster is None:
+            return []
+        killed = stop_all([self.dagster], SHUTDOWN_GRACE_S)
+        return killed
+
+    def close(self) -> None:
+        processes = [p for p in (self.dagster, self.milvus.process if self.milvus else None) if p is not None]
+        stop_all(processes, 10.0)
 
 # Kafka as an outside client sees it
 
