@@ -177,7 +177,10 @@ def test_it_kb_loads_with_the_kb_loader_and_the_retrieval_queries_name_its_docum
     corpus = load_corpus(IT_PACK / "kb")
     assert not corpus.problems
     ids = {doc.doc_id for doc in corpus.documents}
-    assert len(ids) == 10 and {"vpn_policy.pdf", "faq/how_to.html", "runbooks/vpn.md"} <= ids
+    files = {doc.source for doc in corpus.documents if doc.type != "resolved_case"}
+    assert len(files) == 10 and {"vpn_policy.pdf", "faq/how_to.html", "runbooks/vpn.md"} <= ids
+    resolved = [doc for doc in corpus.documents if doc.type == "resolved_case"]  # what the gate trains on
+    assert len(resolved) >= 150 and {doc.label for doc in resolved} == set(load_pack(IT_PACK).labels)
     queries = load_golden_queries(IT_PACK / "golden" / "retrieval_queries.jsonl")
     assert len(queries) >= 8 and all(set(q.relevant_doc_ids) <= ids for q in queries)
 

@@ -107,7 +107,8 @@ def desk_env(tmp_path, monkeypatch):
     later = [{**t, "ticket_id": t["ticket_id"].replace("INC-7", "INC-8")}
              for t in desk_events.events(now, n=30, seed=11)[:30]]
     labels = desk_events.expected_labels()
-    texts = {redact(t["description"]).text.strip(): labels[t["ticket_id"]] for t in first if t["ticket_id"] in labels}
+    texts = {redact(t["description"]).text.strip(): labels[t["ticket_id"]] for t in first
+             if t.get("ticket_id") in labels}
     texts.update({redact(t["description"]).text.strip(): labels[t["ticket_id"].replace("INC-8", "INC-7")]
                   for t in later})
     for line in (PACK_DIR / "golden" / "cases.jsonl").read_text().splitlines():
@@ -133,7 +134,7 @@ def test_an_it_service_desk_pack_runs_the_whole_flow_without_a_code_change(tmp_p
 
             # 2. The desk's producer: its field names, four malformed tickets.
             _produce(dev.bootstrap, first)
-            wanted = {t["ticket_id"] for t in first if t["ticket_id"].startswith("INC-7")}
+            wanted = {t["ticket_id"] for t in first if str(t.get("ticket_id", "")).startswith("INC-7")}
             wait_for(lambda: wanted <= _ids(delta, ENRICHED_CASES, "INC-7"), TIMEOUT_S, "the tickets enriched", 3)
             for key in (RAW_EVENTS, CURATED_CASES, ENRICHED_CASES):
                 assert _ids(delta, key, "INC-7") == wanted, key
