@@ -104,7 +104,7 @@ def golden_ids(delta: DeltaLakeStorage) -> set[str]:
     """Every golden `event_id`: what nothing may train on (empty before the first materialization)."""
     if not delta.exists(EVALUATION_GOLDEN_CASES):
         return set()
-    return set(delta.read(EVALUATION_GOLDEN_CASES, columns=["event_id"])["event_id"].to_list())
+    return set(delta.scan(EVALUATION_GOLDEN_CASES).select("event_id").collect()["event_id"].to_list())
 
 
 class GoldenCasesConfig(dg.Config):
