@@ -2,7 +2,8 @@
 
 - Resources are clients of external systems: nothing under `llm_assets/resources/` imports a
   domain package (so a domain can never leak into the transport layer).
-- `ingest/` stands below the sensors, the sample data and the dev tooling: it imports none of them.
+- `ingest/` stands below the sensors and the dev tooling: it imports neither.
+- `domain/` (the domain pack model) is the bottom layer: it imports only `settings`.
 - No module of the package imports Dagster internals (`dagster._...`).
 """
 
@@ -13,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "llm_assets"
 DOMAINS = ("ingest", "curated", "knowledge_base", "enrichment", "evaluation", "monitoring", "models",
-           "analytics", "sensors", "sample_data", "dev")
+           "analytics", "sensors", "domain", "dev", "distillation")
 
 
 def imported_modules(path: Path, package: Path = PACKAGE) -> list[tuple[int, str]]:
@@ -63,8 +64,14 @@ def test_resources_import_no_domain_code():
     assert violations("resources", DOMAINS) == []
 
 
-def test_ingest_imports_neither_sensors_nor_sample_data_nor_dev_tooling():
-    assert violations("ingest", ("sensors", "sample_data", "dev")) == []
+def test_ingest_imports_neither_sensors_nor_dev_tooling():
+    assert violations("ingest", ("sensors", "dev")) == []
+
+
+def test_the_domain_pack_model_is_the_bottom_layer():
+    others = tuple(d for d in DOMAINS if d != "domain") + ("resources", "storage", "definitions", "partitions",
+                                                            "automation", "metadata", "execution")
+    assert violations("domain", others) == []
 
 
 # The one documented exception. Dagster 1.13 records a check result of a partition-range run without a

@@ -4,6 +4,7 @@ packs (one problem line each, naming the file, the field and the reason) and LLM
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -370,3 +371,17 @@ def test_domain_selection_by_shipped_name_and_by_folder(monkeypatch, capsys):
     assert pack_folder() == Path("no_such_pack")
     code, out = cli(["domain", "check"], capsys)
     assert code == 1 and problems(out.splitlines()) == [f"{PROBLEM}{REPO / 'no_such_pack'}: not a folder"]
+
+
+def test_a_broken_pack_stops_the_code_location_from_loading_with_its_reasons(skeleton, tmp_path):
+    """Nothing is ever materialized with a broken pack: the code server cannot load the location, and
+    the error Dagster shows in the UI is the pack's problem lines."""
+    pack = tmp_path / "pack"
+    shutil.copytree(skeleton, pack)
+    text = (pack / "domain.yaml").read_text()
+    (pack / "domain.yaml").write_text(text.replace("fallback_label: question", "fallback_label: nothing_like_it"))
+    env = {**os.environ, "LLM_ASSETS_DOMAIN": str(pack), "LLM_ASSETS_HOME": str(tmp_path / "home")}
+    loaded = subprocess.run([sys.executable, "-c", "import llm_assets.definitions"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert loaded.returncode != 0
+    assert "DomainPackError" in loaded.stderr and "domain.yaml: fallback_label: 'nothing_like_it'" in loaded.stderr
