@@ -152,7 +152,7 @@ def templates_for(call_mode: str) -> tuple[PromptTemplate, ...]:
 
 def prompt_version(call_mode: str = "combined", pack: DomainPack | None = None) -> str:
     """The `prompt_version` column: the ids of the templates used and the domain pack's version, joined
-    by `+` (e.g. `enrich_case@v1+payments_ops@1a2b3c4d`): a pack edit is a new prompt version."""
+    by `+` (e.g. `enrich_case@v2+payments_ops@1a2b3c4d`): a pack edit is a new prompt version."""
     pack = pack or current_pack()
     return "+".join([*(t.id for t in templates_for(call_mode)), pack.version])
 

@@ -84,16 +84,27 @@ class RatingSubmission(BaseModel):
             return [part.strip() for part in re.split(r"[;,|]", text) if part.strip()]
         return value
 
+    @field_validator("correct_label")
+    @classmethod
+    def _a_label_of_the_pack(cls, value: str | None) -> str | None:
+        labels = current_pack().labels
+        if value is not None and value not in labels:
+            raise ValueError(f"{value!r} is not one of the labels {list(labels)}")
+        return value
+
+    @field_validator("actions_accepted")
+    @classmethod
+    def _verbs_of_the_pack(cls, value: list[str]) -> list[str]:
+        verbs = current_pack().action_verbs
+        unknown = [v for v in value if v not in verbs]
+        if unknown:
+            raise ValueError(f"{unknown} are not action verbs {list(verbs)}")
+        return value
+
     @model_validator(mode="after")
     def _label_rules(self) -> "RatingSubmission":
         if not self.label_correct and self.correct_label is None:
             raise ValueError("correct_label is required when label_correct is false")
-        pack = current_pack()
-        if self.correct_label is not None and self.correct_label not in pack.labels:
-            raise ValueError(f"correct_label {self.correct_label!r} is not one of the labels {list(pack.labels)}")
-        unknown = [v for v in self.actions_accepted if v not in pack.action_verbs]
-        if unknown:
-            raise ValueError(f"actions_accepted {unknown} are not action verbs {list(pack.action_verbs)}")
         self.actions_accepted = list(dict.fromkeys(self.actions_accepted))  # one vote per verb
         return self
 

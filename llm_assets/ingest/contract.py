@@ -383,8 +383,8 @@ def validate_values(values: Sequence[bytes | None] | pl.Series, *,
                     structure_reasons.append((i, outcome))
                 else:
                     parsed.append((i, *outcome))
-    names = (*REQUIRED_FIELDS, "extra")
-    parsed_frame = pl.DataFrame(parsed, schema={"position": pl.UInt32, **dict.fromkeys(names, pl.String)},
+    parsed_names = (*REQUIRED_FIELDS, "extra")
+    parsed_frame = pl.DataFrame(parsed, schema={"position": pl.UInt32, **dict.fromkeys(parsed_names, pl.String)},
                                 orient="row").select("position", *fields)
     shaped = [frame.with_columns(pl.lit(None, dtype=pl.String).alias("extra")) if "extra" in fields else frame
               for frame in shaped]
