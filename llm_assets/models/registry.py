@@ -150,13 +150,6 @@ def load_registry(path: str | Path | None = None) -> dict[str, RegisteredModel]:
     return parse_registry(document)
 
 
-def entry_yaml(model: RegisteredModel) -> str:
-    """The registry entry of a version as YAML (for `llm-assets models list --yaml` and the docs)."""
-    entry = {k: v for k, v in asdict(model).items() if v not in (None, "")}
-    entry["prompt_versions"] = list(model.prompt_versions)
-    return yaml.safe_dump([entry], sort_keys=False)
-
-
 def resolve_endpoint(model: RegisteredModel, environ: Mapping[str, str] = os.environ) -> str | None:
     """The server URL of a version: a literal URL as it is, an env var name through `environ`
     (None when unset or for the local and offline backends)."""
