@@ -10,9 +10,7 @@
   embedding steps get CPU and memory for the sentence-transformers model.
 
 Step-level `dagster-k8s/config` only takes effect under a step-level executor: with the
-`K8sRunLauncher` alone every step runs in the run's pod. `gpu_step_tags` / `embedding_step_tags`
-give the same requests as op tags, for an asset that wants them visible on the op.
-The names of the ConfigMap, Secret and namespace variable are shared with `deploy/`.
+`K8sRunLauncher` alone every step runs in the run's pod. The names of the ConfigMap, Secret and namespace variable are shared with `deploy/`.
 """
 
 import os
@@ -72,18 +70,6 @@ def gpu_step_k8s_config(backend: str | None) -> dict:
             "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
         },
     }
-
-
-def gpu_step_tags(backend: str | None) -> dict:
-    """Op tags for the offline-vLLM step (`{}` unless `backend` is `offline`)."""
-    if (backend or "").strip().lower() != "offline":
-        return {}
-    return {"dagster-k8s/config": gpu_step_k8s_config(backend)}
-
-
-def embedding_step_tags() -> dict:
-    """Op tags for a step that runs the embedding model."""
-    return {"dagster-k8s/config": embedding_step_k8s_config()}
 
 
 def per_step_k8s_config(backend: str | None) -> dict[str, dict]:
