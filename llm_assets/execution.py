@@ -33,7 +33,10 @@ EMBEDDING_STEP_KEYS = (KB_INDEX, EMBEDDING_GATE)
 DEFAULT_STEP_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
 # all-MiniLM-L6-v2 on CPU: torch threads per core, the model and a batch of texts.
 EMBEDDING_STEP_RESOURCES = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "6Gi"}}
-# A 7B instruct model in bf16 with its KV cache on one GPU; host memory for loading the weights.
+# A vLLM engine on one GPU: a 7B instruct model in bf16 with its KV cache on the GPU; host memory for
+# loading the weights. The one place these numbers live: the offline enrichment step's pod, and the
+# vLLM Deployment (deploy/k8s/vllm.yaml, which tests/deploy/test_manifests.py holds equal to them).
+# The limit leaves room for the memory-backed /dev/shm (SHM_SIZE), which counts against it.
 OFFLINE_VLLM_RESOURCES = {"requests": {"cpu": "8", "memory": "48Gi", GPU_RESOURCE: "1"},
                           "limits": {"memory": "64Gi", GPU_RESOURCE: "1"}}
 # vLLM's workers share tensors through /dev/shm; the container default (64 MiB) is too small.
