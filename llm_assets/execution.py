@@ -13,16 +13,15 @@ Step-level `dagster-k8s/config` only takes effect under a step-level executor: w
 `K8sRunLauncher` alone every step runs in the run's pod. The names of the ConfigMap, Secret and namespace variable are shared with `deploy/`.
 """
 
-import os
-
 import dagster as dg
 
+from llm_assets import settings
 from llm_assets.asset_keys import EMBEDDING_GATE, ENRICHED_CASES, KB_INDEX
 
 ENV_CONFIG_MAP = "llm-assets-env"  # DELTA_ROOT, KAFKA_BOOTSTRAP_SERVERS, MILVUS_URI, LLM_*, ARTIFACT_ROOT...
 ENV_SECRET = "llm-assets-secrets"  # LLM_API_KEY, AUDIT_SIGNING_KEY, object-store credentials
 NAMESPACE_ENV = "DAGSTER_K8S_NAMESPACE"
-GPU_IMAGE_ENV = "LLM_ASSETS_GPU_IMAGE"
+GPU_IMAGE_ENV = settings.GPU_IMAGE_VARIABLE
 GPU_RESOURCE = "nvidia.com/gpu"
 
 # The step that loads the model in-process under `LLM_BACKEND=offline`; the steps that embed text.
@@ -62,7 +61,7 @@ def gpu_step_k8s_config(backend: str | None) -> dict:
         return embedding_step_k8s_config()
     container: dict = {"resources": OFFLINE_VLLM_RESOURCES,
                        "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}]}
-    gpu_image = os.environ.get(GPU_IMAGE_ENV)
+    gpu_image = settings.gpu_image()
     if gpu_image:  # unset: the whole code location already runs the GPU image
         container["image"] = gpu_image
     return {
@@ -108,6 +107,6 @@ def executor_for(environment: str, backend: str | None = None) -> dg.ExecutorDef
         # (the sensor's micro-batches too) imports the code location.
         from dagster_k8s import k8s_job_executor
 
-        backend = backend if backend is not None else os.environ.get("LLM_BACKEND", "server")
+        backend = backend if backend is not None else settings.llm_backend("server")
         return k8s_job_executor.configured(k8s_executor_config(backend), name="llm_assets_k8s_job_executor")
     raise ValueError(f"LLM_ASSETS_ENV={environment!r}: expected one of ['local', 'prod']")
