@@ -10,7 +10,8 @@
   embedding steps get CPU and memory for the sentence-transformers model.
 
 Step-level `dagster-k8s/config` only takes effect under a step-level executor: with the
-`K8sRunLauncher` alone every step runs in the run's pod. The names of the ConfigMap, Secret and namespace variable are shared with `deploy/`.
+`K8sRunLauncher` alone every step runs in the run's pod. The names of the ConfigMap, Secret and
+namespace variable are shared with `deploy/`.
 """
 
 import dagster as dg
