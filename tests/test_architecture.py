@@ -5,6 +5,8 @@
 - `ingest/` stands below the sensors and the dev tooling: it imports neither.
 - `domain/` (the domain pack model) is the bottom layer: it imports only `settings`.
 - No module of the package imports Dagster internals (`dagster._...`).
+- Only `settings.py` and `resources/environments.py` read the environment (dev tooling and the CLI
+  aside), with one documented exception.
 """
 
 import ast
@@ -102,3 +104,58 @@ def test_the_allowed_internal_is_still_not_public():
 
     assert not hasattr(dg, "AssetCheckEvaluationTargetMaterializationData")
     assert not hasattr(dg, "CheckRunHealthResult") and not hasattr(dg, "WorkerStatus")
+
+
+# Who may read the process environment: settings.py (a function per variable), the resources table per
+# LLM_ASSETS_ENV, and tooling that runs beside the code location (dev/, which sets it for the processes it
+# starts, and the CLI).
+ENVIRONMENT_READERS = ("settings.py", "resources/environments.py", "cli.py", "dev/")
+# The one documented exception: pymilvus reads MILVUS_URI at import and rejects a Milvus Lite file path,
+# so this function hides the variable for that import and puts it back (its docstring says why).
+ENVIRONMENT_EXCEPTIONS = {("resources/milvus.py", "_import_pymilvus")}
+ENVIRONMENT_NAMES = {"environ", "environb", "getenv", "getenvb"}
+
+
+def environment_reads(path: Path) -> list[tuple[int, str | None]]:
+    """`(line, enclosing function)` of every `os.environ` (`.get`, `[...]`, `setdefault`...), `os.getenv`
+    and `from os import environ / getenv`, whatever `os` is imported as."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    os_names = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names if alias.name == "os"}
+    found: list[tuple[int, str | None]] = []
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = node.name
+        if (isinstance(node, ast.Attribute) and node.attr in ENVIRONMENT_NAMES
+                and isinstance(node.value, ast.Name) and node.value.id in os_names):
+            found.append((node.lineno, function))
+        elif isinstance(node, ast.ImportFrom) and node.module == "os" and not node.level and any(
+                alias.name in ENVIRONMENT_NAMES for alias in node.names):
+            found.append((node.lineno, function))
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(tree, None)
+    return found
+
+
+def test_environment_reads_sees_every_form(tmp_path):
+    # The checker must see each way of reading the environment, or the rule below could pass vacuously.
+    sample = tmp_path / "probe.py"
+    sample.write_text("import os\nimport os as o\nfrom os import getenv\n"
+                      "A = os.environ.get('A')\nB = os.getenv('B')\n"
+                      "def f(env=os.environ):\n    return o.environ['C']\n"
+                      "P = os.path.join('a', 'b')\n")
+    assert environment_reads(sample) == [(3, None), (4, None), (5, None), (6, "f"), (7, "f")]
+
+
+def test_only_settings_and_the_environments_table_read_the_environment():
+    reads = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(PACKAGE).as_posix()
+        if name in ENVIRONMENT_READERS or name.startswith(tuple(r for r in ENVIRONMENT_READERS if r.endswith("/"))):
+            continue
+        reads += [f"llm_assets/{name}:{line} ({function or 'module level'})" for line, function in environment_reads(path)
+                  if (name, function) not in ENVIRONMENT_EXCEPTIONS]
+    assert reads == [], "read the variable through a function of llm_assets/settings.py"

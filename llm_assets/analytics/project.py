@@ -16,6 +16,8 @@ from pathlib import Path
 
 from dagster_dbt import DbtProject
 
+from llm_assets import settings
+
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 # What `dbt parse` reads: a change to any of them makes the manifest stale.
 PROJECT_FILE_PATTERNS = ("dbt_project.yml", "models/**/*", "tests/**/*", "macros/**/*")
@@ -51,7 +53,7 @@ def parse_manifest(project: DbtProject, executable: str) -> Path:
             [executable, "parse", "--quiet", "--project-dir", str(project.project_dir),
              "--profiles-dir", str(project.profiles_dir), "--target-path", scratch, "--log-path", scratch],
             capture_output=True, text=True, cwd=project.project_dir,
-            env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+            env={**settings.environment(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
         )
         if done.returncode != 0:
             raise RuntimeError(f"`dbt parse` of {project.project_dir} failed:\n{done.stdout}{done.stderr}")

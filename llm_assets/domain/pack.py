@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -299,7 +298,7 @@ def _expand(location: str) -> str:
 
     def value(match: re.Match) -> str:
         name = match.group(1)
-        return os.environ.get(name) or defaults.get(name, match.group(0))
+        return settings.environment().get(name) or defaults.get(name, match.group(0))
 
     return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)\}", value, location)
 

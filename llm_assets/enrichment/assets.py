@@ -9,7 +9,6 @@ to `cases.enriched` once the Delta write and its blocking checks passed, and rep
 per date.
 """
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -266,15 +265,6 @@ def rows_behind_dependencies(stored: pl.DataFrame, gate_version: str | None, kb_
     if kb_version != "none":
         stale = stale | pl.col("kb_index_version").is_null() | (pl.col("kb_index_version") != kb_version)
     return stored.filter(stale)
-
-
-def _gpu_op_tags() -> dict:
-    """The in-process vLLM backend needs a GPU in the step's pod; the server backend does not."""
-    if os.environ.get("LLM_BACKEND") != "offline":
-        return {}
-    return {"dagster-k8s/config": {"container_config": {"resources": {
-        "requests": {"nvidia.com/gpu": "1", "cpu": "4", "memory": "32Gi"},
-        "limits": {"nvidia.com/gpu": "1"}}}}}
 
 
 @dataclass
@@ -596,7 +586,8 @@ metadata shows the split per date and the rows still behind.
     # Its checks can be left out of a run's plan (kafka_events_sensor's runs do: they are evaluated and
     # recorded all the same); the asset itself is always selected.
     can_subset=True,
-    op_tags={"llm_assets/stage": "enrichment", **_gpu_op_tags()},
+    # Its pod (a GPU under LLM_BACKEND=offline) comes from the executor: llm_assets/execution.py.
+    op_tags={"llm_assets/stage": "enrichment"},
     pool="llm",  # LLM work, one step at a time locally: dagster.yaml `concurrency.pools`
     # A range run (a sensor batch over several dates, a backfill) sends all its dates' cases as one LLM batch.
     backfill_policy=dg.BackfillPolicy.single_run(),

@@ -18,7 +18,6 @@ given; a single bundle file, or dates from before the ledger existed, get check 
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Mapping, TextIO
 
 import polars as pl
 
+from llm_assets import settings
 from llm_assets.asset_keys import ENRICHED_CASES, ENRICHED_OUTBOX
 from llm_assets.enrichment import audit, outbox
 from llm_assets.resources.artifacts import ArtifactStore
@@ -106,7 +106,7 @@ def _partition_problems(store: ArtifactStore, day: str, recorded: dict[str, str]
 
 def verify_command(
     target: str,
-    env: Mapping[str, str] = os.environ,
+    env: Mapping[str, str] | None = None,
     key_file: str | Path | None = None,
     out: TextIO | None = None,
     delta_root: str | None = None,
@@ -121,10 +121,9 @@ def verify_command(
     each date's verdict; returns 0 when all verify, 1 otherwise.
     """
     out = out or sys.stdout
+    env = settings.environment() if env is None else env
     if key_file is None:
-        from llm_assets.settings import local_signing_key_file
-
-        key_file = local_signing_key_file()
+        key_file = settings.local_signing_key_file()
     try:
         signing_key = load_signing_key(env.get(SIGNING_KEY_VARIABLE), key_file, create=False)
     except MissingSigningKey as exc:

@@ -33,7 +33,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import polars as pl
 from pydantic_core import from_json
@@ -161,17 +161,6 @@ class PartitionWindow:
         if day > self.last:
             return f"event_date {day} is after the last daily partition {self.last} (event_ts in the future?)"
         return None
-
-
-@dataclass(frozen=True)
-class ValidEvent:
-    event_date: str
-    fields: dict[str, Any]  # event_id ... payload_raw, event_ts as a UTC datetime, extra
-
-
-@dataclass(frozen=True)
-class InvalidEvent:
-    reason: str
 
 
 @dataclass
@@ -423,24 +412,8 @@ def validate_values(values: Sequence[bytes | None] | pl.Series, *,
     return ValidatedValues(events=events, rejected=rejected)
 
 
-def validate_event(value: bytes | None, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-                   window: PartitionWindow | None = None) -> ValidEvent | InvalidEvent:
-    """Check one message value against the contract (`validate_values` of one value)."""
-    checked = validate_values([value], max_payload_bytes=max_payload_bytes, window=window)
-    if checked.rejected.height:
-        return InvalidEvent(checked.rejected["reason"][0])
-    fields = checked.events.drop("position", "event_date").row(0, named=True)
-    return ValidEvent(checked.events["event_date"][0], fields)
-
-
-def event_row(event: ValidEvent, *, topic: str, partition: int, offset: int, ingested_at: datetime) -> dict:
-    """The `raw/events` row of a valid message."""
-    return {**event.fields, "event_date": event.event_date, "kafka_topic": topic, "kafka_partition": partition,
-            "kafka_offset": offset, "ingested_at": ingested_at}
-
-
 def events_frame(rows: Iterable[dict]) -> pl.DataFrame:
-    """A `raw/events` frame from `event_row` dicts."""
+    """A `raw/events` frame from row dicts (`[]`: an empty one)."""
     return pl.DataFrame(list(rows), schema=RAW_EVENTS_SCHEMA)
 
 

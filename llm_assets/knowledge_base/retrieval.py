@@ -153,13 +153,6 @@ def recall_at_k(golden: Sequence[GoldenQuery], retrieved_doc_ids: Sequence[Seque
     return RecallReport(k, mean, per_query)
 
 
-def evaluate_recall(milvus: "MilvusResource", embedder: "EmbedderResource", collection: str,
-                    golden: Sequence[GoldenQuery], k: int = 5) -> RecallReport:
-    """recall@k of `collection` on the golden queries, through the same search as `retrieve`."""
-    hits = search_chunks(milvus, embedder, collection, [g.query for g in golden], top_k=k)
-    return recall_at_k(golden, [top_documents(h, k) for h in hits], k)
-
-
 def retrieve_by_vectors(milvus: "MilvusResource", vectors: "np.ndarray", top_k: int = 5, *,
                         max_per_type: int | None = DEFAULT_MAX_PER_TYPE,
                         type_caps: Mapping[str, int] | None = None) -> list[list[RetrievedChunk]]:

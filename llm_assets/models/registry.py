@@ -18,7 +18,6 @@ name, evaluated and promoted again before it serves. Pure module: no Dagster imp
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Mapping
 
 import yaml
 
+from llm_assets import settings
 from llm_assets.domain import current_pack
 from llm_assets.enrichment.local_rules import LOCAL_RULES_VERSION, local_prompt_version
 from llm_assets.enrichment.model_versions import MODEL_BACKENDS
@@ -150,22 +150,15 @@ def load_registry(path: str | Path | None = None) -> dict[str, RegisteredModel]:
     return parse_registry(document)
 
 
-def entry_yaml(model: RegisteredModel) -> str:
-    """The registry entry of a version as YAML (for `llm-assets models list --yaml` and the docs)."""
-    entry = {k: v for k, v in asdict(model).items() if v not in (None, "")}
-    entry["prompt_versions"] = list(model.prompt_versions)
-    return yaml.safe_dump([entry], sort_keys=False)
-
-
-def resolve_endpoint(model: RegisteredModel, environ: Mapping[str, str] = os.environ) -> str | None:
+def resolve_endpoint(model: RegisteredModel, environ: Mapping[str, str] | None = None) -> str | None:
     """The server URL of a version: a literal URL as it is, an env var name through `environ`
-    (None when unset or for the local and offline backends)."""
+    (default: the process environment; None when unset or for the local and offline backends)."""
     endpoint = model.endpoint
     if not endpoint or model.backend != "server":
         return None
     if "://" in endpoint:
         return endpoint
-    return environ.get(endpoint) or None
+    return (settings.environment() if environ is None else environ).get(endpoint) or None
 
 
 def check_runnable(model: RegisteredModel) -> None:

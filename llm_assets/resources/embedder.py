@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +39,8 @@ from typing import Any, Sequence
 import dagster as dg
 import numpy as np
 from pydantic import Field
+
+from llm_assets import settings
 
 PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -55,7 +56,7 @@ def packaged_model_path() -> Path:
 
 def resolve_model_path(model_path: str = "") -> Path:
     """The explicit path, else `EMBEDDING_MODEL`, else the packaged model."""
-    chosen = model_path or os.environ.get("EMBEDDING_MODEL", "")
+    chosen = model_path or settings.embedding_model()
     path = Path(chosen).expanduser().resolve() if chosen else packaged_model_path()
     if not path.is_dir():
         raise FileNotFoundError(f"embedding model folder not found: {path} (EMBEDDING_MODEL must be a local path)")
@@ -281,13 +282,8 @@ def load_sentence_model(path: Path, device: str = "cpu", *, direct: bool = True)
             if direct and device == "cpu" and is_plain_bert_mean_pooling(path):
                 _MODELS[key] = BertMeanPoolingEncoder(path)
                 return _MODELS[key]
-            # Idle torch (OpenMP) threads sleep instead of spinning: on a machine whose cores are busy
-            # with other work, spinning threads burned 4x the CPU and took 3x the wall time of a
-            # 300-case batch here. Read when torch loads, so only before its first import.
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-            # Never download: the model is a local folder, and a hub lookup would hang offline.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+            # Idle OpenMP threads sleep, nothing is downloaded: read when torch loads, so set before its import.
+            settings.prepare_sentence_transformers_import()
             from sentence_transformers import SentenceTransformer
 
             _MODELS[key] = SentenceTransformer(str(path), device=device, local_files_only=True)

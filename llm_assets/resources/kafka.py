@@ -56,16 +56,6 @@ class KafkaDeliveryError(RuntimeError):
     """At least one produced message was not acknowledged by the broker."""
 
 
-class KafkaRecord(NamedTuple):
-    """One consumed message, detached from librdkafka (a tuple: cheap to build by the 100k)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
 class RecordColumns(NamedTuple):
     """A chunk of consumed messages as parallel lists (what a bulk validator wants)."""
 
@@ -395,16 +385,6 @@ class KafkaResource(dg.ConfigurableResource):
                 starts[r.partition], ends[r.partition] = r.start, r.end
         return self.read(topic, starts, end_offsets=ends, chunk_size=chunk_size)
 
-    def iter_range_batches(self, topic: str, ranges: Iterable[OffsetRange | tuple[int, int, int]],
-                           batch_size: int = 10_000) -> Iterator[list[KafkaRecord]]:
-        """Every message of the given offset ranges as records, in lists of at most `batch_size`."""
-        for chunk in self.read_ranges(topic, ranges, chunk_size=batch_size):
-            yield [KafkaRecord(topic, p, o, k, v) for p, o, k, v in zip(*chunk)]
-
-    def read_range(self, topic: str, partition: int, start: int, end: int) -> list[KafkaRecord]:
-        """Messages `start` (inclusive) to `end` (exclusive) of one partition."""
-        return [rec for batch in self.iter_range_batches(topic, [OffsetRange(partition, start, end)]) for rec in batch]
-
     # -- consumer group offsets ------------------------------------------------------------
     def commit_offsets(self, group: str, topic: str, next_offsets: Mapping[int, int]) -> None:
         """Store `{partition: next offset to read}` for `group` (no group join, synchronous)."""
@@ -459,9 +439,6 @@ class KafkaResource(dg.ConfigurableResource):
         if failures:
             raise KafkaDeliveryError(f"{len(failures)} of {sent} messages to {topic} failed, e.g. {failures[0]}")
         return sent
-
-    def produce(self, topic: str, key: bytes | str | None, value: bytes | str | None) -> None:
-        self.produce_batch(topic, [(key, value)])
 
 
 class KafkaIngestSettings(dg.ConfigurableResource):

@@ -49,6 +49,10 @@ def _import_pymilvus() -> None:
     pymilvus reads `MILVUS_URI` at import for its default connection and rejects anything but a
     URL ("Illegal uri"), while our contract (ARCHITECTURE section 5) also allows a file path there.
     The resource passes the URI explicitly, so pymilvus's own default is never used.
+
+    The one module outside `settings.py` and `resources/environments.py` that touches the process
+    environment (a pymilvus quirk, not a setting: the variable is removed for the import and put back
+    as it was); `tests/test_architecture.py` allows this function by name.
     """
     import os
     import sys

@@ -19,7 +19,6 @@ from llm_assets.execution import (
     GPU_RESOURCE,
     executor_for,
     gpu_step_k8s_config,
-    gpu_step_tags,
     per_step_k8s_config,
     step_op_name,
 )
@@ -59,8 +58,6 @@ def test_the_enrichment_step_job_requests_a_gpu_in_the_gpu_image_only_for_the_of
     assert served["image"] == CODE_LOCATION_IMAGE
     assert GPU_RESOURCE not in (served["resources"]["limits"] or {})
     assert {k: served["resources"][k] for k in ("requests", "limits")} == EMBEDDING_STEP_RESOURCES
-    assert gpu_step_tags("server") == {}
-    assert gpu_step_tags("offline") == {"dagster-k8s/config": gpu_step_k8s_config("offline")}
 
 
 def test_per_step_pods_are_keyed_by_the_real_assets_op_names():

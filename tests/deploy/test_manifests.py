@@ -14,7 +14,15 @@ import dagster as dg
 import pytest
 import yaml
 
-from llm_assets.execution import ENV_CONFIG_MAP, ENV_SECRET, GPU_IMAGE_ENV, GPU_RESOURCE, NAMESPACE_ENV
+from llm_assets.execution import (
+    ENV_CONFIG_MAP,
+    ENV_SECRET,
+    GPU_IMAGE_ENV,
+    GPU_RESOURCE,
+    NAMESPACE_ENV,
+    OFFLINE_VLLM_RESOURCES,
+    SHM_SIZE,
+)
 from llm_assets.resources.environments import production_resources
 from tests.deploy.conftest import DEPLOY, REPO
 
@@ -162,6 +170,11 @@ def test_vllm_runs_as_its_own_deployment_with_a_gpu_health_probes_and_a_secret_a
     assert env["LLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": ENV_SECRET, "key": "LLM_API_KEY"}
     assert env["LLM_MODEL"]["valueFrom"]["configMapKeyRef"]["name"] == ENV_CONFIG_MAP
     assert container["resources"]["limits"][GPU_RESOURCE] == "1"
+    # One vLLM engine on one GPU, sized in one place: the offline enrichment step's numbers.
+    assert container["resources"] == OFFLINE_VLLM_RESOURCES
+    [shm] = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": SHM_SIZE}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] == "/health"
     # The Service is what LLM_BASE_URL names, and it selects these pods on the container's port.

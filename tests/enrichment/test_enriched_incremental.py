@@ -21,6 +21,7 @@ from llm_assets.partitions import daily_partitions
 from llm_assets.resources.llm import LLMResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data, load_messages
 from tests.enrichment.test_enriched_cases import UNPARTITIONED, _published, base_resources
+from tests.support import contract_reference
 from tests.support.pipeline import graph_definitions, materialize_keys, use_local_home
 
 CHECK_NAMES = {"labels_and_confidence_valid", "actions_within_allow_list", "provenance_versions_present",
@@ -53,9 +54,10 @@ def _raw_frame(sample_dir: Path) -> pl.DataFrame:
     now = datetime.now(timezone.utc)
     rows = []
     for offset, m in enumerate(load_messages(sample_dir)):
-        event = contract.validate_event(m.value)
-        if isinstance(event, contract.ValidEvent):
-            rows.append(contract.event_row(event, topic="events.raw", partition=0, offset=offset, ingested_at=now))
+        event = contract_reference.validate_event(m.value)
+        if isinstance(event, contract_reference.ValidEvent):
+            rows.append(contract_reference.event_row(event, topic="events.raw", partition=0, offset=offset,
+                                                     ingested_at=now))
     return contract.events_frame(rows).unique("event_id", keep="last").sort("event_id")
 
 

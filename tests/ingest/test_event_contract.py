@@ -21,15 +21,13 @@ from llm_assets.ingest.checks import contract_violations, duplicate_event_ids
 from llm_assets.ingest.contract import (
     DATE_COLUMNS,
     REQUIRED_FIELDS,
-    InvalidEvent,
     PartitionWindow,
-    ValidEvent,
     parse_value,
-    validate_event,
     validate_values,
 )
 from llm_assets.resources.kafka import KafkaIngestSettings
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages
+from tests.support.contract_reference import InvalidEvent, ValidEvent, event_row, validate_event
 
 WINDOW = PartitionWindow(first=date(2025, 1, 1), last=date(2026, 12, 31))
 EVENT = {"event_id": "evt-1", "source_system": "ledger", "event_ts": "2026-11-18T10:00:00Z",
@@ -106,7 +104,7 @@ def test_payload_limit_is_configurable():
 
 def test_rerun_rows_with_the_same_content_are_not_rewritten():
     now = datetime.now(timezone.utc)
-    row = contract.event_row(validate_event(_value()), topic="t", partition=0, offset=1, ingested_at=now)
+    row = event_row(validate_event(_value()), topic="t", partition=0, offset=1, ingested_at=now)
     stored = contract.events_frame([row])
     again = contract.events_frame([{**row, "kafka_offset": 7, "ingested_at": now}])
     changed = contract.events_frame([{**row, "payload_raw": "corrected"}])
@@ -230,7 +228,7 @@ def test_offsets_are_committed_only_for_the_leading_finished_batches():
 
 def test_check_rules_find_broken_rows():
     now = datetime.now(timezone.utc)
-    good = contract.event_row(validate_event(_value()), topic="t", partition=0, offset=1, ingested_at=now)
+    good = event_row(validate_event(_value()), topic="t", partition=0, offset=1, ingested_at=now)
     df = contract.events_frame([good, {**good, "event_id": "evt-2", "event_date": "2026-11-19"},
                                 {**good, "partner_id": None}])
     assert contract_violations(df, "2026-11-18") == {

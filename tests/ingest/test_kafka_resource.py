@@ -12,6 +12,7 @@ from llm_assets.resources.kafka import (
     OffsetRangeUnavailableError,
     TopicNotFoundError,
 )
+from tests.support.kafka_helpers import iter_range_batches, read_range
 
 
 @pytest.fixture
@@ -22,10 +23,10 @@ def kafka(kafka_broker):
 def test_read_range_returns_exactly_the_requested_offsets(kafka, make_topic):
     topic = make_topic()
     assert kafka.produce_batch(topic, [(f"k{i}", f"v{i}") for i in range(20)]) == 20
-    records = kafka.read_range(topic, 0, 5, 12)
+    records = read_range(kafka, topic, 0, 5, 12)
     assert [r.offset for r in records] == list(range(5, 12))
     assert [r.value for r in records] == [f"v{i}".encode() for i in range(5, 12)]
-    batches = list(kafka.iter_range_batches(topic, [OffsetRange(0, 0, 20)], batch_size=8))
+    batches = list(iter_range_batches(kafka, topic, [OffsetRange(0, 0, 20)], batch_size=8))
     assert sum(len(b) for b in batches) == 20 and all(len(b) <= 8 for b in batches)
 
 
@@ -33,7 +34,7 @@ def test_a_range_past_the_log_end_raises_instead_of_returning_a_partial_range(ka
     topic = make_topic()
     kafka.produce_batch(topic, [("k", "v")])
     with pytest.raises(OffsetRangeUnavailableError, match="ends at offset 1"):
-        kafka.read_range(topic, 0, 0, 3)
+        read_range(kafka, topic, 0, 0, 3)
 
 
 def test_missing_topic_is_a_clear_error_and_is_not_auto_created(kafka):
@@ -55,7 +56,7 @@ def test_producers_are_idempotent_whatever_the_config_says(kafka, make_topic):
     assert overridden.producer_settings(**{"enable.idempotence": False})["enable.idempotence"] is True
     topic = make_topic()
     assert overridden.produce_batch(topic, [("k", "v")]) == 1
-    assert kafka.read_range(topic, 0, 0, 1)[0].value == b"v"
+    assert read_range(kafka, topic, 0, 0, 1)[0].value == b"v"
 
 
 def test_commits_need_no_group_join(kafka, make_topic):

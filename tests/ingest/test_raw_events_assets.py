@@ -22,6 +22,7 @@ from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import MALFORMED_KINDS, generate_messages
 from llm_assets.sensors.kafka_events import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from tests.support.contract_reference import event_row, validate_event
 
 
 def _event(event_id: str, ts: str, payload: str = "amount mismatch on REF-1") -> bytes:
@@ -246,7 +247,7 @@ def test_valid_events_frame_matches_the_row_helpers():
     value = _event("x", "2026-11-18T10:00:00Z")
     checked = contract.validate_values([value])
     frame = contract.valid_events_frame(checked, topic="t", partitions=[2], offsets=[9], ingested_at=now)
-    row = contract.event_row(contract.validate_event(value), topic="t", partition=2, offset=9, ingested_at=now)
+    row = event_row(validate_event(value), topic="t", partition=2, offset=9, ingested_at=now)
     assert frame.to_dicts() == contract.events_frame([row]).to_dicts()
 
 
