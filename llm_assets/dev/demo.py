@@ -79,8 +79,14 @@ def run_demo(sample_dir: Path) -> int:
     from llm_assets.dev.daemon import drain_topic
     from llm_assets.dev.samples import produce_sample_messages
     from llm_assets.resources.delta import DeltaLakeStorage
+    from llm_assets.dev.dev_command import pack_has_sample_events
+    from llm_assets.domain import current_pack
     from llm_assets.domain.packs.payments_ops.sample_data.generator import load_messages
 
+    if not pack_has_sample_events():
+        print(f"make demo produces the payments sample events, and the domain pack is {current_pack().version}: "
+              "unset LLM_ASSETS_DOMAIN for the demo, or run `make dev` and produce your own events", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     instance = dg.DagsterInstance.get()
     messages = load_messages(sample_dir)
@@ -88,7 +94,8 @@ def run_demo(sample_dir: Path) -> int:
     produce_sample_messages(defs.resources["kafka"], ingest_settings.topic, messages)
     print(f"produced {len(messages)} messages to {ingest_settings.topic}")
 
-    print("1/4 signals and knowledge base: entity signals, exceptions, kb/documents, kb/index, embedding gate")
+    print(f"1/4 the domain pack {current_pack().version}: entity signals, exceptions, kb/documents, kb/index, "
+          "evaluation/golden_cases, embedding gate")
     build_seeds_and_promote(defs, instance, verbose=True)
 
     print("2/4 micro-batches: kafka_events_sensor ticks -> one run per batch: raw -> curated -> enriched")
