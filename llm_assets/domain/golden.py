@@ -2,9 +2,10 @@
 
 A labelled case is a case as it arrives (the pack's own event field names: id, text and, when
 present, partner key and source) plus `label`, and optionally `split` (`evaluation` or
-`held_out`) and `actions`. JSONL, CSV or Parquet, by path or URI. Rows come back with the
+`held_out`) and `actions`. JSONL, CSV, Parquet or a Delta table, by path or URI. Rows come back with the
 canonical column names (`event_id`, `payload_raw`, `partner_id`, `source_system`, `label`,
-`split`); `LabelledFileError` names the file, the row and the reason for anything unusable.
+`split`); `LabelledFileError` names the file, the row and the reason for anything unusable. A
+location without a file suffix is a Delta table (a folder or an object-store URI).
 
 Pure module: no Dagster import.
 """
@@ -34,6 +35,8 @@ def _read_rows(location: str) -> list[dict]:
             return pl.read_csv(location, infer_schema=False).to_dicts()
         if suffix == "parquet":
             return pl.read_parquet(location).to_dicts()
+        if not suffix:  # a folder or a table URI: a Delta table
+            return pl.read_delta(location).to_dicts()
         import fsspec
         with fsspec.open(location, "rt", encoding="utf-8") as f:
             rows = []

@@ -12,6 +12,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -385,3 +386,12 @@ def test_a_broken_pack_stops_the_code_location_from_loading_with_its_reasons(ske
                             capture_output=True, text=True, timeout=300)
     assert loaded.returncode != 0
     assert "DomainPackError" in loaded.stderr and "domain.yaml: fallback_label: 'nothing_like_it'" in loaded.stderr
+
+
+def test_golden_cases_can_be_a_delta_table(tmp_path):
+    pack = load_pack(IT_PACK)
+    rows = [json.loads(line) for line in (IT_PACK / "golden" / "cases.jsonl").read_text().splitlines()]
+    pl.DataFrame(rows).write_delta(str(tmp_path / "golden_table"))
+    from_table = read_labelled(pack, str(tmp_path / "golden_table"))
+    from_file = read_labelled(pack, pack.spec.sources.golden)
+    assert from_table.equals(from_file)
