@@ -36,12 +36,12 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from llm_assets.distillation import examples as ex  # noqa: E402
-from llm_assets.distillation.retraining import gated_score, judge, training_rows  # noqa: E402
-from llm_assets.enrichment import llm_enricher, pipeline  # noqa: E402
-from llm_assets.enrichment.gate import texts_fingerprint, train_gate, training_examples  # noqa: E402
-from llm_assets.enrichment.gate_evaluation import labelled_set  # noqa: E402
-from llm_assets.enrichment.redaction import redact_cached  # noqa: E402
+from llm_assets.gate import examples as ex  # noqa: E402
+from llm_assets.gate.retraining import gated_score, judge, training_rows  # noqa: E402
+from llm_assets.llm import llm_enricher, pipeline  # noqa: E402
+from llm_assets.gate.model import texts_fingerprint, train_gate, training_examples  # noqa: E402
+from llm_assets.gate.evaluation import labelled_set  # noqa: E402
+from llm_assets.lib.redaction import redact_cached  # noqa: E402
 from llm_assets.resources.embedder import EmbedderResource  # noqa: E402
 from llm_assets.resources.llm import LLMResource  # noqa: E402
 from llm_assets.domain.packs.payments_ops.sample_data import catalog  # noqa: E402

@@ -40,10 +40,10 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
 
-from llm_assets.enrichment import prompts  # noqa: E402
-from llm_assets.enrichment.llm_enricher import LLMEnricher, skill_request  # noqa: E402
-from llm_assets.enrichment.redaction import redact  # noqa: E402
-from llm_assets.enrichment.types import BatchStats, CaseContext  # noqa: E402
+from llm_assets.llm import prompts  # noqa: E402
+from llm_assets.llm.llm_enricher import LLMEnricher, skill_request  # noqa: E402
+from llm_assets.lib.redaction import redact  # noqa: E402
+from llm_assets.llm.types import BatchStats, CaseContext  # noqa: E402
 from llm_assets.resources.llm import LLMRequest, LLMResource  # noqa: E402
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages, kb_corpus  # noqa: E402
 

@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.llm_throughput import start_server  # noqa: E402
-from llm_assets.enrichment import pipeline  # noqa: E402
-from llm_assets.enrichment.llm_enricher import LLMEnricher  # noqa: E402
+from llm_assets.llm import pipeline  # noqa: E402
+from llm_assets.llm.llm_enricher import LLMEnricher  # noqa: E402
 from llm_assets.models.evaluation import RecordingLLM, case_rows, run_golden, summarize  # noqa: E402
 from llm_assets.models.golden import golden_fingerprint, golden_frame  # noqa: E402
 from llm_assets.models.registry import parse_registry, row_model_version, row_prompt_version  # noqa: E402
@@ -123,8 +123,8 @@ def asset_evaluation(model, base_url: str, cases: int, capacity: float) -> None:
 
 
 def local_evaluation() -> None:
-    from llm_assets.enrichment.gate import texts_fingerprint, train_gate, training_examples
-    from llm_assets.enrichment.redaction import redact_cached
+    from llm_assets.gate.model import texts_fingerprint, train_gate, training_examples
+    from llm_assets.lib.redaction import redact_cached
     from llm_assets.resources.embedder import EmbedderResource
     from llm_assets.domain.packs.payments_ops.sample_data.generator import kb_corpus
 

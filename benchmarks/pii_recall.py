@@ -32,7 +32,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from llm_assets.enrichment.redaction import redact  # noqa: E402
+from llm_assets.lib.redaction import redact  # noqa: E402
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages  # noqa: E402
 from tests.support.pii_corpus import KINDS, Score, clean_sentences, pii_sentences, score  # noqa: E402
 
@@ -124,7 +124,7 @@ def main(rounds: int = 3) -> None:
     print(f"corpus: {sum(len(s.planted) for s in sentences)} planted values in {len(sentences)} sentences, "
           f"{len(clean)} PII-free sentences")
     ours = score(lambda t: redact(t).text, sentences, clean)
-    _report("llm_assets.enrichment.redaction.redact", ours)
+    _report("llm_assets.lib.redaction.redact", ours)
 
     corpus_texts = [s.text for s in sentences] + clean
     cases = [json.loads(m.value)["payload_raw"] for m in generate_messages(3000) if m.kind == "valid"]

@@ -23,7 +23,7 @@ DOMAIN_PACK = current_pack()
 # Domain modules, not their `defs`: one Definitions object at module scope is what Dagster loads.
 # ruff: noqa: E402
 from llm_assets.curated import definitions as curated
-from llm_assets.distillation import definitions as distillation
+from llm_assets.gate import definitions as gate
 from llm_assets.enrichment import definitions as enrichment
 from llm_assets.evaluation import definitions as evaluation
 from llm_assets.execution import executor_for
@@ -50,7 +50,7 @@ defs = dg.Definitions.merge(
     knowledge_base.defs,
     models.defs,
     enrichment.defs,
-    distillation.defs,
+    gate.defs,
     evaluation.defs,
     monitoring.defs,
     dg.Definitions(sensors=[automation_sensor, kafka_events_sensor, vllm_metrics_sensor],

@@ -1,5 +1,8 @@
 """Import rules of the package, read from the source with `ast` (no import side effects).
 
+- One-way layers: each package (a folder or a top-level module of `llm_assets/`) imports only the
+  packages `LAYERS` puts below it, so the package graph has no cycle.
+
 - Resources are clients of external systems: nothing under `llm_assets/resources/` imports a
   domain package (so a domain can never leak into the transport layer).
 - `ingest/` stands below the sensors and the dev tooling: it imports neither.
@@ -16,7 +19,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "llm_assets"
 DOMAINS = ("ingest", "curated", "knowledge_base", "enrichment", "evaluation", "monitoring", "models",
-           "analytics", "sensors", "domain", "dev", "distillation")
+           "analytics", "sensors", "domain", "dev", "lib", "llm", "gate")
 
 
 def imported_modules(path: Path, package: Path = PACKAGE) -> list[tuple[int, str]]:
@@ -74,6 +77,103 @@ def test_the_domain_pack_model_is_the_bottom_layer():
     others = tuple(d for d in DOMAINS if d != "domain") + ("resources", "storage", "definitions", "partitions",
                                                             "automation", "metadata", "execution")
     assert violations("domain", others) == []
+
+
+# The declared order, bottom first: a package imports only packages listed before it. `lib/` holds pure
+# helpers shared by the domains (redaction, plots); `llm/` the LLM layer (prompts, parsing, the enricher,
+# the pipeline) that both `enriched/cases` and the model lifecycle drive; `gate/` the embedding gate and
+# its distillation; `enrichment/` (`enriched/cases`) stands on the model lifecycle, not below it.
+LAYERS = (
+    "settings", "asset_keys", "storage", "metadata", "partitions", "automation", "failpoints", "policies",
+    "execution", "domain",
+    "resources",
+    "lib",
+    "ingest", "curated", "knowledge_base", "evaluation",
+    "llm", "gate", "models", "monitoring", "enrichment",
+    "analytics", "sensors",
+    "definitions", "analytics_definitions",
+    "dev", "cli",
+)
+ALLOWED = {name: set(LAYERS[:rank]) for rank, name in enumerate(LAYERS)}
+
+
+def package_of(path: Path, package: Path = PACKAGE) -> str | None:
+    """`enrichment` for `llm_assets/enrichment/assets.py`, `settings` for `llm_assets/settings.py`;
+    None for `llm_assets/__init__.py`."""
+    parts = path.relative_to(package).with_suffix("").parts
+    return None if parts == ("__init__",) else parts[0]
+
+
+def package_imports(package: Path = PACKAGE) -> dict[str, dict[str, list[str]]]:
+    """importer package -> imported package -> the `file:line imports module` lines behind the edge."""
+    graph: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(package.rglob("*.py")):
+        importer = package_of(path, package)
+        if importer is None:
+            continue
+        for line, module in imported_modules(path, package):
+            parts = module.split(".")
+            if parts[0] == "llm_assets" and len(parts) > 1 and parts[1] != importer:
+                graph.setdefault(importer, {}).setdefault(parts[1], []).append(
+                    f"{path.relative_to(package.parent)}:{line} imports {module}")
+    return graph
+
+
+def layer_violations(package: Path = PACKAGE, allowed: dict[str, set[str]] = ALLOWED) -> list[str]:
+    out = []
+    for importer, imported in sorted(package_imports(package).items()):
+        if importer not in allowed:
+            out.append(f"{importer}: not declared in LAYERS")
+            continue
+        for name, lines in sorted(imported.items()):
+            if name not in allowed[importer]:
+                out += [f"{where} ({name} is not below {importer})" for where in lines]
+    return out
+
+
+def package_cycles(package: Path = PACKAGE) -> list[list[str]]:
+    """Every cycle of the package graph, found once each (depth-first, from each package in turn)."""
+    graph = {importer: set(imported) for importer, imported in package_imports(package).items()}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == path[0]:
+                cycles.append(path + [nxt])
+            elif nxt not in path and nxt > path[0]:  # each cycle from its smallest name only
+                visit(nxt, path + [nxt])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    return cycles
+
+
+def test_layer_checker_flags_a_planted_violation_and_cycle(tmp_path):
+    # The checker must see a wrong-way import and a cycle, or the two rules below could pass vacuously.
+    package = tmp_path / "llm_assets"
+    for folder in ("lib", "enrichment", "models"):
+        (package / folder).mkdir(parents=True)
+    (package / "lib" / "probe.py").write_text("from llm_assets.enrichment import assets\n")
+    (package / "enrichment" / "assets.py").write_text("from llm_assets.lib import probe\nfrom ..models import x\n")
+    (package / "models" / "x.py").write_text("import llm_assets.enrichment.assets\n")
+    flagged = layer_violations(package)
+    assert flagged == ["llm_assets/lib/probe.py:1 imports llm_assets.enrichment (enrichment is not below lib)",
+                       "llm_assets/lib/probe.py:1 imports llm_assets.enrichment.assets (enrichment is not below lib)",
+                       "llm_assets/models/x.py:1 imports llm_assets.enrichment.assets (enrichment is not below models)"]
+    assert package_cycles(package) == [["enrichment", "lib", "enrichment"], ["enrichment", "models", "enrichment"]]
+
+
+def test_every_package_is_declared_in_the_layers():
+    found = {package_of(p) for p in PACKAGE.rglob("*.py")} - {None}
+    assert found - set(LAYERS) == set(), "add the new package to LAYERS, above everything it imports"
+
+
+def test_imports_follow_the_declared_layers():
+    assert layer_violations() == []
+
+
+def test_the_package_graph_has_no_cycle():
+    assert package_cycles() == []
 
 
 # The one documented exception. Dagster 1.13 records a check result of a partition-range run without a

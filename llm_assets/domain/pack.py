@@ -43,7 +43,7 @@ SEVERITY_MIN, SEVERITY_MAX = 1, 5
 EVENT_ROLES = ("id", "event_time", "text", "entity_key", "partner_key", "source")
 ROLE_COLUMNS = {"id": "event_id", "event_time": "event_ts", "text": "payload_raw", "entity_key": "entity_id",
                 "partner_key": "partner_id", "source": "source_system"}
-# Built-in PII kinds (llm_assets.enrichment.redaction implements them); a pack turns them on or off.
+# Built-in PII kinds (llm_assets.lib.redaction implements them); a pack turns them on or off.
 BUILT_IN_PII_KINDS = ("email", "iban", "card", "national_id", "phone")
 # What the prompt templates may use; anything else is a broken pack (`jinja2.meta` finds it).
 TEMPLATE_VARIABLES = {

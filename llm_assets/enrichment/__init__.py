@@ -1,10 +1,8 @@
-"""Enrichment: the LLM layer around `enriched/cases`.
+"""Enrichment: the `enriched/cases` asset and what it writes beside the table.
 
-Pure logic, no Dagster import: `types` (CaseContext in, CaseResult out, BatchStats), `redaction`
-(PII out of every prompt and output), `prompts` (versioned skills and their JSON schemas),
-`parsing` (defensive reading of model answers), `local_rules` (the local strategy: rules plus the
-gate's classifier), `model_versions` (the one place that names model and prompt versions) and
-`pipeline` (what decides each case, and its route), `serving` (which production model version
-decides which case: promotion, gradual rollout, rows left behind). `llm_enricher` turns cases into requests and
-answers into results over `LLMResource` (`llm_assets.resources.llm`), which only moves requests.
+`assets` (`enriched/cases`: which cases to decide, by which model version, MERGE, checks),
+`serving` (which production model version decides which case: promotion, gradual rollout, rows
+left behind), `quality` (the checks' figures), `audit` and `audit_verification` (a signed bundle
+per date), `outbox` (publishing exactly the written rows to Kafka). The LLM layer it drives is
+`llm_assets/llm/`, the embedding gate `llm_assets/gate/`.
 """

@@ -4,4 +4,4 @@ import dagster as dg
 
 from llm_assets.enrichment import assets
 
-defs = dg.Definitions(assets=[assets.embedding_gate, assets.enriched_cases])
+defs = dg.Definitions(assets=[assets.enriched_cases])

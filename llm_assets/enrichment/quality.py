@@ -11,8 +11,8 @@ import json
 import polars as pl
 
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.pipeline import ROUTES
-from llm_assets.enrichment.redaction import find_pii
+from llm_assets.llm.pipeline import ROUTES
+from llm_assets.lib.redaction import find_pii
 
 VERSION_COLUMNS = ("model_version", "prompt_version", "kb_index_version")
 

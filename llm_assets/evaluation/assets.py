@@ -26,7 +26,7 @@ from llm_assets.asset_keys import (
     REJECTED_RATINGS,
 )
 from llm_assets.automation import build_daily_derived
-from llm_assets.enrichment.redaction import find_pii
+from llm_assets.lib.redaction import find_pii
 from llm_assets.evaluation import quality, ratings, sampling
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.partitions import daily_partitions

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import polars as pl
 
-from llm_assets.enrichment.redaction import redact
+from llm_assets.lib.redaction import redact
 
 DEFAULT_RATE = 0.01
 DEFAULT_MIN_PER_LABEL = 3

@@ -10,10 +10,10 @@ from pydantic import Field
 
 from llm_assets.asset_keys import EVALUATION_GOLDEN_CASES, KB_INDEX, MODELS_EVALUATION, MODELS_PRODUCTION
 from llm_assets.domain import current_pack
-from llm_assets.enrichment import pipeline
-from llm_assets.enrichment.assets import materialized_gate
-from llm_assets.enrichment.llm_enricher import LLMEnricher
-from llm_assets.enrichment.redaction import redact_cached
+from llm_assets.llm import pipeline
+from llm_assets.gate.assets import materialized_gate
+from llm_assets.llm.llm_enricher import LLMEnricher
+from llm_assets.lib.redaction import redact_cached
 from llm_assets.evaluation.golden_cases import read_golden
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
 from llm_assets.metadata import frame_table, markdown_table
@@ -38,7 +38,7 @@ from llm_assets.models.registry import (
     row_model_version,
     row_prompt_version,
 )
-from llm_assets.monitoring.plots import markdown_image
+from llm_assets.lib.plots import markdown_image
 from llm_assets.partitions import model_versions
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage

@@ -25,9 +25,9 @@ import numpy as np
 import polars as pl
 
 from llm_assets.domain import current_pack
-from llm_assets.enrichment import pipeline
-from llm_assets.enrichment.redaction import find_pii
-from llm_assets.enrichment.types import CaseContext, CaseResult
+from llm_assets.llm import pipeline
+from llm_assets.lib.redaction import find_pii
+from llm_assets.llm.types import CaseContext, CaseResult
 from llm_assets.models.golden import GOLDEN_DAY
 from llm_assets.models.registry import RegisteredModel
 from llm_assets.models.statistics import label_metrics, macro_f1, percentile

@@ -27,9 +27,9 @@ import yaml
 
 from llm_assets import settings
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.local_rules import LOCAL_RULES_VERSION, local_prompt_version
-from llm_assets.enrichment.model_versions import MODEL_BACKENDS
-from llm_assets.enrichment.prompts import prompt_version, templates_for
+from llm_assets.llm.local_rules import LOCAL_RULES_VERSION, local_prompt_version
+from llm_assets.llm.model_versions import MODEL_BACKENDS
+from llm_assets.llm.prompts import prompt_version, templates_for
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "registry.yaml"
 # A partition key of `model_versions` and a `model_version` prefix: no spaces, commas or slashes.

@@ -14,7 +14,7 @@ from pydantic import Field
 from llm_assets.asset_keys import CASE_TICKETS, CURATED_CASES, DRIFT_REPORT, ENRICHED_CASES
 from llm_assets.automation import build_daily_derived
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.redaction import redact_cached
+from llm_assets.lib.redaction import redact_cached
 from llm_assets.evaluation.sampling import sample_fraction
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.monitoring import drift, plots, tickets

@@ -16,7 +16,7 @@ from llm_assets.analytics import definitions as analytics
 from llm_assets.analytics.assets import analytics_dbt_models
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, RAW_EVENTS
 from llm_assets.curated.joining import ENTITY_SIGNALS_SCHEMA, EXCEPTIONS_SCHEMA, curate_cases
-from llm_assets.enrichment.pipeline import ENRICHED_SCHEMA
+from llm_assets.llm.pipeline import ENRICHED_SCHEMA
 from llm_assets.ingest.contract import RAW_EVENTS_SCHEMA
 from llm_assets.resources.delta import DeltaLakeStorage
 

@@ -13,7 +13,7 @@ from dagster_dbt import DbtProject
 from llm_assets.analytics.assets import dbt_build_args
 from llm_assets.analytics.project import DBT_PROJECT_DIR, dbt_executable, ensure_manifest, manifest_is_stale
 from llm_assets.analytics.translator import AnalyticsTranslator
-from llm_assets.enrichment.pipeline import ROUTES
+from llm_assets.llm.pipeline import ROUTES
 from llm_assets.domain import current_pack
 
 LABELS, ACTION_VERBS = current_pack().labels, current_pack().action_verbs

@@ -61,7 +61,8 @@ def test_the_enrichment_step_job_requests_a_gpu_in_the_gpu_image_only_for_the_of
 
 
 def test_per_step_pods_are_keyed_by_the_real_assets_op_names():
-    from llm_assets.enrichment.assets import embedding_gate, enriched_cases
+    from llm_assets.enrichment.assets import enriched_cases
+    from llm_assets.gate.assets import embedding_gate
     from llm_assets.knowledge_base.assets import kb_index
 
     assert {step_op_name(ENRICHED_CASES), step_op_name(KB_INDEX), step_op_name(EMBEDDING_GATE)} == {

@@ -44,7 +44,7 @@ from llm_assets.asset_keys import (
 )
 from llm_assets.dev.process import free_port
 from llm_assets.domain.pack import DEFAULT_PACK, PACKS_DIR, load_pack
-from llm_assets.enrichment.redaction import redact
+from llm_assets.lib.redaction import redact
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.settings import ENRICHED_TOPIC
 from tests.e2e.stack import UIClient, consume_all, wait_for

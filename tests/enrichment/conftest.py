@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from llm_assets.enrichment.redaction import redact
-from llm_assets.enrichment.types import CaseContext
+from llm_assets.lib.redaction import redact
+from llm_assets.llm.types import CaseContext
 from llm_assets.domain.packs.payments_ops.sample_data.generator import SampleMessage, generate_messages, kb_corpus
 from tests.support.openai_test_server import OpenAITestServer
 

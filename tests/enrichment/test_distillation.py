@@ -18,13 +18,13 @@ from llm_assets.asset_keys import (
     EVALUATION_RATINGS,
     GATE_TRAINING_EXAMPLES,
 )
-from llm_assets.distillation import assets as distillation
-from llm_assets.distillation import examples as ex
-from llm_assets.distillation.retraining import GatedScore, judge, training_rows
-from llm_assets.enrichment import assets as enrichment_assets
+from llm_assets.gate import distillation
+from llm_assets.gate import examples as ex
+from llm_assets.gate.retraining import GatedScore, judge, training_rows
+from llm_assets.gate import assets as gate_assets
 from llm_assets.domain import current_pack
 from llm_assets.knowledge_base import assets as kb_assets
-from llm_assets.enrichment.redaction import find_pii
+from llm_assets.lib.redaction import find_pii
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data, golden_cases
@@ -207,7 +207,7 @@ def _write_cases(delta: DeltaLakeStorage, cases: list[dict], labels: list[str]) 
 
 def _materialize(resources, instance, key: str):
     """One asset of kb/documents -> models/gate_training_examples -> models/embedding_gate, in-process."""
-    assets = [kb_assets.kb_documents, enrichment_assets.embedding_gate, distillation.gate_training_examples]
+    assets = [kb_assets.kb_documents, gate_assets.embedding_gate, distillation.gate_training_examples]
     result = dg.materialize(assets, selection=[dg.AssetKey.from_user_string(key)], resources=resources,
                             instance=instance, raise_on_error=False)
     assert result.success

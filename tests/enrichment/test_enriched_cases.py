@@ -11,8 +11,9 @@ import pytest
 
 from llm_assets.domain import current_pack
 from llm_assets import settings
-from llm_assets.enrichment import audit, pipeline, quality
-from llm_assets.enrichment.model_versions import ModelDescription, versions_for
+from llm_assets.enrichment import audit, quality
+from llm_assets.llm import pipeline
+from llm_assets.llm.model_versions import ModelDescription, versions_for
 from llm_assets.dev.broker import create_topics
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource

@@ -17,8 +17,8 @@ import pytest
 import polars as pl
 
 from llm_assets.asset_keys import EVALUATION_GOLDEN_CASES
-from llm_assets.enrichment import gate, gate_evaluation
-from llm_assets.enrichment.redaction import redact
+from llm_assets.gate import evaluation as gate_evaluation, model as gate
+from llm_assets.lib.redaction import redact
 from llm_assets.evaluation.golden_cases import GOLDEN_SCHEMA
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
@@ -335,7 +335,7 @@ def test_saved_gate_serves_in_a_fresh_process_without_scikit_learn(trained_gate,
     script = textwrap.dedent(f"""
         import json, sys
         import numpy as np
-        from llm_assets.enrichment.gate import load_gate
+        from llm_assets.gate.model import load_gate
         from llm_assets.resources.artifacts import ArtifactStore
 
         model = load_gate(ArtifactStore(root={store.uri()!r}), {trained_gate.version!r})
@@ -387,8 +387,8 @@ def test_each_gate_materialization_reports_both_golden_splits(tmp_path, monkeypa
     in-distribution and held-out splits of the regenerated sample data as floats and a table."""
     import dagster as dg
 
-    from llm_assets.distillation import assets as distillation
-    from llm_assets.enrichment import assets as enrichment_assets
+    from llm_assets.gate import distillation
+    from llm_assets.gate import assets as gate_assets
     from llm_assets.knowledge_base import assets as kb_assets
     from llm_assets.resources.delta import DeltaLakeStorage
     from llm_assets.resources.embedder import EmbedderResource
@@ -399,7 +399,7 @@ def test_each_gate_materialization_reports_both_golden_splits(tmp_path, monkeypa
     generator.generate_sample_data(tmp_path / "sample_data", n_events=20, days=1)
     resources = {"delta": DeltaLakeStorage(root=str(tmp_path / "delta")), "embedder": EmbedderResource(),
                  **artifact_resources(tmp_path)}
-    result = dg.materialize([kb_assets.kb_documents, enrichment_assets.embedding_gate,
+    result = dg.materialize([kb_assets.kb_documents, gate_assets.embedding_gate,
                              distillation.gate_training_examples],
                             selection=[dg.AssetKey.from_user_string(k) for k in ("kb/documents", "models/embedding_gate")],
                             resources=resources, instance=dg.DagsterInstance.ephemeral())

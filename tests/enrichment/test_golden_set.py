@@ -8,10 +8,10 @@ split and on the held-out split (phrasings the gate never trained or calibrated 
 import polars as pl
 import pytest
 
-from llm_assets.enrichment import pipeline
-from llm_assets.enrichment.gate import texts_fingerprint, train_gate, training_examples
-from llm_assets.enrichment.llm_enricher import LLMEnricher
-from llm_assets.enrichment.redaction import redact_cached
+from llm_assets.llm import pipeline
+from llm_assets.gate.model import texts_fingerprint, train_gate, training_examples
+from llm_assets.llm.llm_enricher import LLMEnricher
+from llm_assets.lib.redaction import redact_cached
 from llm_assets.resources.llm import LLMResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import calibration_cases, golden_cases, kb_corpus
 

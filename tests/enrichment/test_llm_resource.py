@@ -13,11 +13,11 @@ import polars as pl
 import pytest
 
 from llm_assets.dev.process import free_port
-from llm_assets.enrichment import pipeline, prompts
-from llm_assets.enrichment.llm_enricher import LLMEnricher, describe, skill_request
-from llm_assets.enrichment.model_versions import versions_for
-from llm_assets.enrichment.redaction import PII_KINDS, find_pii
-from llm_assets.enrichment.types import ERROR_KINDS, BatchStats, CaseContext, CaseResult
+from llm_assets.llm import pipeline, prompts
+from llm_assets.llm.llm_enricher import LLMEnricher, describe, skill_request
+from llm_assets.llm.model_versions import versions_for
+from llm_assets.lib.redaction import PII_KINDS, find_pii
+from llm_assets.llm.types import ERROR_KINDS, BatchStats, CaseContext, CaseResult
 from llm_assets.resources import llm as transport
 from llm_assets.resources.llm import (
     AdaptiveConcurrency,

@@ -3,8 +3,8 @@
 import pytest
 
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.llm_enricher import describe
-from llm_assets.enrichment.model_versions import ModelDescription, ModelVersions, versions_for
+from llm_assets.llm.llm_enricher import describe
+from llm_assets.llm.model_versions import ModelDescription, ModelVersions, versions_for
 from llm_assets.resources.llm import LLMResource
 
 

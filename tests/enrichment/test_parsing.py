@@ -7,8 +7,8 @@ import json
 import pytest
 
 from llm_assets.domain import current_pack
-from llm_assets.enrichment import prompts
-from llm_assets.enrichment.parsing import (
+from llm_assets.llm import prompts
+from llm_assets.llm.parsing import (
     InvalidModelOutput,
     extract_json_object,
     merge_answers,
@@ -18,9 +18,9 @@ from llm_assets.enrichment.parsing import (
     parse_severity,
     parse_skill_answer,
 )
-from llm_assets.enrichment.llm_enricher import REASK_INSTRUCTION, REASK_NOTES, parse_answer, reask_request, skill_request
-from llm_assets.enrichment.redaction import find_pii
-from llm_assets.enrichment.types import BatchStats, CaseContext, CaseResult
+from llm_assets.llm.llm_enricher import REASK_INSTRUCTION, REASK_NOTES, parse_answer, reask_request, skill_request
+from llm_assets.lib.redaction import find_pii
+from llm_assets.llm.types import BatchStats, CaseContext, CaseResult
 from llm_assets.resources.llm import LLMAnswer
 from llm_assets.domain.packs.payments_ops.sample_data import catalog
 

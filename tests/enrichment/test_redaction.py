@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from llm_assets.enrichment.redaction import PII_KINDS, find_pii, luhn_valid, pii_spans, redact
+from llm_assets.lib.redaction import PII_KINDS, find_pii, luhn_valid, pii_spans, redact
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages
 from tests.support import pii_corpus
 

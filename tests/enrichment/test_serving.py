@@ -4,8 +4,10 @@ promotion leaves behind, one run over two versions, and the per-version transpor
 import numpy as np
 import polars as pl
 
-from llm_assets.enrichment import pipeline, serving
-from llm_assets.enrichment.types import CaseResult
+from llm_assets.enrichment import serving
+
+from llm_assets.llm import pipeline
+from llm_assets.llm.types import CaseResult
 from llm_assets.models.production import NOTHING_PROMOTED, ProductionState, serves_new_version
 from llm_assets.resources.llm import LLMResource
 

@@ -16,9 +16,9 @@ from typing import Sequence
 import polars as pl
 
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES
-from llm_assets.enrichment.pipeline import ENRICHED_SCHEMA, rows_frame
+from llm_assets.llm.pipeline import ENRICHED_SCHEMA, rows_frame
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.redaction import redact
+from llm_assets.lib.redaction import redact
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.domain.packs.payments_ops.sample_data.generator import case_text
 

@@ -9,10 +9,10 @@ import dagster as dg
 import polars as pl
 
 from llm_assets.asset_keys import EVALUATION_GOLDEN_CASES, EVALUATION_RATINGS
-from llm_assets.distillation.assets import gate_training_examples
+from llm_assets.gate.distillation import gate_training_examples
 from llm_assets.domain import current_pack
 from llm_assets.domain.golden import read_labelled
-from llm_assets.enrichment.assets import embedding_gate
+from llm_assets.gate.assets import embedding_gate
 from llm_assets.evaluation.golden_cases import (
     GOLDEN_SCHEMA,
     bucket,

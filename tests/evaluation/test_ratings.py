@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from llm_assets.asset_keys import EVALUATION_RATINGS, EVALUATION_SAMPLES, REJECTED_RATINGS
-from llm_assets.enrichment.gate import training_examples
+from llm_assets.gate.model import training_examples
 from llm_assets.evaluation import ratings
 from llm_assets.evaluation.assets import evaluation_ratings, evaluation_samples
 from llm_assets.resources.kafka import KafkaResource

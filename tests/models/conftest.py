@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llm_assets.enrichment.redaction import redact
+from llm_assets.lib.redaction import redact
 from llm_assets.models.golden import golden_frame
 from tests.support.openai_test_server import OpenAITestServer, rotated
 

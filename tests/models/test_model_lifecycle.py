@@ -5,8 +5,8 @@ import dagster as dg
 import pytest
 
 from llm_assets.asset_keys import EMBEDDING_GATE, MODELS_EVALUATION, MODELS_PRODUCTION
-from llm_assets.enrichment.gate import save_gate, texts_fingerprint, train_gate, training_examples
-from llm_assets.enrichment.redaction import redact_cached
+from llm_assets.gate.model import save_gate, texts_fingerprint, train_gate, training_examples
+from llm_assets.lib.redaction import redact_cached
 from llm_assets.models import commands, production
 from llm_assets.models.assets import REGRESSION_CHECK, latest_check_evaluation, models_evaluation, models_production
 from llm_assets.models.checks import no_regression_vs_production

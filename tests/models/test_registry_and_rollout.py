@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from llm_assets.enrichment import pipeline
-from llm_assets.enrichment.llm_enricher import LLMEnricher
+from llm_assets.llm import pipeline
+from llm_assets.llm.llm_enricher import LLMEnricher
 from llm_assets.models import production
 from llm_assets.models.assets import transport_for
 from llm_assets.models.evaluation import RecordingLLM, case_rows, run_golden, summarize

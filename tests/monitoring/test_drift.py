@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.redaction import redact
+from llm_assets.lib.redaction import redact
 from llm_assets.monitoring import drift
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import case_text

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.redaction import redact
+from llm_assets.lib.redaction import redact
 
 MAX_SUMMARY_CHARS = 1000
 MAX_REASON_CHARS = 300

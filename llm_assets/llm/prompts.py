@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 
 from llm_assets.domain import DomainPack, current_pack
-from llm_assets.enrichment.redaction import active_placeholders, redact_cached
-from llm_assets.enrichment.types import CaseContext
+from llm_assets.lib.redaction import active_placeholders, redact_cached
+from llm_assets.llm.types import CaseContext
 
 MAX_RETRIEVED_DOCS = 5
 MAX_DOC_CHARS = 600

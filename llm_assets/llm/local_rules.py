@@ -13,7 +13,7 @@ import re
 from typing import Sequence
 
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.types import CaseContext, CaseResult
+from llm_assets.llm.types import CaseContext, CaseResult
 
 LOCAL_RULES_VERSION = "local-rules@v1"
 SUMMARY_MAX_CHARS = 200

@@ -28,11 +28,11 @@ from typing import Callable, Hashable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from llm_assets.enrichment import local_rules
-from llm_assets.enrichment.cache import cache_key
+from llm_assets.llm import local_rules
+from llm_assets.llm.cache import cache_key
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.redaction import redact_remembered
-from llm_assets.enrichment.types import BatchStats, CaseContext, CaseResult
+from llm_assets.lib.redaction import redact_remembered
+from llm_assets.llm.types import BatchStats, CaseContext, CaseResult
 
 Retriever = Callable[[np.ndarray], list[list[dict]]]  # query vectors -> KB hits per case
 Embedder = Callable[[list[str]], np.ndarray]

@@ -18,10 +18,10 @@ import asyncio
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from llm_assets.enrichment.model_versions import ModelDescription
-from llm_assets.enrichment.parsing import InvalidModelOutput, ParsedEnrichment, merge_answers, parse_skill_answer
-from llm_assets.enrichment.prompts import PromptTemplate, build_messages, prompt_sha256, templates_for
-from llm_assets.enrichment.types import CaseContext, CaseResult
+from llm_assets.llm.model_versions import ModelDescription
+from llm_assets.llm.parsing import InvalidModelOutput, ParsedEnrichment, merge_answers, parse_skill_answer
+from llm_assets.llm.prompts import PromptTemplate, build_messages, prompt_sha256, templates_for
+from llm_assets.llm.types import CaseContext, CaseResult
 from llm_assets.resources.llm import NOT_CONFIGURED, LLMAnswer, LLMRequest, LLMResource, run_blocking
 
 DEFAULT_MAX_TOKENS = 512  # one combined answer is about 150-250 tokens; too small truncates the JSON

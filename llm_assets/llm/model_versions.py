@@ -16,8 +16,8 @@ model version (and invalidates the cached local decisions). Pure module: no Dags
 
 from dataclasses import dataclass
 
-from llm_assets.enrichment.local_rules import LOCAL_RULES_VERSION, local_prompt_version
-from llm_assets.enrichment.prompts import prompt_version
+from llm_assets.llm.local_rules import LOCAL_RULES_VERSION, local_prompt_version
+from llm_assets.llm.prompts import prompt_version
 
 MODEL_BACKENDS = ("server", "offline", "local")
 

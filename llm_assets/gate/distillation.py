@@ -14,11 +14,11 @@ from pydantic import Field
 
 from llm_assets import settings
 from llm_assets.asset_keys import CURATED_CASES, EMBEDDING_GATE, ENRICHED_CASES, EVALUATION_RATINGS, GATE_TRAINING_EXAMPLES
-from llm_assets.distillation import examples as ex
-from llm_assets.distillation.retraining import DEFAULT_MIN_NEW_EXAMPLES, gated_score, judge
-from llm_assets.enrichment.gate import GateNotFound, load_gate
-from llm_assets.enrichment.gate_evaluation import labelled_set
-from llm_assets.enrichment.redaction import find_pii, redact_cached
+from llm_assets.gate import examples as ex
+from llm_assets.gate.retraining import DEFAULT_MIN_NEW_EXAMPLES, gated_score, judge
+from llm_assets.gate.model import GateNotFound, load_gate
+from llm_assets.gate.evaluation import labelled_set
+from llm_assets.lib.redaction import find_pii, redact_cached
 from llm_assets.evaluation.golden_cases import golden_ids
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.resources.delta import DeltaLakeStorage

@@ -19,7 +19,7 @@ import numpy as np
 
 from llm_assets.domain import current_pack
 from llm_assets.domain.golden import read_labelled
-from llm_assets.enrichment.gate import GateModel
+from llm_assets.gate.model import GateModel
 from llm_assets.evaluation.golden_cases import read_golden
 from llm_assets.resources.delta import DeltaLakeStorage
 

@@ -26,7 +26,7 @@ from typing import Callable
 import polars as pl
 
 from llm_assets.domain import current_pack
-from llm_assets.enrichment.redaction import find_pii, redact
+from llm_assets.lib.redaction import find_pii, redact
 
 DEFAULT_MIN_CONFIDENCE = 0.8
 

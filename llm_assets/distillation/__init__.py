@@ -1,1 +1,0 @@
-"""Distillation: LLM answers become training examples for the next embedding gate version."""
