@@ -24,11 +24,13 @@ def defs(tmp_path_factory):
         mp.setenv("LLM_ASSETS_HOME", str(tmp_path_factory.mktemp("graph")))
         from llm_assets.curated import definitions as curated
         from llm_assets.enrichment import definitions as enrichment
+        from llm_assets.gate import definitions as gate
         from llm_assets.ingest import definitions as ingest
         from llm_assets.knowledge_base import definitions as knowledge_base
         from llm_assets.resources.environments import resources_for
 
-        merged = dg.Definitions.merge(ingest.defs, curated.defs, knowledge_base.defs, enrichment.defs, analytics.defs,
+        merged = dg.Definitions.merge(ingest.defs, curated.defs, knowledge_base.defs, gate.defs, enrichment.defs,
+                                      analytics.defs,
                                       dg.Definitions(resources=resources_for("local")))
         dg.Definitions.validate_loadable(merged)
         yield merged

@@ -44,13 +44,14 @@ def artifact_resources(root: Path) -> dict:
 
 
 def graph_definitions():
-    """Assets and checks of the curated, knowledge-base and enrichment domains (not ingest)."""
+    """Assets and checks of the curated, knowledge-base, gate and enrichment domains (not ingest)."""
     from llm_assets.curated.definitions import defs as curated_defs
     from llm_assets.enrichment.definitions import defs as enrichment_defs
+    from llm_assets.gate.definitions import defs as gate_defs
     from llm_assets.knowledge_base.definitions import defs as kb_defs
 
     assets, checks = [], []
-    for d in (curated_defs, kb_defs, enrichment_defs):
+    for d in (curated_defs, kb_defs, gate_defs, enrichment_defs):
         assets += list(d.assets or [])
         checks += list(d.asset_checks or [])
     return assets, checks
