@@ -147,14 +147,17 @@ def local_services(processes: list[ManagedProcess] | None = None, *, quiet: bool
             stop_all(started)
 
 
-CANCEL_WAIT_S = 3.0  # at Ctrl-C, how long the runs in flight get to end as canceled before everything stops
+CANCEL_WAIT_S = 5.0  # at Ctrl-C, the most the runs in flight get to end as canceled (within the 10 s stop)
 
 
 def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S) -> list[str]:
     """Cancel every queued or running run of the instance in `$DAGSTER_HOME` (through its run
     coordinator: a running one is terminated by its code server and recorded as CANCELED, not
-    failed) and wait up to `timeout_s` for them to end; returns their ids. kafka_events_sensor
-    requests a canceled batch again at once on the next start."""
+    failed) and wait until they end, at most `timeout_s`; returns their ids. A run's process
+    notices the request between two Python instructions, which on two loaded cores inside a Delta
+    write or an embedding batch can take seconds: stopping the services before that would turn
+    the cancel into a failure. kafka_events_sensor requests a canceled batch again at once on the
+    next start. A run that could not be canceled, or did not end in time, is named on stderr."""
     import dagster as dg
 
     active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -162,13 +165,20 @@ def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S) -> list[str]:
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs(filters=dg.RunsFilter(statuses=active))
         for run in runs:
-            with contextlib.suppress(Exception):  # a run that just ended, a code server going away
+            try:
                 instance.run_coordinator.cancel_run(run.run_id)
+            except Exception as exc:  # a run that just ended, a code server going away
+                print(f"run {run.run_id} could not be canceled: {exc!r}", file=sys.stderr, flush=True)
         ids = [run.run_id for run in runs]
         deadline = time.monotonic() + timeout_s
-        while ids and time.monotonic() < deadline and instance.get_runs(
-                filters=dg.RunsFilter(run_ids=ids, statuses=[*active, dg.DagsterRunStatus.CANCELING])):
+        pending = ids
+        while pending and time.monotonic() < deadline:
             time.sleep(0.2)
+            pending = [r.run_id for r in instance.get_runs(
+                filters=dg.RunsFilter(run_ids=ids, statuses=[*active, dg.DagsterRunStatus.CANCELING]))]
+        if pending:
+            print(f"{len(pending)} run(s) still ending after {timeout_s:.0f} s, stopped with the stack: "
+                  f"{', '.join(pending)}", file=sys.stderr, flush=True)
     return ids
 
 
