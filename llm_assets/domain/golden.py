@@ -28,6 +28,18 @@ class LabelledFileError(ValueError):
     """A labelled file that is missing, unreadable, empty or holds an unusable row."""
 
 
+def json_object_line(text: str) -> dict:
+    """One JSON Lines line that must hold a JSON object (a pack's golden, calibration and KB files);
+    ValueError with the reason otherwise."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"not a JSON object: {type(row).__name__}")
+    return row
+
+
 def _read_rows(location: str) -> list[dict]:
     suffix = location.rsplit(".", 1)[-1].lower() if "." in Path(location).name else ""
     try:
@@ -44,12 +56,9 @@ def _read_rows(location: str) -> list[dict]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise LabelledFileError(f"{location}:{number}: not JSON: {exc.msg}") from None
-                if not isinstance(row, dict):
-                    raise LabelledFileError(f"{location}:{number}: not a JSON object")
-                rows.append(row)
+                    rows.append(json_object_line(line))
+                except ValueError as exc:
+                    raise LabelledFileError(f"{location}:{number}: {exc}") from None
             return rows
     except LabelledFileError:
         raise

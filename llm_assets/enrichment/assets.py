@@ -37,16 +37,8 @@ from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrie
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.models import production as production_record
 from llm_assets.models.production import ProductionState
-from llm_assets.models.registry import (
-    RegisteredModel,
-    RegistryError,
-    check_runnable,
-    check_unchanged,
-    load_registry,
-    resolve_endpoint,
-    row_model_version,
-    row_prompt_version,
-)
+from llm_assets.models import registry as model_registry
+from llm_assets.models.registry import RegisteredModel, RegistryError
 from llm_assets.partitions import (
     check_outputs,
     daily_partitions,
@@ -297,7 +289,7 @@ def _registered_versions(config: EnrichmentConfig, history: pl.DataFrame,
     if not names:  # nothing promoted: the registry is not read at all
         return {}
     try:
-        registry = load_registry(config.registry_path or None)
+        registry = model_registry.load_registry(config.registry_path or None)
     except RegistryError as exc:
         raise dg.Failure(f"models/production serves {sorted(names)}, but the model registry cannot be read: "
                          f"{exc}") from exc
@@ -310,8 +302,8 @@ def _registered_versions(config: EnrichmentConfig, history: pl.DataFrame,
         model = registry[name]
         promoted = history.filter(pl.col("version") == name)["registry_fingerprint"].drop_nulls()
         try:
-            check_runnable(model)
-            check_unchanged(model, promoted[-1] if promoted.len() else None)
+            model_registry.check_runnable(model)
+            model_registry.check_unchanged(model, promoted[-1] if promoted.len() else None)
         except RegistryError as exc:
             raise dg.Failure(f"models/production serves {name}, but it cannot run as promoted: {exc}") from exc
         found[name] = model
@@ -322,7 +314,7 @@ def _transport(model: RegisteredModel, llm: LLMResource) -> LLMResource:
     """The transport of a registry version: the run's own `llm` when it points at the same server
     and model, else one with its tuning aimed at the version's endpoint, checked like the run's
     own transport is at setup (a server that is down fails the run before anything is written)."""
-    base_url = resolve_endpoint(model)
+    base_url = model_registry.resolve_endpoint(model)
     if model.backend == "server" and not base_url:
         raise dg.Failure(f"production model version {model.name} is served at {model.endpoint}, which is not set "
                          f"here: set it, or promote (roll back to) another version")
@@ -380,8 +372,9 @@ def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
             backends[key] = llm_enricher.model_backend(llm)
         else:
             model = registered[key]
-            versions = pipeline.Versions(model_version=row_model_version(model, gate_version),
-                                         prompt_version=row_prompt_version(model), kb_index_version=kb_version,
+            versions = pipeline.Versions(model_version=model_registry.row_model_version(model, gate_version),
+                                         prompt_version=model_registry.row_prompt_version(model),
+                                         kb_index_version=kb_version,
                                          gate_version=gate_version)
             transport = None if model.backend == "local" else _transport(model, llm)
             enricher = llm_enricher.LLMEnricher(transport, call_mode=model.call_mode, max_tokens=model.max_tokens,

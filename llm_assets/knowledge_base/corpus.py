@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from llm_assets.domain.golden import json_object_line
 from llm_assets.knowledge_base.parsers import PARSERS, Section, parse_document
 
 JSONL_SUFFIX = ".jsonl"
@@ -87,12 +88,7 @@ class GoldenQuery:
 
 def parse_kb_line(text: str, default_source: str) -> KBDocument:
     """One JSONL line as a document; raises ValueError with the reason it is unusable."""
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc.msg} at column {exc.colno}") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"not a JSON object: {type(row).__name__}")
+    row = json_object_line(text)
     content = row.get("content")
     if not isinstance(content, str) or not content.strip():
         raise ValueError("missing or empty `content`")
@@ -161,11 +157,16 @@ def _read_jsonl(corpus: Corpus, seen: set[tuple[str, str]], name: str, data: byt
             except ValueError as exc:
                 corpus.problems.append(CorpusProblem(name, number, str(exc)))
                 continue
-            if (doc.source, doc.doc_id) in seen:
-                corpus.problems.append(CorpusProblem(name, number, f"duplicate id {doc.doc_id!r} in {doc.source}"))
-                continue
-            seen.add((doc.source, doc.doc_id))
-            corpus.documents.append(doc)
+            _accept(corpus, seen, doc, name, number)
+
+
+def _accept(corpus: Corpus, seen: set[tuple[str, str]], doc: KBDocument, name: str, number: int | None) -> None:
+    """Keep `doc`, unless its id was seen before in its source: then it is a problem (the first wins)."""
+    if (doc.source, doc.doc_id) in seen:
+        corpus.problems.append(CorpusProblem(name, number, f"duplicate id {doc.doc_id!r} in {doc.source}"))
+        return
+    seen.add((doc.source, doc.doc_id))
+    corpus.documents.append(doc)
 
 
 def load_corpus(corpus_dir: Path | str, storage_options: Mapping[str, Any] | None = None) -> Corpus:
@@ -197,11 +198,7 @@ def load_corpus(corpus_dir: Path | str, storage_options: Mapping[str, Any] | Non
         except ValueError as exc:
             corpus.problems.append(CorpusProblem(name, None, str(exc)))
             continue
-        if (doc.source, doc.doc_id) in seen:
-            corpus.problems.append(CorpusProblem(name, None, f"duplicate id {doc.doc_id!r} in {doc.source}"))
-            continue
-        seen.add((doc.source, doc.doc_id))
-        corpus.documents.append(doc)
+        _accept(corpus, seen, doc, name, None)
     if not corpus.documents:
         where = (f"{len(corpus.files)} KB file(s)" if corpus.files
                  else f"no KB file ({', '.join('*' + s for s in SUPPORTED_SUFFIXES)})")
