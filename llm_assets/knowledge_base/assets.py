@@ -15,7 +15,9 @@ from llm_assets.asset_keys import KB_DOCUMENTS, KB_INDEX
 from llm_assets.automation import build_when_missing
 from llm_assets.domain.pack import current_pack
 from llm_assets.knowledge_base.checks import (
+    KB_DOCUMENTS_CHECK_SPECS,
     KB_INDEX_CHECK_SPECS,
+    chunk_ids_result,
     recall_result,
     vector_count_result,
 )
@@ -50,7 +52,7 @@ class KBIndexConfig(dg.Config):
 
 
 @dg.asset(key=KB_DOCUMENTS, group_name="knowledge_base", kinds={"delta"},
-          automation_condition=build_when_missing())
+          automation_condition=build_when_missing(), check_specs=KB_DOCUMENTS_CHECK_SPECS)
 def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
                  delta: DeltaLakeStorage) -> dg.MaterializeResult:
     """Chunks of the domain pack's knowledge base (payments: policies, runbooks, data dictionary, resolved cases,
@@ -83,7 +85,8 @@ def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
         context.log.info(f"KB files of an unsupported type ignored: {', '.join(corpus.ignored[:20])}"
                          + (f" (+{len(corpus.ignored) - 20} more)" if len(corpus.ignored) > 20 else ""))
     chunks = chunk_documents(corpus.documents, params)
-    delta.overwrite(KB_DOCUMENTS, chunks_frame(chunks))
+    frame = chunks_frame(chunks)
+    delta.overwrite(KB_DOCUMENTS, frame)
     by_type = Counter(c.type for c in chunks)
     by_format = Counter(posixpath.splitext(name)[1].lower() for name in corpus.files)
     return dg.MaterializeResult(metadata={
@@ -103,7 +106,7 @@ def kb_documents(context: dg.AssetExecutionContext, config: KBDocumentsConfig,
         "ignored_files": len(corpus.ignored),
         "chunks_by_type": markdown_table(["type", "chunks"], sorted(by_type.items())),
         "table_uri": delta.uri(KB_DOCUMENTS),
-    })
+    }, check_results=[chunk_ids_result(frame)])
 
 
 def golden_queries_location(config: KBIndexConfig) -> str | None:

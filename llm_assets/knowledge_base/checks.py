@@ -1,16 +1,16 @@
 """Quality gates of the knowledge base.
 
-`kb/index` checks are by-products of the build (declared as `check_specs` on the asset
-and returned with its materialization): the vector count and the golden-set recall@5 of
-the NEW collection decide whether the alias `kb` moves. `kb/documents` gets a plain
-check on its stored table: chunk ids are unique (they are the Milvus primary key).
+Both assets declare their checks as `check_specs` and return the results with their
+materialization (the project's one check style): `kb/index`'s vector count and the golden-set
+recall@5 of the NEW collection decide whether the alias `kb` moves; `kb/documents` checks that
+the chunk ids of the snapshot it wrote are unique (they are the Milvus primary key).
 """
 
 import dagster as dg
+import polars as pl
 
 from llm_assets.asset_keys import KB_DOCUMENTS, KB_INDEX
 from llm_assets.knowledge_base.indexing import KBIndexBuild
-from llm_assets.resources.delta import DeltaLakeStorage
 
 
 KB_INDEX_CHECK_SPECS = [
@@ -62,9 +62,14 @@ def recall_result(build: KBIndexBuild) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=KB_DOCUMENTS, description="Every chunk id in kb/documents is unique (Milvus primary key).")
-def kb_chunk_ids_are_unique(delta: DeltaLakeStorage) -> dg.AssetCheckResult:
-    df = delta.read(KB_DOCUMENTS)
-    duplicates = int(df.height - df["chunk_id"].n_unique()) if df.height else 0
-    return dg.AssetCheckResult(passed=duplicates == 0,
-                               metadata={"chunks": df.height, "duplicate_chunk_ids": duplicates})
+KB_DOCUMENTS_CHECK_SPECS = [
+    dg.AssetCheckSpec("kb_chunk_ids_are_unique", asset=KB_DOCUMENTS,
+                      description="Every chunk id in kb/documents is unique (Milvus primary key)."),
+]
+
+
+def chunk_ids_result(chunks: pl.DataFrame) -> dg.AssetCheckResult:
+    """`kb_chunk_ids_are_unique` on the snapshot `kb/documents` wrote."""
+    duplicates = int(chunks.height - chunks["chunk_id"].n_unique()) if chunks.height else 0
+    return dg.AssetCheckResult(check_name="kb_chunk_ids_are_unique", passed=duplicates == 0,
+                               metadata={"chunks": chunks.height, "duplicate_chunk_ids": duplicates})

@@ -69,7 +69,7 @@ def materialize_kb(resources: dict, kb_dir: Path, golden_path: Path, *, document
     selection = dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(k) for k in keys])
     selected = {dg.AssetKey.from_user_string(k).to_python_identifier() for k in keys}
     run_config["ops"] = {op: cfg for op, cfg in run_config["ops"].items() if op in selected}
-    return dg.materialize([*kb_defs.assets, *kb_defs.asset_checks], selection=selection, resources=resources,
+    return dg.materialize(list(kb_defs.assets), selection=selection, resources=resources,
                           run_config=run_config, raise_on_error=raise_on_error, instance=instance)
 
 

@@ -17,7 +17,7 @@ from .documents import PDF_QUERY, PDF_SENTENCE, RUNBOOK_MD, write_documents, wri
 
 def _materialize(resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """kb/documents then kb/index with no run config: everything comes from the domain pack."""
-    return dg.materialize([*kb_defs.assets, *kb_defs.asset_checks], resources=resources, instance=instance,
+    return dg.materialize(list(kb_defs.assets), resources=resources, instance=instance,
                           selection=[KB_DOCUMENTS, dg.AssetKey(["kb", "index"])])
 
 

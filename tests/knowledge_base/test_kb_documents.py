@@ -12,7 +12,6 @@ import pytest
 from llm_assets.asset_keys import KB_DOCUMENTS
 from llm_assets.domain.pack import PACKS_DIR
 from llm_assets.knowledge_base.assets import golden_queries_location, kb_documents
-from llm_assets.knowledge_base.checks import kb_chunk_ids_are_unique
 from llm_assets.knowledge_base.chunking import ChunkingParams, chunk_documents, chunks_frame, split_text
 from llm_assets.knowledge_base.corpus import EmptyCorpusError, load_corpus
 from llm_assets.knowledge_base.parsers import parse_document
@@ -171,7 +170,7 @@ def test_parsers_never_fail_a_deeply_nested_html_page():
 
 
 def _materialize_documents(delta: DeltaLakeStorage, config: dict | None = None) -> dg.ExecuteInProcessResult:
-    return dg.materialize([kb_documents, kb_chunk_ids_are_unique], resources={"delta": delta},
+    return dg.materialize([kb_documents], resources={"delta": delta},
                           run_config={"ops": {"kb__documents": {"config": config or {}}}})
 
 
