@@ -40,6 +40,7 @@ from pydantic import Field
 from llm_assets import failpoints
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, RAW_EVENTS, REJECTED_EVENTS
 from llm_assets.ingest import contract
+from llm_assets.ingest.checks import RAW_EVENTS_CHECK_SPECS, raw_events_check_evaluations
 from llm_assets.ingest.contract import PartitionWindow
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.partitions import daily_partitions
@@ -249,17 +250,20 @@ def write_rejected_events(context: dg.AssetExecutionContext, batch: ReadBatch, c
                         "Written by the same run as `raw/events` from the same read, MERGEd on its key and "
                         "never rewritten, so re-runs are idempotent."),
     ],
+    check_specs=RAW_EVENTS_CHECK_SPECS,
     can_subset=True,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def ingest_kafka_batch(context: dg.AssetExecutionContext, config: KafkaBatchConfig, kafka: KafkaResource,
                        delta: DeltaLakeStorage) -> Iterator[dg.MaterializeResult]:
-    """Read one Kafka batch once; write its valid events to `raw/events` and the rest to `raw/rejected_events`."""
+    """Read one Kafka batch once; write its valid events to `raw/events` (then judge each date of the run with
+    its checks) and the rest to `raw/rejected_events`."""
     batch = read_batch(kafka, config, datetime.now(timezone.utc))
     if RAW_EVENTS in context.selected_asset_keys:
         written = write_raw_events(context, batch, config, delta)
         if written is not None:
             yield written
+        yield from raw_events_check_evaluations(context, delta)
     if REJECTED_EVENTS in context.selected_asset_keys:
         yield write_rejected_events(context, batch, config, delta)
 

@@ -1,16 +1,16 @@
 """Quality gates of `raw/events`, evaluated per daily partition.
 
-Both checks read the table straight from Delta (dagster-deltalake's IO manager checks the
-wrong partition, ARCHITECTURE section 8) and block downstream assets in the same run:
-`curated/cases` must not build on a broken day. The contract check answers from the Delta
+Both checks are declared on the ingest asset (`check_specs`) and evaluated by it right after
+its write (the project's one check style), reading the table straight from Delta; they are
+blocking: `curated/cases` must not build on a broken day. The contract check answers from the Delta
 log's per-file statistics (null counts, `event_ts` bounds) when they settle it, so its cost
 does not grow with the partition; it reads the rows of a partition only when they do not.
 
 An ingest run covers a partition key range, and Dagster (1.13) attributes an
 `AssetCheckResult` of a range run to no partition at all. So each check evaluates every
 partition key of its run and reports one `AssetCheckEvaluation` per partition, tied to that
-partition's materialization (`partitions.partition_check_evaluation`, the one place that
-needs a Dagster internal); a failed one fails the run (the checks are blocking).
+partition's materialization (`partitions.partition_check_evaluation`, the range-run adapter and
+the one place that needs a Dagster internal); a failed one fails the step (the checks are blocking).
 In a single-partition run this is the same as returning one result.
 """
 
@@ -23,7 +23,7 @@ from deltalake import DeltaTable
 
 from llm_assets.asset_keys import RAW_EVENTS
 from llm_assets.ingest.contract import REQUIRED_FIELDS
-from llm_assets.partitions import daily_partitions, partition_check_evaluation
+from llm_assets.partitions import check_outputs, daily_partitions, partition_check_evaluation, target_materializations
 from llm_assets.resources.delta import DeltaLakeStorage
 
 NON_NULL_COLUMNS = (*REQUIRED_FIELDS, "event_date", "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at")
@@ -111,28 +111,36 @@ def _contract_results(delta: DeltaLakeStorage, partition_keys: list[str]) -> dic
     return results
 
 
-@dg.asset_check(asset=RAW_EVENTS, partitions_def=daily_partitions, blocking=True,
-                description="Required columns are non-null and event_date is the UTC day of event_ts.")
-def raw_events_contract(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> Iterator:
-    for key, (violations, rows) in _contract_results(delta, list(context.partition_keys)).items():
-        md = "| rule | rows |\n|---|---|\n" + "\n".join(f"| {rule} | {n} |" for rule, n in violations.items())
-        metadata = {"partition": key, "rows_checked": rows,
-                    "violations": dg.MetadataValue.md(md if violations else "none")}
-        yield partition_check_evaluation(context, asset_key=RAW_EVENTS, check_name="raw_events_contract",
-                                         partition=key, passed=not violations, metadata=metadata)
-    yield dg.Output(None)  # the check op's own output (emitted for us only when returning an AssetCheckResult)
+CONTRACT = "raw_events_contract"
+UNIQUE_EVENT_ID = "raw_events_unique_event_id"
+RAW_EVENTS_CHECK_SPECS = [
+    dg.AssetCheckSpec(CONTRACT, asset=RAW_EVENTS, partitions_def=daily_partitions, blocking=True,
+                      description="Required columns are non-null and event_date is the UTC day of event_ts."),
+    dg.AssetCheckSpec(UNIQUE_EVENT_ID, asset=RAW_EVENTS, partitions_def=daily_partitions, blocking=True,
+                      description="Each event_id appears once in the partition."),
+]
 
 
-@dg.asset_check(asset=RAW_EVENTS, partitions_def=daily_partitions, blocking=True,
-                description="Each event_id appears once in the partition.")
-def raw_events_unique_event_id(context: dg.AssetCheckExecutionContext, delta: DeltaLakeStorage) -> Iterator:
-    for key, df in _partitions(delta, list(context.partition_keys), ["event_id", "event_date"]).items():
-        dupes = duplicate_event_ids(df)
-        metadata = {"partition": key, "rows_checked": df.height, "duplicated_event_ids": dupes.height,
-                    "examples": ", ".join(dupes["event_id"].head(10).to_list()) or "none"}
-        yield partition_check_evaluation(context, asset_key=RAW_EVENTS, check_name="raw_events_unique_event_id",
-                                         partition=key, passed=dupes.is_empty(), metadata=metadata)
-    yield dg.Output(None)
-
-
-raw_events_checks = [raw_events_contract, raw_events_unique_event_id]
+def raw_events_check_evaluations(context: dg.AssetExecutionContext, delta: DeltaLakeStorage) -> Iterator:
+    """The selected checks of `raw/events` for every partition key of the run (after its write), then
+    the check outputs Dagster expects: downstream steps wait on the blocking ones."""
+    selected = {key.name for key in context.selected_asset_check_keys if key.asset_key == RAW_EVENTS}
+    keys = list(context.partition_keys)
+    targets = target_materializations(context, RAW_EVENTS, keys) if selected else {}
+    if CONTRACT in selected:
+        for key, (violations, rows) in _contract_results(delta, keys).items():
+            md = "| rule | rows |\n|---|---|\n" + "\n".join(f"| {rule} | {n} |" for rule, n in violations.items())
+            metadata = {"partition": key, "rows_checked": rows,
+                        "violations": dg.MetadataValue.md(md if violations else "none")}
+            yield partition_check_evaluation(context, asset_key=RAW_EVENTS, check_name=CONTRACT, partition=key,
+                                             passed=not violations, metadata=metadata, targets=targets)
+    if UNIQUE_EVENT_ID in selected:
+        for key, df in _partitions(delta, keys, ["event_id", "event_date"]).items():
+            dupes = duplicate_event_ids(df)
+            metadata = {"partition": key, "rows_checked": df.height, "duplicated_event_ids": dupes.height,
+                        "examples": ", ".join(dupes["event_id"].head(10).to_list()) or "none"}
+            yield partition_check_evaluation(context, asset_key=RAW_EVENTS, check_name=UNIQUE_EVENT_ID,
+                                             partition=key, passed=dupes.is_empty(), metadata=metadata,
+                                             targets=targets)
+    if selected:
+        yield from check_outputs(context)

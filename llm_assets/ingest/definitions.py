@@ -1,4 +1,4 @@
-"""The ingest domain's definitions: assets, checks and jobs.
+"""The ingest domain's definitions: assets (with their checks) and jobs.
 
 `kafka_events_sensor` (sensors/) targets these jobs and is registered by the root
 `llm_assets/definitions.py`, which also binds the resources.
@@ -9,10 +9,8 @@ from __future__ import annotations
 import dagster as dg
 
 from llm_assets.ingest.assets import ingest_events_job, ingest_kafka_batch, ingest_rejected_events_job
-from llm_assets.ingest.checks import raw_events_checks
 
 defs = dg.Definitions(
     assets=[ingest_kafka_batch],
-    asset_checks=raw_events_checks,
     jobs=[ingest_events_job, ingest_rejected_events_job],
 )

@@ -17,7 +17,6 @@ from llm_assets.dev.samples import produce_sample_messages
 from llm_assets.ingest import contract
 from llm_assets.ingest.assets import ingest_events_job, ingest_kafka_batch, ingest_rejected_events_job
 from llm_assets.ingest import checks
-from llm_assets.ingest.checks import raw_events_checks
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import MALFORMED_KINDS, generate_messages
@@ -37,7 +36,7 @@ def resources(kafka_broker, tmp_path):
 
 @pytest.fixture
 def defs(resources):
-    return dg.Definitions(assets=[ingest_kafka_batch], asset_checks=raw_events_checks,
+    return dg.Definitions(assets=[ingest_kafka_batch],
                           jobs=[ingest_events_job, ingest_rejected_events_job], resources=resources)
 
 
