@@ -79,13 +79,15 @@ def test_the_domain_pack_model_is_the_bottom_layer():
     assert violations("domain", others) == []
 
 
-# The declared order, bottom first: a package imports only packages listed before it. `lib/` holds pure
-# helpers shared by the domains (redaction, plots); `llm/` the LLM layer (prompts, parsing, the enricher,
-# the pipeline) that both `enriched/cases` and the model lifecycle drive; `gate/` the embedding gate and
-# its distillation; `enrichment/` (`enriched/cases`) stands on the model lifecycle, not below it.
+# The declared order, bottom first: a package imports only packages listed before it. `encoders/` holds
+# model maths in numpy (the BERT sentence encoder that `resources/embedder.py` runs), so it may import
+# `settings` at most. `lib/` holds pure helpers shared by the domains (redaction, plots); `llm/` the LLM
+# layer (prompts, parsing, the enricher, the pipeline) that both `enriched/cases` and the model lifecycle
+# drive; `gate/` the embedding gate and its distillation; `enrichment/` (`enriched/cases`) stands on the
+# model lifecycle, not below it.
 LAYERS = (
-    "settings", "asset_keys", "storage", "metadata", "partitions", "automation", "failpoints", "policies",
-    "execution", "domain",
+    "settings", "encoders", "asset_keys", "storage", "metadata", "partitions", "automation", "failpoints",
+    "policies", "execution", "domain",
     "resources",
     "lib",
     "ingest", "curated", "knowledge_base", "evaluation",

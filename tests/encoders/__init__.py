@@ -1,0 +1,1 @@
+"""Tests of the encoders: model maths in numpy."""
