@@ -1,10 +1,10 @@
-# llm-assets: the two commands of the README, plus dev and benchmarks.
+# llm-assets: the two commands of the README, plus test-fast, dev and benchmarks.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export LLM_ASSETS_HOME ?= $(CURDIR)/.llm_assets
 
-.PHONY: demo test dev bench venv clean
+.PHONY: demo test test-fast dev bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -21,9 +21,18 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(PY) -m llm_assets.cli demo
 
-## Run the whole test suite (tests start their own broker, Milvus Lite and test LLM server).
+## Run the whole test suite, every mark (tests start their own broker, Milvus Lite, dagster dev and
+## test LLM server; tests/services.sh installs and starts Debian's postgresql and chromium around it,
+## and stops Postgres after). The 30 slowest tests are listed at the end.
 test: venv
-	$(VENV)/bin/pytest -q -p no:cacheprovider; rc=$$?; \
+	bash tests/services.sh $(VENV)/bin/pytest -q -p no:cacheprovider --durations=30; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+
+## The unit and integration tests only (`-m "unit or integration"`): no dagster dev stack, no browser.
+## Postgres is still started (tests/deploy/test_postgres_instance.py is an integration test, which
+## would otherwise skip), Chromium is not needed; an exported LLM_ASSETS_TEST_PG_URL is used instead.
+test-fast: venv
+	bash tests/services.sh --no-browser $(VENV)/bin/pytest -m "unit or integration" -p no:cacheprovider -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
 ## Dagster UI and daemon on 127.0.0.1:3000 with a local broker, Milvus Lite server and event generator.

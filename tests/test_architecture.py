@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 PACKAGE = Path(__file__).resolve().parents[1] / "llm_assets"
 DOMAINS = ("ingest", "curated", "knowledge_base", "enrichment", "evaluation", "monitoring", "models",
            "analytics", "sensors", "domain", "dev", "lib", "llm", "gate")

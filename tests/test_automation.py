@@ -16,6 +16,8 @@ from llm_assets.curated import assets
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 
+pytestmark = pytest.mark.integration
+
 
 class RawEventsRun(dg.Config):
     check_passes: bool = True

@@ -8,6 +8,8 @@ import pytest
 
 from llm_assets.partitions import daily_partitions, model_versions
 
+pytestmark = pytest.mark.integration
+
 EXPECTED_ASSETS = {
     "raw/events": "daily", "raw/rejected_events": None,
     "features/entity_signals": None, "signals/exceptions": None, "curated/cases": "daily",

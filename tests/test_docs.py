@@ -15,6 +15,8 @@ import pytest
 from llm_assets import asset_keys
 from llm_assets.cli import build_parser
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PREFIXES = ("raw", "curated", "enriched", "kb", "models", "evaluation", "monitoring", "analytics", "features",

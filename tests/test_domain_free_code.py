@@ -9,8 +9,12 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 from llm_assets.domain.pack import DEFAULT_PACK, PACKS_DIR, load_pack
 from tests.test_architecture import PACKAGE, imported_modules
+
+pytestmark = pytest.mark.unit
 
 PAYMENTS = load_pack(PACKS_DIR / DEFAULT_PACK)
 GENERATOR = "llm_assets.domain.packs.payments_ops.sample_data"

@@ -8,9 +8,12 @@ import html
 import re
 
 import polars as pl
+import pytest
 from markdown_it import MarkdownIt
 
 from llm_assets.metadata import MAX_CELL_CHARS, escape_markdown, frame_table, markdown_table
+
+pytestmark = pytest.mark.unit
 
 RENDERER = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 

@@ -16,6 +16,8 @@ import pytest
 
 from llm_assets.asset_keys import ENRICHED_CASES, KB_INDEX
 
+pytestmark = pytest.mark.integration
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
 

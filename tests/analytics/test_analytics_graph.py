@@ -12,6 +12,8 @@ from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, RAW_EVENTS
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 
+pytestmark = pytest.mark.unit
+
 WEEKLY_REPORT = dg.AssetKey(["analytics", "weekly_report"])
 DAILY_MODELS = set(analytics_dbt_models.keys) - {WEEKLY_REPORT}
 ENRICHED_ONLY_MODELS = {k for k in DAILY_MODELS if k.path[-1] != "daily_pipeline_coverage"}

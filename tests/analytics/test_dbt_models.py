@@ -9,6 +9,8 @@ from llm_assets.analytics.project import DBT_PROJECT_DIR
 from llm_assets.resources.delta import DeltaLakeStorage
 from tests.analytics.lake import Case, build_models, query, write_lake
 
+pytestmark = pytest.mark.integration
+
 MONDAY, NEXT_MONDAY = "2026-03-02", "2026-03-09"
 GOOD_CASES = [
     # Week 1: four cases curated, three enriched (one gate from the cache, one llm, one fallback).

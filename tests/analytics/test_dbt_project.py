@@ -16,6 +16,8 @@ from llm_assets.analytics.translator import AnalyticsTranslator
 from llm_assets.llm.pipeline import ROUTES
 from llm_assets.domain import current_pack
 
+pytestmark = pytest.mark.integration
+
 LABELS, ACTION_VERBS = current_pack().labels, current_pack().action_verbs
 
 CONTRACT_VALUES = {"label": set(LABELS), "route": set(ROUTES), "action": set(ACTION_VERBS)}

@@ -5,12 +5,15 @@ import json
 
 import dagster as dg
 import polars as pl
+import pytest
 from deltalake import DeltaTable
 
 from llm_assets.asset_keys import CURATED_CASES, RAW_EVENTS
 from llm_assets.curated import assets, joining
 from llm_assets.partitions import daily_partitions
 from tests.support.pipeline import write_raw_events
+
+pytestmark = pytest.mark.integration
 
 CHECK_NAMES = {"curated_cases_contract", "curated_cases_unique_event_id", "curated_cases_match_raw_events"}
 # raw/events stands in as a spec: the ingest asset is not under test (its table is written directly).

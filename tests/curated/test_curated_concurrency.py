@@ -8,12 +8,15 @@ import threading
 
 import dagster as dg
 import polars as pl
+import pytest
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from llm_assets.asset_keys import CURATED_CASES, ENTITY_SIGNALS, EXCEPTIONS, RAW_EVENTS
 from llm_assets.curated import assets, joining
 from llm_assets.partitions import daily_partitions
 from tests.support.pipeline import write_raw_events
+
+pytestmark = pytest.mark.integration
 
 INGEST_BATCHES = 20
 NEW_PER_BATCH = 15

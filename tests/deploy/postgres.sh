@@ -5,6 +5,8 @@
 #                                               # cluster in a temp folder on a free port, prints exports
 #   tests/deploy/postgres.sh stop "$LLM_ASSETS_TEST_PG_DIR"
 #
+# tests/services.sh runs it around `make test` and `make test-fast`.
+#
 # The tests read LLM_ASSETS_TEST_PG_URL (and skip, saying why, when it is unset). Its own variable,
 # never DAGSTER_PG_*, so a shell that points at a real instance cannot send test runs there.
 set -euo pipefail

@@ -19,6 +19,8 @@ from tests.deploy.conftest import (
     production_instance_config,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def _helm_values() -> dict:
     return yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())

@@ -25,6 +25,8 @@ from llm_assets.execution import (
 from tests.deploy.conftest import CODE_LOCATION_IMAGE, GPU_IMAGE, NAMESPACE, REPO, k8s_instance_config, load_instance
 from tests.deploy.k8s_api_stub import KubernetesApiStub
 
+pytestmark = pytest.mark.integration
+
 
 def _container(job: dict) -> dict:
     return job["spec"]["template"]["spec"]["containers"][0]

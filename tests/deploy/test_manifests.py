@@ -26,6 +26,8 @@ from llm_assets.execution import (
 from llm_assets.resources.environments import production_resources
 from tests.deploy.conftest import DEPLOY, REPO
 
+pytestmark = pytest.mark.unit
+
 # Keys the chart accepts, per section this project sets (chart 1.13 values schema).
 CHART_KEYS: dict[str, set[str]] = {
     "": {"dagsterWebserver", "dagster-user-deployments", "postgresql", "generatePostgresqlPasswordSecret",

@@ -2,8 +2,9 @@
 then curation and enrichment, and everything Dagster records lands in Postgres.
 
 The instance is deploy/dagster.yaml with its own storage, concurrency and retry sections, and
-Dagster's default run launcher instead of Kubernetes. `.ci/run` starts a Postgres
-(tests/deploy/postgres.sh) and exports LLM_ASSETS_TEST_PG_URL; without it the test skips.
+Dagster's default run launcher instead of Kubernetes. `make test` and `make test-fast` start a
+Postgres (tests/services.sh, tests/deploy/postgres.sh) and export LLM_ASSETS_TEST_PG_URL; without it
+the test skips.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_
 from tests.deploy.conftest import load_instance, production_instance_config
 from tests.support.pipeline import materialize_keys
 
+pytestmark = pytest.mark.integration
+
 psycopg2 = pytest.importorskip("psycopg2")
 
 PG_URL_ENV = "LLM_ASSETS_TEST_PG_URL"
@@ -40,7 +43,7 @@ def postgres() -> dict:
     url = os.environ.get(PG_URL_ENV)
     if not url:
         pytest.skip(f"{PG_URL_ENV} is unset: no Postgres to test the production storage against "
-                    "(`eval \"$(tests/deploy/postgres.sh start)\"` starts one; .ci/run does)")
+                    "(`eval \"$(tests/deploy/postgres.sh start)\"` starts one; `make test` does)")
     try:
         admin = psycopg2.connect(url, connect_timeout=5)
     except psycopg2.OperationalError as exc:

@@ -18,6 +18,8 @@ from llm_assets.sensors.vllm_metrics import (
 )
 from tests.support.openai_test_server import OpenAITestServer
 
+pytestmark = pytest.mark.integration
+
 
 def _tick(base_url: str | None, cursor: str | None = None, api_key: str | None = None):
     sensor = build_vllm_metrics_sensor(base_url, api_key)

@@ -3,8 +3,12 @@ broker and produces it again at the next start, so a restart loses no acknowledg
 
 from __future__ import annotations
 
+import pytest
+
 from llm_assets.dev.broker import create_topics, replay_spool, spool_unconsumed, start_broker
 from llm_assets.resources.kafka import KafkaResource
+
+pytestmark = pytest.mark.integration
 
 
 def test_events_a_stopping_broker_held_beyond_the_committed_offsets_reach_the_next_broker(tmp_path):

@@ -65,6 +65,7 @@ def _ui_answers(port: int) -> bool:
         return False
 
 
+@pytest.mark.e2e  # the real `llm-assets dev`: tansu, milvus-lite server, `dagster dev`
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_dev_stops_on_a_signal_and_leaves_no_process_or_port(tmp_path, how):
     port = free_port()
@@ -111,6 +112,7 @@ def test_dev_stops_on_a_signal_and_leaves_no_process_or_port(tmp_path, how):
         log.close()
 
 
+@pytest.mark.integration  # a Python child process and a `sleep`, no stack
 def test_processes_started_with_sigint_ignored_still_stop_on_sigint():
     """A job a non-interactive shell starts in the background (`bash .ci/run &`) begins with SIGINT
     ignored, and its children would inherit that: `stop_all`'s SIGINT must still stop them."""

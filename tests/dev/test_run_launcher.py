@@ -9,10 +9,13 @@ import sys
 import time
 
 import dagster as dg
+import pytest
 from dagster._core.events import EngineEventData  # test-only: how a run worker records its pid
 from dagster._core.launcher import WorkerStatus
 
 from llm_assets.dev.run_launcher import LocalRunLauncher, process_state
+
+pytestmark = pytest.mark.integration
 
 
 def _instance_with_launcher(tmp_path) -> dg.DagsterInstance:

@@ -4,8 +4,12 @@ import json
 import time
 from datetime import date
 
+import pytest
+
 from llm_assets.dev.samples import LiveSampleStream, live_batch, new_stream_nonce
 from llm_assets.resources.kafka import KafkaResource
+
+pytestmark = pytest.mark.integration
 
 
 def _ids_and_values(messages) -> dict[str, set[bytes]]:

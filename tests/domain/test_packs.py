@@ -22,6 +22,8 @@ from llm_assets.domain.commands import KB_SUFFIXES, PROBLEM, check_pack, init_pa
 from llm_assets.domain.golden import read_labelled
 from llm_assets.domain.pack import PACKS_DIR, ROLE_COLUMNS, pack_folder
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 IT_PACK = REPO / "tests" / "packs" / "it_service_desk"
 PAYMENTS_PACK = PACKS_DIR / "payments_ops"

@@ -39,6 +39,8 @@ from llm_assets.settings import ENRICHED_TOPIC
 from tests.conftest import unique_topic_name
 from tests.e2e.stack import TERMINAL_STATUSES, DaemonStack, consume_all, produce, wait_for
 
+pytestmark = pytest.mark.e2e
+
 SEEDS = ["features/entity_signals", "signals/exceptions"]  # no KB or gate: the local strategy decides
 RECOVERY_TIMEOUT_S = 300  # detection (5 s polls) + a retry run, on a loaded 2-core machine; generous
 PER_BATCH = 4

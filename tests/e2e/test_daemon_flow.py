@@ -31,6 +31,8 @@ from llm_assets.settings import ENRICHED_TOPIC
 from tests.conftest import unique_topic_name
 from tests.e2e.stack import TERMINAL_STATUSES, DaemonStack, consume_all, produce, wait_for
 
+pytestmark = pytest.mark.e2e
+
 SEED_ASSETS = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index", "models/embedding_gate"]
 TEXTS = [
     "Settlement amount for order {n} differs from the partner statement by 12.40 EUR",

@@ -26,6 +26,7 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import polars as pl
+import pytest
 from confluent_kafka import Producer
 
 from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES, ENRICHED_OUTBOX, RAW_EVENTS
@@ -33,6 +34,8 @@ from llm_assets.dev.process import free_port
 from llm_assets.resources.delta import DeltaLakeStorage
 from tests.e2e.stack import RUNS_QUERY, wait_for
 from tests.support.make_dev import dev_environment, start_dev
+
+pytestmark = pytest.mark.e2e
 
 TIMEOUT_S = 600  # KB index and gate are built by automation beside the sensor's runs on 2 shared cores
 

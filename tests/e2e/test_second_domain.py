@@ -52,6 +52,8 @@ from tests.packs.it_service_desk import events as desk_events
 from tests.support.make_dev import dev_environment, start_dev
 from tests.support.openai_test_server import OpenAITestServer
 
+pytestmark = pytest.mark.e2e
+
 PACK_DIR = Path(__file__).resolve().parents[1] / "packs" / "it_service_desk"
 PAYMENTS = load_pack(PACKS_DIR / DEFAULT_PACK)
 LLM_VERSION = "vllm-qwen2.5-7b@v2"  # endpoint LLM_BASE_URL in the shipped registry

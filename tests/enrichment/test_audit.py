@@ -18,6 +18,8 @@ from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.signing import load_signing_key
 from llm_assets.domain.packs.payments_ops.sample_data import catalog
 
+pytestmark = pytest.mark.integration
+
 KEY = bytes.fromhex("11" * 32)
 
 

@@ -20,6 +20,8 @@ from tests.enrichment.outbox_run import SEEDS, resources_of, run_day
 from tests.enrichment.test_enriched_cases import _published
 from tests.support.pipeline import materialize_keys, use_local_home, write_raw_events
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def home(tmp_path, kafka_broker, monkeypatch):

@@ -30,6 +30,8 @@ from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data, golden_cases
 from tests.support.pipeline import artifact_resources
 
+pytestmark = pytest.mark.integration
+
 T0 = datetime(2026, 11, 18, 9, 0, tzinfo=timezone.utc)
 CARD, EMAIL = "4111 1111 1111 1111", "Jane.Doe+ops@Example.com"
 

@@ -25,6 +25,8 @@ from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES
 from tests.support.pipeline import artifact_resources, materialize_keys, use_local_home, write_raw_events
 from tests.support.topics import read_topic
 
+pytestmark = pytest.mark.integration
+
 UNPARTITIONED = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index",
                  "models/embedding_gate"]
 

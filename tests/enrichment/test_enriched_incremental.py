@@ -24,6 +24,8 @@ from tests.enrichment.test_enriched_cases import UNPARTITIONED, _published, base
 from tests.support import contract_reference
 from tests.support.pipeline import graph_definitions, materialize_keys, use_local_home
 
+pytestmark = pytest.mark.integration
+
 CHECK_NAMES = {"labels_and_confidence_valid", "actions_within_allow_list", "provenance_versions_present",
                "no_pii_in_outputs", "one_row_per_curated_case", "fallback_rate_below_threshold",
                "routes_say_what_decided"}

@@ -25,6 +25,8 @@ from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_
 from tests.support.pipeline import materialize_keys, write_raw_events
 from tests.support.topics import read_topic
 
+pytestmark = pytest.mark.integration
+
 KEY_HEX = "5a" * 32
 UPSTREAM = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index"]
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -24,6 +24,8 @@ from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.domain.packs.payments_ops.sample_data import catalog, generator
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def embed():

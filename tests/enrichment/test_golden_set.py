@@ -15,6 +15,8 @@ from llm_assets.lib.redaction import redact_cached
 from llm_assets.resources.llm import LLMResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import calibration_cases, golden_cases, kb_corpus
 
+pytestmark = pytest.mark.integration
+
 VERSIONS = pipeline.Versions(model_version="m", prompt_version="p", kb_index_version="k", gate_version="g")
 
 

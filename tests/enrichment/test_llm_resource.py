@@ -30,6 +30,8 @@ from llm_assets.resources.llm import (
 )
 from llm_assets.domain.packs.payments_ops.sample_data.generator import golden_cases
 
+pytestmark = pytest.mark.integration
+
 FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05)
 VERSIONS = pipeline.Versions(model_version="vllm:test-model", prompt_version="enrich_case@v2", kb_index_version="k")
 

@@ -7,6 +7,8 @@ from llm_assets.llm.llm_enricher import describe
 from llm_assets.llm.model_versions import ModelDescription, ModelVersions, versions_for
 from llm_assets.resources.llm import LLMResource
 
+pytestmark = pytest.mark.unit
+
 
 PACK = current_pack().version  # every prompt version names the domain pack that worded it
 

@@ -27,6 +27,8 @@ from tests.enrichment.outbox_run import SEEDS, resources_of, run_day
 from tests.enrichment.test_enriched_cases import _published
 from tests.support.pipeline import materialize_keys, use_local_home, write_raw_events
 
+pytestmark = pytest.mark.integration
+
 ENRICHED_POINTS = [failpoints.AFTER_ENRICHED_WRITE, failpoints.AFTER_AUDIT_BUNDLE, failpoints.AFTER_AUDIT_RECORD,
                    failpoints.AFTER_PUBLISH]
 

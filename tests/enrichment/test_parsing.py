@@ -24,6 +24,8 @@ from llm_assets.llm.types import BatchStats, CaseContext, CaseResult
 from llm_assets.resources.llm import LLMAnswer
 from llm_assets.domain.packs.payments_ops.sample_data import catalog
 
+pytestmark = pytest.mark.unit
+
 ANSWER = {"summary": "Card <CARD> used in 5 countries.", "label": "fraud_suspected", "confidence": 0.9,
           "severity": 5, "actions": [{"action": "escalate", "reason": "fraud team", "approval_level": "supervisor"}]}
 

@@ -26,6 +26,8 @@ from tests.support.pii_corpus import KINDS, pii_sentences
 from tests.support.pipeline import artifact_resources, materialize_keys, use_local_home
 from tests.support.topics import read_topic
 
+pytestmark = pytest.mark.integration
+
 DAY = "2026-11-18"
 UNPARTITIONED = ["features/entity_signals", "signals/exceptions", "kb/documents", "kb/index", "models/embedding_gate"]
 # The issue's own examples of national formats that once reached the endpoint in clear, planted on top.

@@ -31,6 +31,8 @@ from tests.enrichment.test_enriched_cases import UNPARTITIONED, base_resources
 from tests.support.openai_test_server import OpenAITestServer, plausible_label, rotated
 from tests.support.pipeline import graph_definitions, materialize_keys, use_local_home, write_raw_events
 
+pytestmark = pytest.mark.integration
+
 LOCAL, GOOD, NEVER_PROMOTED = "local-rules@v1", "good-model@v1", "rotated-model@v1"
 TODAY = date.fromisoformat(daily_partitions.get_last_partition_key())
 INSIDE = (TODAY - timedelta(days=2)).isoformat()   # inside the re-enrichment lookback

@@ -11,6 +11,8 @@ from llm_assets.lib.redaction import PII_KINDS, find_pii, luhn_valid, pii_spans,
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages
 from tests.support import pii_corpus
 
+pytestmark = pytest.mark.unit
+
 
 def _leftover(value: str, redacted: str, sentence: str) -> bool:
     """True when a letter or digit of `value` is still in clear where it was planted."""

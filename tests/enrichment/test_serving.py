@@ -3,6 +3,7 @@ promotion leaves behind, one run over two versions, and the per-version transpor
 
 import numpy as np
 import polars as pl
+import pytest
 
 from llm_assets.enrichment import serving
 
@@ -10,6 +11,8 @@ from llm_assets.llm import pipeline
 from llm_assets.llm.types import CaseResult
 from llm_assets.models.production import NOTHING_PROMOTED, ProductionState, serves_new_version
 from llm_assets.resources.llm import LLMResource
+
+pytestmark = pytest.mark.unit
 
 ROLLOUT = ProductionState(version="good@v2", previous_version="local-rules@v1", rollout_share=0.25,
                           promoted_at="2026-11-30T00:00:00+00:00")

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from llm_assets.asset_keys import EVALUATION_GOLDEN_CASES, EVALUATION_RATINGS
 from llm_assets.gate.distillation import gate_training_examples
@@ -25,6 +26,8 @@ from llm_assets.evaluation.ratings import RATINGS_SCHEMA
 from llm_assets.knowledge_base.assets import kb_documents
 from llm_assets.resources.embedder import EmbedderResource
 from tests.support.pipeline import artifact_resources
+
+pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 

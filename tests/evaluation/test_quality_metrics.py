@@ -13,6 +13,8 @@ from llm_assets.evaluation.assets import evaluation_quality_metrics
 from llm_assets.evaluation.quality import quality_metrics
 from llm_assets.evaluation.ratings import RATINGS_SCHEMA
 
+pytestmark = pytest.mark.integration
+
 DAY = "2026-11-18"
 NOW = datetime(2026, 11, 19, tzinfo=timezone.utc)
 

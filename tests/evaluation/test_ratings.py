@@ -16,6 +16,8 @@ from llm_assets.evaluation.assets import evaluation_ratings, evaluation_samples
 from llm_assets.resources.kafka import KafkaResource
 from tests.evaluation.lake import make_cases, write_cases
 
+pytestmark = pytest.mark.integration
+
 DAY = "2026-11-18"
 T0 = datetime(2026, 11, 19, 9, 0, tzinfo=timezone.utc)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from llm_assets.asset_keys import EVALUATION_SAMPLES
 from llm_assets.lib.redaction import find_pii
 from llm_assets.evaluation import sampling
 from llm_assets.evaluation.assets import evaluation_samples
 from tests.evaluation.lake import enriched_row, make_cases, write_cases
+
+pytestmark = pytest.mark.integration
 
 DAY = "2026-11-18"
 

@@ -29,6 +29,8 @@ from llm_assets.resources.kafka import KafkaIngestSettings
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_messages
 from tests.support.contract_reference import InvalidEvent, ValidEvent, event_row, validate_event
 
+pytestmark = pytest.mark.unit
+
 WINDOW = PartitionWindow(first=date(2025, 1, 1), last=date(2026, 12, 31))
 EVENT = {"event_id": "evt-1", "source_system": "ledger", "event_ts": "2026-11-18T10:00:00Z",
          "partner_id": "P-001", "entity_id": "ENT-00001", "payload_raw": "amount mismatch"}

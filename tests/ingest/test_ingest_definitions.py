@@ -4,11 +4,14 @@ the root code location registers `kafka_events_sensor` over the ingest jobs."""
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from llm_assets.ingest.definitions import defs
 from llm_assets.partitions import daily_partitions
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource
+
+pytestmark = pytest.mark.unit
 
 
 def test_ingest_defs_load_with_the_shared_resource_keys(tmp_path):

@@ -22,6 +22,8 @@ from llm_assets.sensors.kafka_events import (BATCH_TAG, PARTITION_RANGE_END_TAG,
                                              hot_path, kafka_events_sensor)
 from llm_assets.settings import CONSUMER_GROUP
 
+pytestmark = pytest.mark.integration
+
 
 def _event(event_id: str, ts: str) -> tuple[bytes, bytes]:
     return event_id.encode(), json.dumps({

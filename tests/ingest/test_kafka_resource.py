@@ -14,6 +14,8 @@ from llm_assets.resources.kafka import (
 )
 from tests.support.kafka_helpers import iter_range_batches, read_range
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def kafka(kafka_broker):

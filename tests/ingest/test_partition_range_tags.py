@@ -7,9 +7,12 @@ test launches runs with those tags, through the same job machinery a daemon uses
 """
 
 import dagster as dg
+import pytest
 
 from llm_assets.partitions import daily_partitions
 from llm_assets.sensors.kafka_events import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+
+pytestmark = pytest.mark.unit
 
 
 @dg.asset(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run())

@@ -23,6 +23,8 @@ from llm_assets.domain.packs.payments_ops.sample_data.generator import MALFORMED
 from llm_assets.sensors.kafka_events import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from tests.support.contract_reference import event_row, validate_event
 
+pytestmark = pytest.mark.integration
+
 
 def _event(event_id: str, ts: str, payload: str = "amount mismatch on REF-1") -> bytes:
     return json.dumps({"event_id": event_id, "source_system": "ledger", "event_ts": ts, "partner_id": "P-001",

@@ -9,6 +9,8 @@ from llm_assets.knowledge_base.corpus import EmptyCorpusError, GoldenQuery, KBDo
 from llm_assets.knowledge_base.retrieval import recall_at_k
 from llm_assets.knowledge_base.versioning import VersionCollection, collections_to_drop, index_version
 
+pytestmark = pytest.mark.unit
+
 
 def test_bad_lines_are_reported_with_file_and_line_and_the_rest_is_kept(tmp_path):
     (tmp_path / "policies.jsonl").write_text("\n".join([

@@ -5,6 +5,7 @@ import json
 import logging
 
 import dagster as dg
+import pytest
 
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve
 from llm_assets.resources.milvus import MilvusResource
@@ -12,6 +13,8 @@ from llm_assets.domain.packs.payments_ops.sample_data.generator import golden_qu
 from llm_assets.asset_keys import KB_DOCUMENTS
 
 from .conftest import check_outcomes, index_metadata, materialize_kb, small_corpus, write_jsonl
+
+pytestmark = pytest.mark.integration
 
 FRAUD_QUERY = "card used in several countries within minutes"
 

@@ -6,6 +6,7 @@ the vector count alone (and says so)."""
 import logging
 
 import dagster as dg
+import pytest
 
 from llm_assets.asset_keys import KB_DOCUMENTS
 from llm_assets.knowledge_base.definitions import defs as kb_defs
@@ -13,6 +14,8 @@ from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrie
 
 from .conftest import check_outcomes, index_metadata
 from .documents import PDF_QUERY, PDF_SENTENCE, RUNBOOK_MD, write_documents, write_pack
+
+pytestmark = pytest.mark.integration
 
 
 def _materialize(resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

@@ -19,6 +19,8 @@ from llm_assets.resources.delta import DeltaLakeStorage
 
 from .documents import CHARGEBACKS_PDF, DOCUMENTS, PDF_SENTENCE, minimal_pdf, write_documents, write_pack
 
+pytestmark = pytest.mark.integration
+
 PAYMENTS_KB = PACKS_DIR / "payments_ops" / "kb"
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from llm_assets.knowledge_base.chunking import ChunkingParams, chunk_documents
 from llm_assets.knowledge_base.corpus import load_corpus, load_golden_queries
@@ -14,6 +15,8 @@ from llm_assets.knowledge_base.indexing import build_kb_index
 from llm_assets.knowledge_base.retrieval import current_kb_index_version
 from llm_assets.dev.milvus import start_milvus_server
 from llm_assets.resources.milvus import MilvusResource
+
+pytestmark = pytest.mark.integration
 
 # Each reader connects, waits until every reader is connected (so the connections are
 # open at the same time), then runs its searches through the retrieval path of the alias.

@@ -13,6 +13,8 @@ from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrie
 from llm_assets.resources.embedder import EmbedderResource, load_sentence_model
 from llm_assets.resources.milvus import MilvusResource
 
+pytestmark = pytest.mark.integration
+
 
 def test_embedder_returns_unit_float32_vectors_in_batches_and_a_stable_model_id(embedder):
     vectors = embedder.encode(["card used abroad", "settlement report differs", "value date"] * 20)

@@ -4,10 +4,13 @@ rotated candidate is visible with its side-by-side table and interval."""
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
 from tests.models.conftest import BAD, GOOD
 from tests.models.test_model_lifecycle import evaluate
+
+pytestmark = pytest.mark.integration
 
 CHECK_EXECUTIONS = """
 query CheckExecutions($assetKey: AssetKeyInput!, $checkName: String!, $partition: String) {

@@ -15,6 +15,8 @@ from llm_assets.partitions import model_versions
 from llm_assets.domain.packs.payments_ops.sample_data.generator import kb_corpus
 from tests.models.conftest import BAD, GOOD, GOOD_TOO
 
+pytestmark = pytest.mark.integration
+
 
 def evaluate(instance, resources, registry_file, version: str, use_kb: bool = False) -> dg.ExecuteInProcessResult:
     """models/evaluation[version] and its blocking check in one run, as the UI launches them.

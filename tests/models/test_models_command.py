@@ -1,11 +1,14 @@
 """`llm-assets models list` and `add-partition` on a test instance and an empty lake."""
 
 import dagster as dg
+import pytest
 
 from llm_assets.cli import main
 from llm_assets.models import commands
 from llm_assets.partitions import model_versions
 from tests.models.conftest import BAD, GOOD, write_registry
+
+pytestmark = pytest.mark.unit
 
 
 def test_add_partition_and_list(tmp_path, monkeypatch, capsys):

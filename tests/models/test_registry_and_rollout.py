@@ -25,6 +25,8 @@ from llm_assets.models.registry import (
 from llm_assets.resources.llm import LLMResource
 from tests.support.openai_test_server import OpenAITestServer
 
+pytestmark = pytest.mark.integration
+
 LLAMA_CPP = "llama-cpp-qwen2.5-0.5b@v2"
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from llm_assets.domain import current_pack
 
+pytestmark = pytest.mark.unit
+
 LABELS = current_pack().labels
 from llm_assets.models.evaluation import EVALUATION_SCHEMA
 from llm_assets.models.regression import RegressionRules, judge

@@ -17,6 +17,8 @@ from llm_assets.dev.process import free_port
 from tests.evaluation.lake import make_cases, write_cases
 from tests.monitoring.case_tool_test_server import CaseToolTestServer
 
+pytestmark = pytest.mark.integration
+
 DAY = "2026-11-18"
 
 

@@ -17,6 +17,8 @@ from llm_assets.monitoring import drift
 from llm_assets.resources.embedder import EmbedderResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import case_text
 
+pytestmark = pytest.mark.integration
+
 POOL = 300
 WINDOW = 100
 SEEDS = 40

@@ -8,12 +8,15 @@ import re
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from llm_assets.asset_keys import DRIFT_REPORT
 from llm_assets.monitoring.assets import drift_report
 from llm_assets.resources.embedder import EmbedderResource
 from tests.evaluation.lake import make_cases, write_cases
 from tests.monitoring.test_drift import NEW_TOPIC_TEMPLATES
+
+pytestmark = pytest.mark.integration
 
 DAY = "2026-11-18"
 REFERENCE = ("2026-11-15", "2026-11-16", "2026-11-17")

@@ -7,6 +7,8 @@ import pytest
 
 from llm_assets.resources.artifacts import ArtifactStore
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(params=["local", "memory"])
 def store(request, tmp_path) -> ArtifactStore:

@@ -9,6 +9,8 @@ import pytest
 from llm_assets.resources.environments import resources_for
 from llm_assets.resources.signing import AuditSigner, MissingSigningKey, load_signing_key
 
+pytestmark = pytest.mark.unit
+
 
 def test_local_key_is_generated_on_first_use_and_reused(tmp_path):
     key_file = tmp_path / "audit" / "signing.key"

@@ -6,10 +6,13 @@ leaves current days alone."""
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
 from llm_assets.asset_keys import ENRICHED_CASES
 from llm_assets.resources.delta import DeltaLakeStorage
 from tests.e2e.stack import TERMINAL_STATUSES, DaemonStack, wait_for
+
+pytestmark = pytest.mark.e2e
 
 BACKFILL_TIMEOUT_S = 420
 FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}

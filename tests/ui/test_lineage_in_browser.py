@@ -31,7 +31,10 @@ CHECKED_ASSETS = ["raw/events", "curated/cases", "enriched/cases", "kb/index"]
 UI_TIMEOUT_MS = 120_000  # the UI's first paint and GraphQL answers on a loaded 2-core machine
 DOCS_LINEAGE = REPO_ROOT / "docs" / "lineage.png"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.e2e, pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
 
 ASSET_NODES_QUERY = """query Nodes { assetNodes { assetKey { path } groupName kinds
   owners { __typename ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }

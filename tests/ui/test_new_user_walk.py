@@ -37,7 +37,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 GROUPS = {"ingest", "curated", "knowledge_base", "models", "enrichment", "evaluation", "monitoring", "analytics"}
 TIMEOUT_S = 900  # 2 shared cores, other suites beside: generous; the measured times are reported
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.e2e, pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
 
 GROUPS_QUERY = """{ assetNodes { groupName assetKey { path } assetMaterializations(limit: 1) { timestamp } } }"""
 LAUNCH = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
