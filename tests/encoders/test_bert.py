@@ -2,8 +2,11 @@
 `tests/knowledge_base/test_resources.py`, on the packaged model through `EmbedderResource`)."""
 
 import numpy as np
+import pytest
 
 from llm_assets.encoders.bert import gelu_
+
+pytestmark = [pytest.mark.unit]
 
 
 def test_the_numpy_gelu_is_the_exact_erf_gelu():
