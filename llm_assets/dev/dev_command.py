@@ -147,28 +147,29 @@ def local_services(processes: list[ManagedProcess] | None = None, *, quiet: bool
             stop_all(started)
 
 
-CANCEL_WAIT_S = 5.0  # at Ctrl-C, the most the runs in flight get to end as canceled (within the 10 s stop)
+CANCEL_WAIT_S = 3.0  # at Ctrl-C, how long the runs in flight get to end as canceled before everything stops
 
 
-def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S) -> list[str]:
+def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S, report: Path | None = None) -> list[str]:
     """Cancel every queued or running run of the instance in `$DAGSTER_HOME` (through its run
-    coordinator: a running one is terminated by its code server and recorded as CANCELED, not
-    failed) and wait until they end, at most `timeout_s`; returns their ids. A run's process
-    notices the request between two Python instructions, which on two loaded cores inside a Delta
-    write or an embedding batch can take seconds: stopping the services before that would turn
-    the cancel into a failure. kafka_events_sensor requests a canceled batch again at once on the
-    next start. A run that could not be canceled, or did not end in time, is named on stderr."""
+    coordinator: a running one is marked CANCELING at once and terminated by its code server, so
+    it is recorded as CANCELED, not failed, even when the stack's stop is what ends it) and wait
+    up to `timeout_s` for them to end; returns their ids. kafka_events_sensor requests a canceled
+    batch again at once on the next start. What happened to each run is appended to `report`
+    (`dev-stop.log` in the Dagster home): the console stays quiet at Ctrl-C."""
     import dagster as dg
 
     active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED]
+    lines = []
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs(filters=dg.RunsFilter(statuses=active))
         for run in runs:
-            try:
-                instance.run_coordinator.cancel_run(run.run_id)
-            except Exception as exc:  # a run that just ended, a code server going away
-                print(f"run {run.run_id} could not be canceled: {exc!r}", file=sys.stderr, flush=True)
+            try:  # a run that just ended, a code server going away
+                requested = instance.run_coordinator.cancel_run(run.run_id)
+                lines.append(f"run {run.run_id} ({run.status.value}): cancel {'requested' if requested else 'refused'}")
+            except Exception as exc:
+                lines.append(f"run {run.run_id} ({run.status.value}): cancel failed: {exc!r}")
         ids = [run.run_id for run in runs]
         deadline = time.monotonic() + timeout_s
         pending = ids
@@ -176,9 +177,10 @@ def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S) -> list[str]:
             time.sleep(0.2)
             pending = [r.run_id for r in instance.get_runs(
                 filters=dg.RunsFilter(run_ids=ids, statuses=[*active, dg.DagsterRunStatus.CANCELING]))]
-        if pending:
-            print(f"{len(pending)} run(s) still ending after {timeout_s:.0f} s, stopped with the stack: "
-                  f"{', '.join(pending)}", file=sys.stderr, flush=True)
+        lines += [f"run {run_id}: still ending after {timeout_s:.0f} s, stopped with the stack" for run_id in pending]
+    if report is not None and lines:
+        with report.open("a") as out:
+            out.write("".join(f"{datetime.now(timezone.utc).isoformat()} {line}\n" for line in lines))
     return ids
 
 
@@ -307,7 +309,7 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
                 stream.stop(timeout_s=2.0)
             if any(p.name == "dagster dev" and p.is_running() for p in processes):
                 with contextlib.suppress(Exception):  # an instance that cannot be read: stop anyway
-                    cancel_runs_in_flight()
+                    cancel_runs_in_flight(report=home / "dev-stop.log")
             if services is not None and services.broker is not None and services.broker.is_running():
                 with contextlib.suppress(Exception):  # a broker that does not answer has nothing to keep
                     spool_unconsumed(services.broker.bootstrap, settings.EVENTS_TOPIC, settings.CONSUMER_GROUP,
