@@ -150,13 +150,28 @@ def local_services(processes: list[ManagedProcess] | None = None, *, quiet: bool
 CANCEL_WAIT_S = 3.0  # at Ctrl-C, how long the runs in flight get to end as canceled before everything stops
 
 
+def _first_run_end(instance, run_id: str) -> str | None:
+    """The run's first PIPELINE_SUCCESS / PIPELINE_FAILURE event in its log (the run's own verdict;
+    a failure reported from outside comes after it), or None."""
+    import dagster as dg
+
+    ends = (dg.DagsterEventType.RUN_SUCCESS.value, dg.DagsterEventType.RUN_FAILURE.value)
+    return next((r.dagster_event.event_type_value for r in instance.all_logs(run_id)
+                 if r.dagster_event is not None and r.dagster_event.event_type_value in ends), None)
+
+
 def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S, report: Path | None = None) -> list[str]:
     """Cancel every queued or running run of the instance in `$DAGSTER_HOME` (through its run
-    coordinator: a running one is marked CANCELING at once and terminated by its code server, so
-    it is recorded as CANCELED, not failed, even when the stack's stop is what ends it) and wait
-    up to `timeout_s` for them to end; returns their ids. kafka_events_sensor requests a canceled
-    batch again at once on the next start. What happened to each run is appended to `report`
-    (`dev-stop.log` in the Dagster home): the console stays quiet at Ctrl-C."""
+    coordinator: a running one is marked CANCELING at once and terminated by its code server, and
+    recorded as CANCELED, not failed) and wait up to `timeout_s` for the executing ones to end; one
+    still canceling then is marked CANCELED, as run monitoring does after its cancel timeout. Returns
+    their ids. kafka_events_sensor requests a canceled batch again at once on the next start.
+
+    Dagster's termination reads the run, then writes its CANCELING event: a run that succeeds in
+    between gets CANCELING after its success, and its code server, seeing the process gone while
+    the run is not finished, marks it failed. Such a run (its own log holds its success) gets its
+    SUCCESS status back, with a message saying why. What happened to each run is appended to
+    `report` (`dev-stop.log` in the Dagster home): the console stays quiet at Ctrl-C."""
     import dagster as dg
 
     active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -171,13 +186,37 @@ def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S, report: Path | None 
             except Exception as exc:
                 lines.append(f"run {run.run_id} ({run.status.value}): cancel failed: {exc!r}")
         ids = [run.run_id for run in runs]
+        # Only a run already executing can end by itself; one whose process is still starting cannot
+        # answer before the stack stops, so it is not waited for.
+        executing = [run.run_id for run in runs if run.status == dg.DagsterRunStatus.STARTED]
         deadline = time.monotonic() + timeout_s
-        pending = ids
-        while pending and time.monotonic() < deadline:
+        while executing and time.monotonic() < deadline:
             time.sleep(0.2)
-            pending = [r.run_id for r in instance.get_runs(
-                filters=dg.RunsFilter(run_ids=ids, statuses=[*active, dg.DagsterRunStatus.CANCELING]))]
-        lines += [f"run {run_id}: still ending after {timeout_s:.0f} s, stopped with the stack" for run_id in pending]
+            executing = [r.run_id for r in instance.get_runs(
+                filters=dg.RunsFilter(run_ids=executing, statuses=[*active, dg.DagsterRunStatus.CANCELING]))]
+        pending = [r.run_id for r in instance.get_runs(
+            filters=dg.RunsFilter(run_ids=ids, statuses=[*active, dg.DagsterRunStatus.CANCELING]))] if ids else []
+        # What Dagster's run monitoring does after its cancel timeout: a run still CANCELING is marked
+        # CANCELED before its process stops with the stack (else the code server, seeing the process
+        # gone while the run is not finished, records it as failed).
+        canceling = instance.get_runs(filters=dg.RunsFilter(
+            run_ids=pending, statuses=[dg.DagsterRunStatus.CANCELING])) if pending else []
+        for run in canceling:
+            instance.report_run_canceled(run, "make dev stopped: the run had not ended its cancel; its process "
+                                              "stops with the stack")
+            lines.append(f"run {run.run_id}: still canceling, marked canceled")
+        for run_id in pending:
+            if not any(line.startswith(f"run {run_id}: still") for line in lines):
+                lines.append(f"run {run_id}: not canceling, stopped with the stack")
+        for run in instance.get_runs(filters=dg.RunsFilter(run_ids=ids)) if ids else []:
+            if run.status != dg.DagsterRunStatus.SUCCESS and \
+                    _first_run_end(instance, run.run_id) == dg.DagsterEventType.RUN_SUCCESS.value:
+                instance.report_dagster_event(dg.DagsterEvent(
+                    event_type_value=dg.DagsterEventType.RUN_SUCCESS.value, job_name=run.job_name,
+                    message="The run had succeeded when make dev's cancel request was recorded: its "
+                            f"{run.status.value} status came after its success, which stands."), run.run_id)
+                lines.append(f"run {run.run_id}: had succeeded before the cancel was recorded, "
+                             f"{run.status.value} -> SUCCESS")
     if report is not None and lines:
         with report.open("a") as out:
             out.write("".join(f"{datetime.now(timezone.utc).isoformat()} {line}\n" for line in lines))
@@ -272,6 +311,7 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
                       f"cases); produce your events to {settings.EVENTS_TOPIC}", flush=True)
             dagster, log_path = start_dagster_dev(port, home)
             processes.append(dagster)
+            import dagster as _dagster  # noqa: F401  (now, not in the seconds a Ctrl-C has to cancel runs)
             rating_port = free_port(8765)
             with (home / "rating-page.log").open("w") as rating_log:
                 processes.append(start_process(
@@ -304,22 +344,35 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
     finally:
         # Shutdown must finish: a second Ctrl-C (or SIGTERM) must not leave half of it undone.
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        phases, started = [], time.monotonic()
+
+        def phase(name: str) -> None:
+            phases.append(f"{name} {time.monotonic() - started:.1f}s")
+
         try:
             if stream is not None:  # while the broker still runs, so its last publish completes quietly
                 stream.stop(timeout_s=2.0)
+                phase("stream")
             if any(p.name == "dagster dev" and p.is_running() for p in processes):
                 with contextlib.suppress(Exception):  # an instance that cannot be read: stop anyway
                     cancel_runs_in_flight(report=home / "dev-stop.log")
+                phase("runs")
             if services is not None and services.broker is not None and services.broker.is_running():
                 with contextlib.suppress(Exception):  # a broker that does not answer has nothing to keep
                     spool_unconsumed(services.broker.bootstrap, settings.EVENTS_TOPIC, settings.CONSUMER_GROUP,
                                      broker_spool())
+                phase("spool")
                 # At once: a message an outside producer gets acknowledged after the spool read is lost
                 # with the broker's memory (a window of the signal's delivery).
                 services.broker.stop(SHUTDOWN_GRACE_S)
+                phase("broker")
             # Whatever needs SIGKILL after the grace period gets it silently: a slow shutdown of a
             # local dev stack is not the user's problem (the daemon fails a run it left behind).
-            stop_all(processes, SHUTDOWN_GRACE_S)
+            killed = stop_all(processes, SHUTDOWN_GRACE_S)
+            phase("processes" + (f" (killed: {', '.join(killed)})" if killed else ""))
+            with contextlib.suppress(OSError):  # the stop's timings, for a slow stop's reader
+                with (home / "dev-stop.log").open("a") as out:
+                    out.write(f"{datetime.now(timezone.utc).isoformat()} stopped: {', '.join(phases)}\n")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
