@@ -205,9 +205,8 @@ def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S, report: Path | None 
             instance.report_run_canceled(run, "make dev stopped: the run had not ended its cancel; its process "
                                               "stops with the stack")
             lines.append(f"run {run.run_id}: still canceling, marked canceled")
-        for run_id in pending:
-            if not any(line.startswith(f"run {run_id}: still") for line in lines):
-                lines.append(f"run {run_id}: not canceling, stopped with the stack")
+        marked = {run.run_id for run in canceling}
+        lines += [f"run {run_id}: not canceling, stopped with the stack" for run_id in pending if run_id not in marked]
         for run in instance.get_runs(filters=dg.RunsFilter(run_ids=ids)) if ids else []:
             if run.status != dg.DagsterRunStatus.SUCCESS and \
                     _first_run_end(instance, run.run_id) == dg.DagsterEventType.RUN_SUCCESS.value:
@@ -217,10 +216,16 @@ def cancel_runs_in_flight(timeout_s: float = CANCEL_WAIT_S, report: Path | None 
                             f"{run.status.value} status came after its success, which stands."), run.run_id)
                 lines.append(f"run {run.run_id}: had succeeded before the cancel was recorded, "
                              f"{run.status.value} -> SUCCESS")
-    if report is not None and lines:
-        with report.open("a") as out:
-            out.write("".join(f"{datetime.now(timezone.utc).isoformat()} {line}\n" for line in lines))
+    if report is not None:
+        append_stop_log(report, lines)
     return ids
+
+
+def append_stop_log(path: Path, lines: list[str]) -> None:
+    """Append time-stamped lines to `dev-stop.log` (what a stop did; the console stays quiet)."""
+    if lines:
+        with path.open("a") as out:
+            out.write("".join(f"{datetime.now(timezone.utc).isoformat()} {line}\n" for line in lines))
 
 
 def broker_spool() -> Path:
@@ -371,8 +376,7 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
             killed = stop_all(processes, SHUTDOWN_GRACE_S)
             phase("processes" + (f" (killed: {', '.join(killed)})" if killed else ""))
             with contextlib.suppress(OSError):  # the stop's timings, for a slow stop's reader
-                with (home / "dev-stop.log").open("a") as out:
-                    out.write(f"{datetime.now(timezone.utc).isoformat()} stopped: {', '.join(phases)}\n")
+                append_stop_log(home / "dev-stop.log", [f"stopped: {', '.join(phases)}"])
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from llm_assets.llm.local_rules import LOCAL_RULES_VERSION, local_prompt_version
 from llm_assets.llm.prompts import prompt_version
-
-MODEL_BACKENDS = ("server", "offline", "local")
+from llm_assets.resources.llm import BACKENDS
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,8 @@ class ModelVersions:
 def versions_for(description: ModelDescription) -> ModelVersions:
     """`model_version` and `prompt_version` of a described backend (table in the module docstring)."""
     backend = description.backend
-    if backend not in MODEL_BACKENDS:
-        raise ValueError(f"backend must be one of {MODEL_BACKENDS}, got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "local":
         return ModelVersions(f"{LOCAL_RULES_VERSION}+gate:{description.gate_version or 'none'}", local_prompt_version())
     if not description.model:

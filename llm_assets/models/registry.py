@@ -28,7 +28,7 @@ import yaml
 from llm_assets import settings
 from llm_assets.domain import current_pack
 from llm_assets.llm.local_rules import LOCAL_RULES_VERSION, local_prompt_version
-from llm_assets.llm.model_versions import MODEL_BACKENDS
+from llm_assets.resources.llm import BACKENDS
 from llm_assets.llm.prompts import prompt_version, templates_for
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "registry.yaml"
@@ -96,8 +96,8 @@ def parse_entry(raw: Mapping) -> RegisteredModel:
     if not _NAME.match(name):
         raise RegistryError(f"registry name {name!r} must look like `name@version` (letters, digits, . _ : + -)")
     backend = str(raw.get("backend") or "")
-    if backend not in MODEL_BACKENDS:
-        raise RegistryError(f"{name}: backend must be one of {MODEL_BACKENDS}, got {backend!r}")
+    if backend not in BACKENDS:
+        raise RegistryError(f"{name}: backend must be one of {BACKENDS}, got {backend!r}")
     call_mode = str(raw.get("call_mode") or "combined")
     try:
         expected = expected_prompt_versions(backend, call_mode)
