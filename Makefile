@@ -23,17 +23,16 @@ demo: venv
 
 ## Run the whole test suite, every mark (tests start their own broker, Milvus Lite, dagster dev and
 ## test LLM server; tests/services.sh installs and starts Debian's postgresql and chromium around it,
-## and stops Postgres after). The 30 slowest tests are listed at the end.
+## and stops Postgres after). Two passes (tests/suite.sh): unit + integration on 2 workers, then the
+## e2e and browser tests one at a time; each lists its 15 slowest tests.
 test: venv
-	bash tests/services.sh $(VENV)/bin/pytest -q -p no:cacheprovider --durations=30; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+	bash tests/services.sh bash tests/suite.sh all
 
-## The unit and integration tests only (`-m "unit or integration"`): no dagster dev stack, no browser.
+## The unit and integration tests only (the first pass of `make test`): no dagster dev stack, no browser.
 ## Postgres is still started (tests/deploy/test_postgres_instance.py is an integration test, which
 ## would otherwise skip), Chromium is not needed; an exported LLM_ASSETS_TEST_PG_URL is used instead.
 test-fast: venv
-	bash tests/services.sh --no-browser $(VENV)/bin/pytest -m "unit or integration" -p no:cacheprovider -q; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+	bash tests/services.sh --no-browser bash tests/suite.sh fast
 
 ## Dagster UI and daemon on 127.0.0.1:3000 with a local broker, Milvus Lite server and event generator.
 ## Quiet: one line when the UI is up; Ctrl-C (or SIGTERM) stops every process it started.
