@@ -24,6 +24,7 @@ EVALUATION_QUALITY_METRICS = dg.AssetKey(["evaluation", "quality_metrics"])
 EVALUATION_GOLDEN_CASES = dg.AssetKey(["evaluation", "golden_cases"])
 DRIFT_REPORT = dg.AssetKey(["monitoring", "drift_report"])
 CASE_TICKETS = dg.AssetKey(["monitoring", "case_tickets"])
+GATE_PRECISION = dg.AssetKey(["monitoring", "gate_precision"])
 
 # Internal tables that are not assets of their own, named like one so they live beside them.
 RESULT_CACHE = dg.AssetKey(["enrichment", "result_cache"])
@@ -31,3 +32,7 @@ RESULT_CACHE = dg.AssetKey(["enrichment", "result_cache"])
 ENRICHED_OUTBOX = dg.AssetKey(["enrichment", "outbox"])
 REJECTED_RATINGS = dg.AssetKey(["evaluation", "rejected_ratings"])
 IMPORTED_RATING_FILES = dg.AssetKey(["evaluation", "imported_rating_files"])
+# The gate on live traffic (gate/health.py): one row per audited gated case (an LLM's or an analyst's
+# answer), and the labels a gate version stopped serving, with the numbers that decided it.
+GATE_AUDITS = dg.AssetKey(["models", "gate_audits"])
+GATE_SHUTOFFS = dg.AssetKey(["models", "gate_shutoffs"])

@@ -29,6 +29,7 @@ from llm_assets.asset_keys import (
 from llm_assets.automation import DEFAULT_LOOKBACK_DAYS, build_daily_derived, build_refresh_after_update_of
 from llm_assets import failpoints
 from llm_assets.enrichment import audit, outbox, quality, serving
+from llm_assets.gate import health as gate_health
 from llm_assets.gate.assets import gate_for_run, serving_gate_version
 from llm_assets.lib import plots
 from llm_assets.lib.redaction import redact_cached
@@ -72,6 +73,21 @@ class EnrichmentConfig(dg.Config):
                                                            "first promotion only (a registry version has its own)")
     registry_path: str = Field(default="", description="model registry YAML that production's versions are looked "
                                                        "up in; empty = llm_assets/models/registry.yaml")
+    audit_share: float = Field(
+        default=gate_health.DEFAULT_AUDIT_SHARE,
+        description="share of gated cases (by a hash of event_id) the LLM also answers, to measure the gate's "
+                    "precision on live traffic (with an LLM only); 0: none beyond the per-label minimum")
+    min_audits_per_label_per_day: int = Field(
+        default=gate_health.DEFAULT_MIN_AUDITS_PER_LABEL_PER_DAY,
+        description="gated cases audited per label and day at least (when it gates that many)")
+    max_audit_share: float = Field(
+        default=gate_health.DEFAULT_MAX_AUDIT_SHARE_OF_BATCH,
+        description="at most this share of a batch's gated cases is audited (the audit's cost bound)")
+    gate_shutoff: bool = Field(
+        default=True, description="stop gating a label once its audits show (Wilson 95% upper bound) that its "
+                                  "precision is under the gate's target")
+    min_audits_to_judge: int = Field(default=gate_health.DEFAULT_MIN_AUDITS,
+                                     description="audits a label needs before the shut-off judges it")
     full_refresh: bool = Field(
         default=False,
         description="Re-enrich every curated case of the run's dates (changed signal tables, a prompt edited in "
@@ -335,6 +351,11 @@ class _Serving:
     strategies: dict[str | None, pipeline.Strategy]
     backends: dict[str | None, str]
     transports: dict[str | None, LLMResource]
+    gate_version: str | None = None
+    gate_labels: tuple[str, ...] = ()
+    gate_target: float = gate_health.DEFAULT_TARGET_PRECISION
+    min_audits: int = gate_health.DEFAULT_MIN_AUDITS
+    shut_off: dict[str, str] = field(default_factory=dict)  # labels the serving gate no longer serves
 
     def versions(self) -> dict[str | None, pipeline.Versions]:
         return {key: strategy.versions for key, strategy in self.strategies.items()}
@@ -342,7 +363,8 @@ class _Serving:
 
 def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, delta: DeltaLakeStorage,
                    llm: LLMResource, milvus: MilvusResource, embedder: EmbedderResource, artifacts: ArtifactStore,
-                   batches: list[int], history: pl.DataFrame, served: set[str | None], kb_version: str):
+                   batches: list[int], history: pl.DataFrame, served: set[str | None], kb_version: str,
+                   days: list[str]):
     """What serves the run's cases (`_Serving`) and `enrich(cases, served_by)`, bound to the resources
     (only when there is work: an empty increment opens neither Milvus nor an LLM).
 
@@ -352,6 +374,13 @@ def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     """
     gate = gate_for_run(context, artifacts) if config.use_gate else None
     gate_version = gate.version if gate else None
+    shut_off = gate_health.read_shutoffs(delta, gate_version) if config.gate_shutoff else {}
+    for label, reason in shut_off.items():
+        context.log.info(f"not gating {label}: {reason}")
+    labels = tuple(gate.labels) if gate else ()
+    audit_plan = gate_health.AuditPlan(
+        share=config.audit_share, max_share=config.max_audit_share,
+        quota=gate_health.audit_quota(delta, gate_version, days, labels, config.min_audits_per_label_per_day))
     registered = _registered_versions(config, history, {name for name in served if name is not None})
 
     def counted(enricher: llm_enricher.LLMEnricher):
@@ -392,10 +421,13 @@ def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     def enrich(cases: pl.DataFrame, served_by: list[str | None]) -> pipeline.EnrichmentRun:
         return pipeline.enrich_by_version(
             cases, served_by=served_by, strategies=strategies, retrieve=retrieve_context, embed=embedder.encode,
-            gate=gate, gate_threshold=config.gate_threshold,
+            gate=gate, gate_threshold=config.gate_threshold, shut_off=shut_off, audit=audit_plan.select,
             cache_lookup=(lambda keys: _cached_results(delta, keys)) if config.use_cache else None)
 
-    return _Serving(strategies, backends, transports), enrich
+    target = float(gate.metadata.get("target_precision") or gate_health.DEFAULT_TARGET_PRECISION) if gate else \
+        gate_health.DEFAULT_TARGET_PRECISION
+    return _Serving(strategies, backends, transports, gate_version, labels, target, config.min_audits_to_judge,
+                    shut_off), enrich
 
 
 ENRICHED_DESCRIPTION = """Curated cases with a summary, a label and confidence, severity and allowed next actions.
@@ -490,7 +522,7 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     if cases.height:
         served_by = serving.served_by(state, cases["event_id"].to_list())
         served, enrich = _bind_pipeline(context, config, delta, llm, milvus, embedder, artifacts, batches,
-                                        history, set(served_by), kb_now)
+                                        history, set(served_by), kb_now, days)
         run = enrich(cases, served_by)  # every date of the run in one batch per model version
         if run.new_cache_rows:
             delta.merge(RESULT_CACHE, pipeline.rows_frame(run.new_cache_rows, pipeline.CACHE_SCHEMA), ["cache_key"])
@@ -515,6 +547,7 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
             deleted = {d: stored.filter((pl.col("event_date") == d) & ~pl.col("event_id").is_in(
                 [r["event_id"] for r in rows_by_day[d]])).height for d in merged}
     failpoints.hit(failpoints.AFTER_ENRICHED_WRITE)
+    gate_judged = _judge_gate(context, delta, rows, served) if merged and served is not None else None
     checked = {day: version_written if day in merged else read_version for day in days}
     partitions = _partition_snapshots(delta, checked)
 
@@ -573,8 +606,9 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
                          + f"; curated/cases v{curated_version} -> enriched/cases "
                          + (f"v{o.version_written}" if o.version_written is not None else "not written"))
 
-    yield dg.MaterializeResult(metadata=_metadata(outcomes, run, served, batches, state, mode, curated_version,
-                                                  read_version))
+    yield dg.MaterializeResult(metadata={
+        **_metadata(outcomes, run, served, batches, state, mode, curated_version, read_version),
+        **(gate_judged or {})})
     yield from _check_evaluations(context, outcomes, curated_version)
 
 
@@ -592,6 +626,28 @@ def _production_metadata(state: ProductionState, outcomes: list[_DateOutcome]) -
         "re_enriched_for_production": sum(o.re_enriched for o in outcomes),
         "re_enriched_for_gate_or_kb": sum(o.caught_up for o in outcomes),
         "rows_behind_production": sum(o.behind for o in outcomes),
+    }
+
+
+def _judge_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, rows: list[dict],
+                served: _Serving) -> dict:
+    """Record the batch's shadow audits and judge the serving gate on them (`gate.health`): a label now
+    shown under target is shut off from the next micro-batch on, said on the gate's page too."""
+    recorded, precision, decided = gate_health.after_batch(
+        delta, rows, served.gate_version, served.shut_off, served.gate_labels, target=served.gate_target,
+        min_audits=served.min_audits)
+    for row in decided.iter_rows(named=True):
+        context.log.warning(f"gate {row['gate_version']} stops serving {row['label']}: {row['reason']}")
+        context.log_event(dg.AssetObservation(asset_key=EMBEDDING_GATE, metadata={
+            "gate_version": row["gate_version"], "shut_off_label": row["label"],
+            "realized_precision": float(row["precision"]), "precision_lower": float(row["lower"]),
+            "precision_upper": float(row["upper"]), "audited": int(row["audited"]), "target": float(row["target"]),
+            "decided_at": row["decided_at"].isoformat(), "reason": row["reason"]}))
+    shut = sorted(set(served.shut_off) | set(decided["label"].to_list()))
+    return {
+        "gate_audits_recorded": recorded,
+        "gate_labels_shut_off": dg.MetadataValue.json(shut),
+        **{f"gate_precision/{label}": float(p.precision) for label, p in precision.items() if p.audited},
     }
 
 
@@ -665,6 +721,8 @@ def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, 
         "labels": markdown_table(["label", "cases"], sorted(labels.items())),
         "gate_threshold": "per label" if run.gate_threshold is None else run.gate_threshold,
         "gated_share_of_uncached": round(run.gated_share, 4),
+        "gate_audits_sent": run.audited,
+        "gate_shut_off_cases": run.shut_off,
         "llm_calls_per_case": round(run.calls_per_case(), 4),
         **run.llm_stats.as_metadata(),
         "llm_errors_by_kind": dg.MetadataValue.md(run.llm_stats.errors_markdown()),

@@ -68,13 +68,17 @@ def fallback_rate(rows: pl.DataFrame, max_rate: float) -> tuple[bool, dict]:
 
 def routes_say_what_decided(rows: pl.DataFrame) -> tuple[bool, dict]:
     """Every route is one of `ROUTES`; `fallback_reason` is set exactly on fallback rows; gate and
-    local rows made no LLM call; a cached row is never a fallback; `served_from_cache` is set."""
+    local rows made no LLM call (but a gated row's shadow audit); a cached row is never a fallback; `served_from_cache` is set."""
     route = pl.col("route")
+    audited = ((route == "gate") & pl.col("audit_source").is_not_null()) if "audit_source" in rows.columns \
+        else pl.lit(False)
     problems = {
         "unknown_routes": rows.filter(route.is_null() | ~route.is_in(ROUTES)).height,
         "fallbacks_without_reason": rows.filter((route == "fallback") & pl.col("fallback_reason").is_null()).height,
         "reasons_outside_fallback": rows.filter((route != "fallback") & pl.col("fallback_reason").is_not_null()).height,
-        "llm_calls_on_gate_or_local": rows.filter(route.is_in(["gate", "local"]) & (pl.col("llm_calls") > 0)).height,
+        # a gated row's calls are its shadow audit's, and it says so (audit_source)
+        "llm_calls_on_gate_or_local": rows.filter(route.is_in(["gate", "local"]) & (pl.col("llm_calls") > 0)
+                                                  & ~audited).height,
         "cached_fallbacks": rows.filter((route == "fallback") & pl.col("served_from_cache")).height,
         "missing_served_from_cache": rows.filter(pl.col("served_from_cache").is_null()).height,
     }

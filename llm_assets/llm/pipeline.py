@@ -38,6 +38,8 @@ Retriever = Callable[[np.ndarray], list[list[dict]]]  # query vectors -> KB hits
 Embedder = Callable[[list[str]], np.ndarray]
 LLMRunner = Callable[[list[CaseContext]], list[CaseResult]]
 CacheLookup = Callable[[list[str]], Mapping[str, Mapping]]  # cache keys -> stored results found
+# (event_ids, gate labels) of the gated cases -> indices of those to audit (gate.health.AuditPlan.select)
+AuditSelector = Callable[[Sequence[str], Sequence[str]], list[int]]
 
 ROUTES = ("gate", "llm", "local", "fallback")
 # The curated row's content hash (curated/cases' column): what an incremental run compares.
@@ -71,6 +73,8 @@ class EnrichmentRun:
     extra: dict = field(default_factory=dict)
     uncached: int = 0  # cases decided now (not served from the cache): what gated_share is a share of
     llm_results: list[CaseResult] = field(default_factory=list)  # what llm_stats sums up
+    audited: int = 0  # gated cases also sent to the LLM (shadow audit); their calls are in llm_calls
+    shut_off: int = 0  # confident gate predictions of a shut-off label, decided by the LLM / local instead
 
     def calls_per_case(self) -> float:
         return self.llm_calls / len(self.rows) if self.rows else 0.0
@@ -110,7 +114,8 @@ class _Origin:
 
 def _row(origin: _Origin, ctx: CaseContext, result: CaseResult, route: str, versions: Versions, *,
          input_sha256: str, retrieved_doc_ids: list[str], fallback_reason: str | None = None,
-         gate_confidence: float | None = None, served_from_cache: bool = False) -> dict:
+         gate_confidence: float | None = None, served_from_cache: bool = False, route_reason: str | None = None,
+         audit: CaseResult | None = None) -> dict:
     return {
         "event_id": ctx.event_id,
         "event_date": origin.event_date,
@@ -121,6 +126,7 @@ def _row(origin: _Origin, ctx: CaseContext, result: CaseResult, route: str, vers
         "actions": json.dumps(result.actions or []),
         "severity": int(result.severity) if result.severity is not None else None,
         "route": route,
+        "route_reason": route_reason,
         "fallback_reason": fallback_reason,
         "model_version": versions.model_version,
         "prompt_version": versions.prompt_version,
@@ -130,10 +136,24 @@ def _row(origin: _Origin, ctx: CaseContext, result: CaseResult, route: str, vers
         "retrieved_doc_ids": retrieved_doc_ids,
         "redacted_prompt_sha256": result.redacted_prompt_sha256,
         "input_sha256": input_sha256,
-        "llm_calls": result.calls,
+        "llm_calls": result.calls + (audit.calls if audit is not None else 0),
         "served_from_cache": served_from_cache,
+        # The shadow audit of a gated case: the production LLM's label (None: not audited, or the call failed).
+        "audit_label": audit.label if audit is not None and audit.ok else None,
+        "audit_source": "llm" if audit is not None else None,  # sent; a failed audit has no label
         "enriched_at": datetime.now(timezone.utc),
     }
+
+
+def _gate_reason(decision) -> str:
+    """Why the gate decided a case or left it (a `GateDecision`: label, confidence, gated, threshold)."""
+    threshold = getattr(decision, "threshold", None)
+    seen = f"{decision.label} {decision.confidence:.3f}"
+    if decision.gated:
+        return f"gate sure: {seen}" + ("" if threshold is None else f" >= threshold {threshold:.3f}")
+    if threshold is None:
+        return f"gate unsure: it never serves {decision.label}"
+    return f"gate unsure: {seen} < threshold {threshold:.3f}"
 
 
 def _origins(cases: pl.DataFrame, day: str | None) -> list[_Origin]:
@@ -193,12 +213,21 @@ def enrich_cases(
     gate_threshold: float | None = None,
     llm: LLMRunner | None = None,
     cache_lookup: CacheLookup | None = None,
+    shut_off: Mapping[str, str] | None = None,
+    audit: AuditSelector | None = None,
 ) -> EnrichmentRun:
     """Enrich `cases` (rows of `curated/cases`); `llm=None` means no LLM: the local strategy decides.
 
     The cases may span several dates (a partition-range run sends them as one batch): each row's
     `event_date` is its case's `event_date`, else `day`. Each row keeps the case's `source_sha256`.
+
+    `shut_off`: labels the gate no longer serves (label -> the reason rows carry): a confident
+    prediction of one goes to the LLM (or the local strategy) and is not served from a gated cached
+    result. `audit`: which gated cases the LLM also answers (shadow audit; with an LLM only): they
+    go in the same LLM batch, keep `route = gate` and record `audit_label` / `audit_source`.
+    Every row says why it took its route (`route_reason`).
     """
+    shut_off = dict(shut_off or {})
     contexts, redactions = build_contexts(cases)
     origins = _origins(cases, day)
     input_hashes = [local_rules.input_sha256(c) for c in contexts]
@@ -211,11 +240,15 @@ def enrich_cases(
     todo = []
     for i, ctx in enumerate(contexts):
         cached = cache.get(keys[i])
-        if cached is not None and cached.get("source_route") in CACHED_ROUTES:
+        # A gated result of a label the gate no longer serves is decided again, not reused.
+        usable = cached is not None and cached.get("source_route") in CACHED_ROUTES and not (
+            cached["source_route"] == "gate" and cached.get("label") in shut_off)
+        if usable:
             # The cached result's route: what decided the content, not where it was read from.
             rows[i] = _row(origins[i], ctx, _from_cache(ctx, cached), cached["source_route"], versions,
                            input_sha256=input_hashes[i], retrieved_doc_ids=list(cached["retrieved_doc_ids"] or []),
-                           served_from_cache=True)
+                           served_from_cache=True,
+                           route_reason=f"served from the result cache (decided by {cached['source_route']})")
             from_cache[cached["source_route"]] += 1
         else:
             todo.append(i)
@@ -229,38 +262,55 @@ def enrich_cases(
 
     predictions: dict[int, tuple[str, float]] = {}
     confident: set[int] = set()
+    why: dict[int, str] = {i: "no gate serving" for i in todo}
+    shut: list[int] = []
     if todo and gate is not None:
         # The gate's per-label thresholds decide (`gate_threshold`, when given, overrides them all).
         for i, d in zip(todo, gate.decide(vectors, threshold=gate_threshold)):
             predictions[i] = (d.label, d.confidence)
-            if d.gated:
-                confident.add(i)
+            if d.gated and d.label in shut_off:
+                why[i] = shut_off[d.label]
+                shut.append(i)
+            else:
+                if d.gated:
+                    confident.add(i)
+                why[i] = _gate_reason(d)
+    shut_set = set(shut)
 
     gated = [i for i in todo if i in confident]
     undecided = [i for i in todo if i not in set(gated)]
+    audited = ([gated[k] for k in audit([contexts[i].event_id for i in gated], [predictions[i][0] for i in gated])]
+               if (llm is not None and audit is not None and gated) else [])
 
-    for i, result in zip(gated, local_rules.enrich_locally([contexts[i] for i in gated],
-                                                           [predictions[i] for i in gated])):
-        rows[i] = _row(origins[i], contexts[i], result, "gate", versions, input_sha256=input_hashes[i],
-                       retrieved_doc_ids=doc_ids[i], gate_confidence=predictions[i][1])
+    gate_results = dict(zip(gated, local_rules.enrich_locally([contexts[i] for i in gated],
+                                                              [predictions[i] for i in gated])))
 
     def local(indices: list[int]) -> list[CaseResult]:
-        preds = [predictions[i] for i in indices] if gate is not None else None
+        # The gate's classifier, except on a label it no longer serves (the pack's keyword rules there).
+        preds = [local_rules.keyword_label(contexts[i].text) if i in shut_set else predictions[i]
+                 for i in indices] if gate is not None else None
         return local_rules.enrich_locally([contexts[i] for i in indices], preds)
 
     if llm is None:  # no LLM configured: the local strategy decides what the gate did not
         for i, result in zip(undecided, local(undecided)):
             rows[i] = _row(origins[i], contexts[i], result, "local", versions, input_sha256=input_hashes[i],
-                           retrieved_doc_ids=doc_ids[i], gate_confidence=predictions.get(i, (None, None))[1])
-    sent = [contexts[i] for i in undecided]
-    llm_results = align_results(sent, llm(sent), "the LLM strategy") if (llm and undecided) else []
+                           retrieved_doc_ids=doc_ids[i], gate_confidence=predictions.get(i, (None, None))[1],
+                           route_reason=why[i])
+    # One LLM batch: the undecided cases and the audited gated ones (an audit adds no round trip of its own).
+    sent = [contexts[i] for i in undecided + audited]
+    answers = align_results(sent, llm(sent), "the LLM strategy") if (llm and sent) else []
+    llm_results, audits = answers[:len(undecided)], dict(zip(audited, answers[len(undecided):]))
+    for i, result in gate_results.items():
+        rows[i] = _row(origins[i], contexts[i], result, "gate", versions, input_sha256=input_hashes[i],
+                       retrieved_doc_ids=doc_ids[i], gate_confidence=predictions[i][1], route_reason=why[i],
+                       audit=audits.get(i))
     failed = [i for i, r in zip(undecided, llm_results) if not r.ok]
     fallbacks = dict(zip(failed, local(failed)))
     for i, result in zip(undecided, llm_results):
         gate_conf = predictions.get(i, (None, None))[1]
         if result.ok:
             rows[i] = _row(origins[i], contexts[i], result, "llm", versions, input_sha256=input_hashes[i],
-                           retrieved_doc_ids=doc_ids[i], gate_confidence=gate_conf)
+                           retrieved_doc_ids=doc_ids[i], gate_confidence=gate_conf, route_reason=why[i])
         else:
             reason = f"{result.error_kind}: {result.error}" if result.error else str(result.error_kind)
             reasons[result.error_kind] += 1
@@ -269,7 +319,8 @@ def enrich_cases(
             fb = replace(fb, calls=result.calls,
                          redacted_prompt_sha256=result.redacted_prompt_sha256 or fb.redacted_prompt_sha256)
             rows[i] = _row(origins[i], contexts[i], fb, "fallback", versions, input_sha256=input_hashes[i],
-                           retrieved_doc_ids=doc_ids[i], fallback_reason=reason, gate_confidence=gate_conf)
+                           retrieved_doc_ids=doc_ids[i], fallback_reason=reason, gate_confidence=gate_conf,
+                           route_reason=why[i])
 
     ordered = [rows[i] for i in range(len(contexts))]
     routes.update(r["route"] for r in ordered)
@@ -285,8 +336,8 @@ def enrich_cases(
         rows=ordered, new_cache_rows=new_cache, llm_stats=BatchStats.from_results(llm_results),
         routes=routes, redactions=redactions, fallback_reasons=reasons, gate_threshold=gate_threshold,
         gated_share=len(gated) / len(todo) if todo else 0.0,
-        llm_calls=sum(r.calls for r in llm_results), routes_from_cache=from_cache,
-        uncached=len(todo), llm_results=list(llm_results),
+        llm_calls=sum(r.calls for r in answers), routes_from_cache=from_cache,
+        uncached=len(todo), llm_results=list(llm_results), audited=len(audited), shut_off=len(shut),
     )
 
 
@@ -332,7 +383,8 @@ def enrich_by_version(cases: pl.DataFrame, *, served_by: Sequence[Hashable], str
         fallback_reasons=sum((r.fallback_reasons for r in parts), Counter()), gate_threshold=parts[0].gate_threshold,
         gated_share=sum(r.gated_share * r.uncached for r in parts) / uncached if uncached else 0.0,
         llm_calls=sum(r.llm_calls for r in parts), routes_from_cache=sum((r.routes_from_cache for r in parts), Counter()),
-        uncached=uncached, llm_results=llm_results,
+        uncached=uncached, llm_results=llm_results, audited=sum(r.audited for r in parts),
+        shut_off=sum(r.shut_off for r in parts),
     )
 
 
@@ -340,10 +392,11 @@ ENRICHED_SCHEMA = {
     "event_id": pl.String, "event_date": pl.String, SOURCE_HASH: pl.String, "summary": pl.String,
     "label": pl.String,
     "confidence": pl.Float64, "actions": pl.String, "severity": pl.Int32, "route": pl.String,
-    "fallback_reason": pl.String, "model_version": pl.String, "prompt_version": pl.String,
+    "route_reason": pl.String, "fallback_reason": pl.String, "model_version": pl.String, "prompt_version": pl.String,
     "kb_index_version": pl.String, "gate_version": pl.String, "gate_confidence": pl.Float64,
     "retrieved_doc_ids": pl.List(pl.String), "redacted_prompt_sha256": pl.String, "input_sha256": pl.String,
-    "llm_calls": pl.Int32, "served_from_cache": pl.Boolean, "enriched_at": pl.Datetime("us", "UTC"),
+    "llm_calls": pl.Int32, "served_from_cache": pl.Boolean, "audit_label": pl.String, "audit_source": pl.String,
+    "enriched_at": pl.Datetime("us", "UTC"),
     # The content version (audit.row_sha256 of the decision fields), set by enriched/cases when it writes.
     "row_sha256": pl.String,
 }

@@ -71,3 +71,26 @@ def embedding_plot(report: DriftReport) -> bytes | None:
     ax.set_title(f"Texts: ROC AUC {emb.roc_auc:.3f} vs {emb.threshold:.3f} ({_verdict(emb.drifted)})", fontsize=9)
     ax.legend(fontsize=7)
     return png_bytes(fig)
+
+
+def gate_precision_plot(rows: Sequence[dict], target: float) -> bytes | None:
+    """Realized precision per label with its Wilson 95% interval, against the gate's target."""
+    judged = [r for r in rows if r["precision"] is not None]
+    if not judged:
+        return None
+    fig, ax = figure()
+    x = np.arange(len(judged))
+    points = np.array([r["precision"] for r in judged])
+    below = np.clip(points - np.array([r["lower"] for r in judged]), 0, None)  # rounding: never negative
+    above = np.clip(np.array([r["upper"] for r in judged]) - points, 0, None)
+    colors = [REFERENCE_COLOR if r["serving"] else CURRENT_COLOR for r in judged]
+    ax.bar(x, points, 0.6, color=colors)
+    ax.errorbar(x, points, yerr=[below, above], fmt="none", ecolor="black", capsize=3, linewidth=1)
+    ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.set_xticks(x, [f"{r['label'].replace('_', chr(10))}\n({r['audited']})" for r in judged], fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("realized precision (audited gated cases)")
+    shut = [r["label"] for r in judged if not r["serving"]]
+    ax.set_title("Gate precision on live traffic" + (f" (shut off: {', '.join(shut)})" if shut else ""), fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return png_bytes(fig)

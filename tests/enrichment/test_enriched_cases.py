@@ -2,6 +2,7 @@
 broker, and the OpenAI-compatible test server (the one stand-in for vLLM)."""
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from llm_assets.resources.kafka import KafkaResource
 from llm_assets.resources.llm import LLMResource
 from llm_assets.resources.milvus import MilvusResource
 from llm_assets.domain.packs.payments_ops.sample_data.generator import generate_sample_data, load_messages
-from llm_assets.asset_keys import CURATED_CASES, ENRICHED_CASES
+from llm_assets.asset_keys import CURATED_CASES, EMBEDDING_GATE, ENRICHED_CASES, GATE_AUDITS, GATE_SHUTOFFS
 from tests.support.pipeline import artifact_resources, materialize_keys, use_local_home, write_raw_events
 from tests.support.topics import read_topic
 
@@ -213,3 +214,56 @@ def test_routes_say_what_decided_each_row_and_planted_contradictions_fail():
                          (row("fallback", served_from_cache=True), "cached_fallbacks")]:
         passed, details = quality.routes_say_what_decided(pl.DataFrame([bad]))
         assert not passed and details[problem] == 1, (bad, details)
+
+
+def test_shadow_audits_that_contradict_the_gate_shut_its_labels_off_from_the_next_run_and_rows_say_why(
+        env, kafka_broker, openai_server):
+    root, per_day = env
+    day = max(per_day, key=per_day.get)
+    # An LLM that answers one label on every case: every audit of a gated case of another label contradicts it.
+    answer = current_pack().labels[0]
+    server = openai_server(slots=8, labelers={"test-model": lambda text: answer})
+    resources = base_resources(root, kafka_broker, LLMResource(base_url=server.base_url, max_concurrency=8))
+    delta: DeltaLakeStorage = resources["delta"]
+    audit_everything = {"audit_share": 1.0, "max_audit_share": 1.0, "min_audits_to_judge": 2}
+    instance = dg.DagsterInstance.ephemeral()  # remembers which gate serves (its latest materialization)
+    assert materialize_keys(resources, ["models/embedding_gate"], instance=instance).success
+
+    def enrich(**config):
+        return materialize_keys(resources, ["enriched/cases"], partition_key=day, instance=instance,
+                                run_config={"ops": {"enriched__cases": {"config": {**audit_everything, **config}}}})
+    try:
+        first = enrich(full_refresh=True, publish=False, use_cache=False)
+
+        assert first.success
+        rows = _rows(resources, day)
+        gated = rows.filter(pl.col("route") == "gate")
+        assert gated.height and (gated["audit_source"] == "llm").all()  # every gated case audited
+        assert set(gated["audit_label"]) == {answer} and (gated["llm_calls"] >= 1).all()
+        assert rows.filter(pl.col("route") != "gate")["audit_source"].is_null().all()
+        assert rows["route_reason"].is_not_null().all()
+        assert gated["route_reason"].str.starts_with("gate sure: ").all()
+        checks = {e.asset_check_key.name: e.passed for e in first.get_asset_check_evaluations()}
+        assert checks["routes_say_what_decided"], checks
+        metadata = first.asset_materializations_for_node("enriched__cases")[0].metadata
+        shut = metadata["gate_labels_shut_off"].value
+        judged = sorted(label for label, n in Counter(gated["label"]).items()
+                        if n >= 2 and label != answer)  # min_audits_to_judge; all contradicted
+        assert judged and shut == judged
+        recorded = delta.read(GATE_SHUTOFFS)
+        assert set(recorded["label"]) == set(shut) and set(recorded["gate_version"]) == set(gated["gate_version"])
+        seen = [o for o in first.get_asset_observation_events() if o.asset_key == EMBEDDING_GATE]
+        assert {o.event_specific_data.asset_observation.metadata["shut_off_label"].value for o in seen} == set(shut)
+
+        second = enrich(full_refresh=True, publish=False)
+
+        assert second.success
+        again = _rows(resources, day)
+        assert not again.filter(pl.col("route") == "gate")["label"].is_in(shut).any()
+        rerouted = again.filter(pl.col("route_reason").str.starts_with("gate shut off for "))
+        assert rerouted.height and set(rerouted["route"]) == {"llm"}
+        named = {reason.removeprefix("gate shut off for ").split(" since ")[0] for reason in rerouted["route_reason"]}
+        assert named <= set(shut) and rerouted["route_reason"].str.contains(r"realized precision 0\.000 ").all()
+    finally:  # the module's other tests see the gate serving every label again
+        for key in (GATE_AUDITS, GATE_SHUTOFFS):
+            shutil.rmtree(delta.uri(key), ignore_errors=True)
