@@ -18,7 +18,7 @@ EXPECTED_ASSETS = {
     "models/evaluation": model_versions, "models/production": None,
     "evaluation/samples": "daily", "evaluation/ratings": None, "evaluation/quality_metrics": "daily",
     "evaluation/golden_cases": None,
-    "monitoring/drift_report": "daily", "monitoring/case_tickets": "daily",
+    "monitoring/drift_report": "daily", "monitoring/case_tickets": "daily", "monitoring/gate_precision": "daily",
 }
 # The code location `llm_assets_analytics` (`llm_assets/analytics_definitions.py`).
 EXPECTED_ANALYTICS_ASSETS = {f"analytics/{model}" for model in (
@@ -34,6 +34,7 @@ EXPECTED_CHECKS = {
     "evaluation/samples": {"no_pii_in_samples", "samples_meet_label_minimum"},
     "monitoring/drift_report": {"no_drift_detected"},
     "monitoring/case_tickets": {"case_tickets_opened"},
+    "monitoring/gate_precision": {"gate_precision_meets_target"},
 }
 
 

@@ -54,8 +54,9 @@ def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, e
 
     Distillation: the LLM-taught examples of `models/gate_training_examples` join the training
     set. A retrained candidate replaces the serving gate only if its gated accuracy on the
-    held-out golden split does not fall; otherwise this materialization keeps the serving
-    `gate_version` and says why (`held_out_verdict`).
+    held-out golden split is not lower than the best gate's so far (every stored gate, scored on
+    the same held-out cases); otherwise this materialization keeps the serving `gate_version` and
+    says why (`held_out_verdict`, `held_out_best_so_far`).
     """
     chunks = delta.read(KB_DOCUMENTS)
     resolved = chunks.filter(pl.col("type") == "resolved_case").to_dicts() if chunks.height else []
@@ -80,12 +81,13 @@ def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, e
                        calibration_labels=calibration.labels,
                        calibration_sha256=texts_fingerprint(calibration_texts),
                        domain_pack=current_pack().fingerprint)
-    verdict, serving = distillation.held_out_verdict(context, embedder, artifacts, model, delta)
-    guard = distillation.verdict_metadata(verdict, distilled_version, sources)
+    verdict, serving, best_version = distillation.held_out_verdict(context, embedder, artifacts, model, delta)
+    guard = distillation.verdict_metadata(verdict, distilled_version, sources, best_version)
     if not verdict.accepted:  # the serving version stays: enriched/cases reads gate_version from here
         context.log.warning(f"candidate gate {model.version} rejected: {verdict.reason}")
-        return dg.MaterializeResult(data_version=dg.DataVersion(serving.version), metadata={
-            "gate_version": serving.version, "candidate_gate_version": model.version, **guard})
+        kept = serving.version if serving is not None else best_version  # the serving one is gone: the best
+        return dg.MaterializeResult(data_version=dg.DataVersion(kept), metadata={
+            "gate_version": kept, "candidate_gate_version": model.version, **guard})
     folder = save_gate(model, artifacts)
     cv = model.metadata.get("cross_validation", {})
     golden = gate_evaluation.golden_report(

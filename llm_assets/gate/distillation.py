@@ -15,8 +15,8 @@ from pydantic import Field
 from llm_assets import settings
 from llm_assets.asset_keys import CURATED_CASES, EMBEDDING_GATE, ENRICHED_CASES, EVALUATION_RATINGS, GATE_TRAINING_EXAMPLES
 from llm_assets.gate import examples as ex
-from llm_assets.gate.retraining import DEFAULT_MIN_NEW_EXAMPLES, gated_score, judge
-from llm_assets.gate.model import GateNotFound, load_gate
+from llm_assets.gate.retraining import DEFAULT_MIN_NEW_EXAMPLES, best_of, gated_score, judge
+from llm_assets.gate.model import GateIntegrityError, GateNotFound, load_gate, stored_gate_versions
 from llm_assets.gate.evaluation import labelled_set
 from llm_assets.lib.redaction import find_pii, redact_cached
 from llm_assets.evaluation.golden_cases import golden_ids
@@ -194,29 +194,44 @@ def read_training_examples(delta: DeltaLakeStorage) -> tuple[pl.DataFrame, int |
 
 
 def held_out_verdict(context: dg.AssetExecutionContext, embedder, artifacts, candidate, delta: DeltaLakeStorage):
-    """Judge `candidate` against the serving gate (this asset's latest materialization) on the
-    held-out golden split; returns (verdict, serving gate or None)."""
+    """Judge `candidate` on the held-out golden split against the best gate so far: every gate in the
+    artifact store (each served once) scored on the same held-out cases today, ranked by the lower
+    bound of its gated accuracy; returns (verdict, the serving gate or None, the best gate's version).
+
+    The serving gate (this asset's latest materialization) is what stays when the candidate loses.
+    """
     serving_version = _recorded(context.instance, EMBEDDING_GATE, "gate_version")
-    serving = None
-    if serving_version is not None:
-        try:
-            serving = load_gate(artifacts, str(serving_version))
-        except GateNotFound:
-            context.log.warning(f"serving gate {serving_version} is not in the artifact store: nothing to compare with")
     held_out = labelled_set("held_out", delta)
     vectors = embedder.encode([redact_cached(t) for t in held_out.texts])
     labels = held_out.labels
-    verdict = judge(gated_score(candidate, vectors, labels),
-                    gated_score(serving, vectors, labels) if serving is not None else None)
-    return verdict, serving
+    scored, serving = [], None
+    for version in stored_gate_versions(artifacts):
+        try:
+            gate = load_gate(artifacts, version)
+        except (GateNotFound, GateIntegrityError) as exc:
+            context.log.warning(f"gate {version} in the artifact store cannot be loaded ({exc}): not compared")
+            continue
+        if list(gate.labels) != list(candidate.labels):  # another domain pack's gate
+            continue
+        scored.append((version, gated_score(gate, vectors, labels)))
+        if version == str(serving_version):
+            serving = gate
+    if serving_version is not None and serving is None:
+        context.log.warning(f"serving gate {serving_version} is not in the artifact store: nothing to compare with")
+    best = best_of(scored)
+    verdict = judge(gated_score(candidate, vectors, labels), best[1] if best else None,
+                    against=f"the best gate so far ({best[0]})" if best else "the best gate so far")
+    return verdict, serving, best[0] if best else None
 
 
-def verdict_metadata(verdict, examples_version: int | None, sources: dict) -> dict:
+def verdict_metadata(verdict, examples_version: int | None, sources: dict, best_version: str | None = None) -> dict:
     return {
         **({GATE_EXAMPLES_VERSION_KEY: examples_version} if examples_version is not None else {}),
         "training_sources": dg.MetadataValue.json(sources),
         "held_out_candidate": dg.MetadataValue.json(verdict.candidate.as_dict()),
-        "held_out_serving": dg.MetadataValue.json(verdict.serving.as_dict() if verdict.serving else {}),
+        # the gate compared with: the best so far on today's held-out cases (not only the one serving)
+        "held_out_best_so_far": dg.MetadataValue.json(
+            {"gate_version": best_version, **verdict.serving.as_dict()} if verdict.serving else {}),
         "candidate_accepted": verdict.accepted,
         "held_out_verdict": verdict.reason,
     }

@@ -593,6 +593,13 @@ def gate_folder(version: str) -> str:
     return f"{ARTIFACT_PREFIX}/{version}"
 
 
+def stored_gate_versions(store: ArtifactStore) -> list[str]:
+    """Every gate version saved in `store` (a folder with its training.json: a whole save)."""
+    suffix = f"/{METADATA_FILE}"
+    return sorted({path[len(ARTIFACT_PREFIX) + 1:-len(suffix)] for path in store.list(ARTIFACT_PREFIX)
+                   if path.endswith(suffix) and path.startswith(f"{ARTIFACT_PREFIX}/")})
+
+
 def save_gate(model: GateModel, store: ArtifactStore) -> str:
     """Store the gate under `models/embedding_gate/<version>/` in `store`; returns that folder's path.
 

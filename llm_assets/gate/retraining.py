@@ -3,8 +3,9 @@
 Training set = the labelled KB resolved cases + analyst ratings not already among the distilled
 examples + the distilled examples (`models/gate_training_examples`). A candidate replaces the
 serving gate only when its gated accuracy on the held-out golden split (phrasings neither the
-KB nor the first gate trained on) is not lower than the serving gate's; otherwise the serving
-version stays and the verdict says why.
+KB nor the first gate trained on) is not lower than the best gate's so far (each stored gate
+scored on the same held-out cases, ranked by `rank`); otherwise the serving version stays and the
+verdict says why.
 
 "Not lower" is judged against what the split can tell apart: a candidate usually gates more
 held-out cases than the serving gate (that is the point of distillation), and on a couple of
@@ -24,6 +25,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import polars as pl
+
+from llm_assets.gate.health import wilson_interval
 
 DEFAULT_MIN_GATED_ACCURACY = 0.95
 Z_ONE_SIDED_95 = 1.645
@@ -77,19 +80,21 @@ def lower_by(candidate: GatedScore, serving: GatedScore) -> float:
 
 
 def judge(candidate: GatedScore, serving: GatedScore | None, *,
-          min_gated_accuracy: float = DEFAULT_MIN_GATED_ACCURACY, z: float = Z_ONE_SIDED_95) -> Verdict:
+          min_gated_accuracy: float = DEFAULT_MIN_GATED_ACCURACY, z: float = Z_ONE_SIDED_95,
+          against: str = "the serving gate") -> Verdict:
     """Accept `candidate` unless it loses gated accuracy on the held-out split against `serving`
-    (significantly, or below `min_gated_accuracy`: see the module docstring).
+    (significantly, or below `min_gated_accuracy`: see the module docstring); `against` names the
+    gate compared with in the reason (the guard passes the best gate so far).
 
     A gate that gates nothing has no accuracy to lose (it costs LLM calls, not quality).
     """
     if serving is None:
-        return Verdict(True, "no serving gate to compare with", candidate, serving)
+        return Verdict(True, "no earlier gate to compare with", candidate, serving)
     new, old = candidate.gated_accuracy, serving.gated_accuracy
     if new is None or old is None:
         return Verdict(True, "one of the gates decides no held-out case: nothing to lose", candidate, serving)
     seen = (f"held-out gated accuracy {new:.4f} ({candidate.correct}/{candidate.gated}) vs {old:.4f} "
-            f"({serving.correct}/{serving.gated}) of the serving gate")
+            f"({serving.correct}/{serving.gated}) of {against}")
     if new < min_gated_accuracy:
         return Verdict(False, f"{seen}: below {min_gated_accuracy}, keeping the serving gate", candidate, serving)
     score = lower_by(candidate, serving)
@@ -98,6 +103,17 @@ def judge(candidate: GatedScore, serving: GatedScore | None, *,
                        candidate, serving)
     return Verdict(True, f"{seen} (z {score:.2f}); gated share {candidate.gated_share:.3f} vs "
                          f"{serving.gated_share:.3f}", candidate, serving)
+
+
+def rank(score: GatedScore) -> tuple[float, int]:
+    """How good a gate is on the held-out split, for "the best gate so far": the Wilson 95% lower
+    bound of its gated accuracy (a perfect 3/3 does not outrank 190/200), then how many it gates."""
+    return (wilson_interval(score.correct, score.gated)[0] if score.gated else 0.0, score.gated)
+
+
+def best_of(scored: Iterable[tuple[str, GatedScore]]) -> tuple[str, GatedScore] | None:
+    """The (version, score) that ranks highest (None for no gate)."""
+    return max(scored, key=lambda item: rank(item[1]), default=None)
 
 
 def training_rows(resolved_cases: Iterable[dict], ratings: pl.DataFrame, distilled: pl.DataFrame,
