@@ -162,6 +162,12 @@ def print_summary(delta, days: list[str]) -> None:
         for v in enriched.select("model_version", "prompt_version", "kb_index_version").unique().to_dicts():
             print(f"  versions: model {v['model_version']}, prompt {v['prompt_version']}, "
                   f"kb index {v['kb_index_version']}")
+        audited = enriched.filter(pl.col("audit_source").is_not_null()).height if "audit_source" in enriched.columns else 0
+        shut = (sorted(set(delta.read(keys.GATE_SHUTOFFS)["label"].to_list()))
+                if delta.exists(keys.GATE_SHUTOFFS) else [])
+        print(f"  the gate on live traffic: {audited} gated cases audited by the LLM"
+              + ("" if audited else " (with LLM_BASE_URL set, 5% of gated cases are)")
+              + f"; labels shut off: {', '.join(shut) or 'none'} (monitoring/gate_precision)")
     bundles = sorted(settings.audit_dir().rglob("*.json"))
     print(f"  audit bundles: {len(bundles)} under {settings.audit_dir()} "
           f"(verify: python -m llm_assets.cli verify-audit PATH)")

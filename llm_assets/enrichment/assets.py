@@ -638,11 +638,7 @@ def _judge_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, rows
         min_audits=served.min_audits)
     for row in decided.iter_rows(named=True):
         context.log.warning(f"gate {row['gate_version']} stops serving {row['label']}: {row['reason']}")
-        context.log_event(dg.AssetObservation(asset_key=EMBEDDING_GATE, metadata={
-            "gate_version": row["gate_version"], "shut_off_label": row["label"],
-            "realized_precision": float(row["precision"]), "precision_lower": float(row["lower"]),
-            "precision_upper": float(row["upper"]), "audited": int(row["audited"]), "target": float(row["target"]),
-            "decided_at": row["decided_at"].isoformat(), "reason": row["reason"]}))
+        context.log_event(gate_health.shutoff_observation(row))
     shut = sorted(set(served.shut_off) | set(decided["label"].to_list()))
     return {
         "gate_audits_recorded": recorded,

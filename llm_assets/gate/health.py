@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
+import dagster as dg
 import polars as pl
 
-from llm_assets.asset_keys import GATE_AUDITS, GATE_SHUTOFFS
+from llm_assets.asset_keys import EMBEDDING_GATE, GATE_AUDITS, GATE_SHUTOFFS
 from llm_assets.gate.model import DEFAULT_TARGET_PRECISION
 from llm_assets.resources.delta import DeltaLakeStorage
 
@@ -199,6 +200,15 @@ def decide_shutoffs(precision: Mapping[str, LabelPrecision], already: Iterable[s
                      "confirmed": p.confirmed, "precision": p.precision, "lower": lower, "upper": upper,
                      "target": target, "reason": p.describe(target)})
     return pl.DataFrame(rows, schema=SHUTOFFS_SCHEMA)
+
+
+def shutoff_observation(row: Mapping) -> dg.AssetObservation:
+    """A shut-off decision (a `models/gate_shutoffs` row) as an observation on `models/embedding_gate`'s page."""
+    return dg.AssetObservation(asset_key=EMBEDDING_GATE, metadata={
+        "gate_version": row["gate_version"], "shut_off_label": row["label"],
+        "realized_precision": float(row["precision"]), "precision_lower": float(row["lower"]),
+        "precision_upper": float(row["upper"]), "audited": int(row["audited"]), "target": float(row["target"]),
+        "decided_at": row["decided_at"].isoformat(), "reason": row["reason"]})
 
 
 def record_shutoffs(delta: DeltaLakeStorage, frame: pl.DataFrame) -> None:

@@ -100,6 +100,7 @@ def gate_precision(context: dg.AssetExecutionContext, config: GatePrecisionConfi
     health.record_shutoffs(delta, decided)
     for row in decided.iter_rows(named=True):
         context.log.warning(f"gate {gate.version} stops serving {row['label']}: {row['reason']}")
+        context.log_event(health.shutoff_observation(row))
     shut_now = set(shut) | set(decided["label"].to_list())
 
     today = gated.filter(pl.col("event_date") == day)

@@ -77,6 +77,8 @@ def test_audits_and_ratings_give_each_label_its_precision_and_a_label_under_targ
     assert (by_label[rated]["audited"], by_label[rated]["by_rating"], by_label[rated]["confirmed"]) == (1, 1, 0)
     assert by_label[good]["day_gated"] == 12  # the llm-decided cases are not gated ones
     assert set(health.read_shutoffs(delta, version)) == {bad}
+    [seen] = [o.event_specific_data.asset_observation for o in result.get_asset_observation_events()]
+    assert seen.asset_key == EMBEDDING_GATE and seen.metadata["shut_off_label"].value == bad
     [check] = result.get_asset_check_evaluations()
     assert check.asset_check_key.name == MEETS_TARGET and not check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR
