@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from llm_assets.llm import llm_enricher, pipeline  # noqa: E402
 from llm_assets.gate.model import texts_fingerprint, train_gate, training_examples  # noqa: E402
 from llm_assets.gate.evaluation import labelled_set  # noqa: E402
 from llm_assets.lib.redaction import redact_cached  # noqa: E402
+from llm_assets.resources.delta import DeltaLakeStorage  # noqa: E402
 from llm_assets.resources.embedder import EmbedderResource  # noqa: E402
 from llm_assets.resources.llm import LLMResource  # noqa: E402
 from llm_assets.domain.packs.payments_ops.sample_data import catalog  # noqa: E402
@@ -101,7 +103,8 @@ def main(days: int = 7, per_day: int = 300, split: str | None = None, wrong_shar
     started = time.perf_counter()
     embed = Embeddings()
     resolved = kb_corpus()["resolved_cases"]
-    calibration, held_out = labelled_set("calibration", None), labelled_set("held_out", None)
+    lake = DeltaLakeStorage(root=tempfile.mkdtemp(prefix="gate-week-"))  # no golden table: the pack's seed cases
+    calibration, held_out = labelled_set("calibration", lake), labelled_set("held_out", lake)
     held_vectors = embed([redact_cached(t) for t in held_out.texts])
 
     answers: dict[str, str] = {}  # redacted case text -> the label the server answers

@@ -48,6 +48,9 @@ DEFAULT_AUDIT_SHARE = 0.05
 DEFAULT_MIN_AUDITS_PER_LABEL_PER_DAY = 3
 DEFAULT_MAX_AUDIT_SHARE_OF_BATCH = 0.2  # at most this share of a batch's gated cases is audited
 DEFAULT_WINDOW_DAYS = 7
+# A label whose audits so far put it under target, before enough of them can judge it, is audited at
+# this share of its gated cases (within the batch's cap): doubt is settled in hours, not days.
+DEFAULT_DOUBT_SHARE = 0.5
 # Fewer audits than this decide nothing (a label is not shut off on two or three answers).
 DEFAULT_MIN_AUDITS = 8
 Z_95 = 1.959964
@@ -72,19 +75,22 @@ def audit_bucket(event_id: str) -> float:
 
 @dataclass(frozen=True)
 class AuditPlan:
-    """What a micro-batch audits: `share` of its gated cases by hash, topped up to `quota[label]`
-    for the labels still short today, at most `max_share` of its gated cases (and at least one)."""
+    """What a micro-batch audits: `share` of its gated cases by hash (`doubt[label]` for a label in
+    doubt), topped up to `quota[label]` for the labels still short today, at most `max_share` of its
+    gated cases (and at least one); the cap keeps the lowest hashes."""
 
     share: float = DEFAULT_AUDIT_SHARE
     quota: Mapping[str, int] | None = None
     max_share: float = DEFAULT_MAX_AUDIT_SHARE_OF_BATCH
+    doubt: Mapping[str, float] | None = None
 
     def select(self, event_ids: Sequence[str], labels: Sequence[str]) -> list[int]:
         """Indices (into the gated cases given) to audit: deterministic, bounded."""
-        if not event_ids or self.share <= 0 and not self.quota:
+        if not event_ids or self.share <= 0 and not self.quota and not self.doubt:
             return []
         buckets = [audit_bucket(e) for e in event_ids]
-        chosen = {i for i, b in enumerate(buckets) if b < self.share}
+        doubt = self.doubt or {}
+        chosen = {i for i, b in enumerate(buckets) if b < max(self.share, doubt.get(labels[i], 0.0))}
         missing = {label: max(0, n - sum(labels[i] == label for i in chosen)) for label, n in (self.quota or {}).items()}
         for i in sorted(range(len(event_ids)), key=lambda i: buckets[i]):  # lowest bucket first: deterministic
             if i not in chosen and missing.get(labels[i], 0) > 0:
@@ -130,6 +136,14 @@ class LabelPrecision:
         lower, upper = self.interval
         return (f"realized precision {self.precision:.3f} [{lower:.3f}, {upper:.3f}] on {self.audited} audited "
                 f"cases < target {target}")
+
+
+def labels_in_doubt(precision: Mapping[str, LabelPrecision], target: float, min_audits: int = DEFAULT_MIN_AUDITS,
+                    share: float = DEFAULT_DOUBT_SHARE) -> dict[str, float]:
+    """Labels whose audited precision so far is under `target` but not yet shown to be (their
+    upper bound still reaches it): audit them at `share` until the evidence decides."""
+    return {label: share for label, p in precision.items()
+            if p.audited and p.precision < target and not p.below_target(target, min_audits)}
 
 
 def audits_frame(rows: Iterable[dict], audited_at: datetime | None = None) -> pl.DataFrame:

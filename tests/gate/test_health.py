@@ -173,3 +173,15 @@ def test_audited_gated_cases_keep_the_gates_answer_and_record_the_llms_in_the_sa
     assert frame.height == 3 and set(frame["gate_version"]) == {"g@1"}
     # No LLM: nothing is audited.
     assert _enrich(labels, audit=audit).audited == 0
+
+
+def test_a_label_in_doubt_is_audited_more_until_the_evidence_decides():
+    a, b, c = LABELS[:3]
+    precision = {a: health.LabelPrecision(a, 2, 1), b: health.LabelPrecision(b, 10, 10),
+                 c: health.LabelPrecision(c, 10, 2)}  # a: in doubt; b: fine; c: decided (shut off)
+    assert health.labels_in_doubt(precision, 0.97, min_audits=8) == {a: health.DEFAULT_DOUBT_SHARE}
+    ids = [f"case-{n}" for n in range(400)]
+    labels = [a, b] * 200
+    plan = health.AuditPlan(share=0.05, doubt={a: 0.5}, max_share=1.0)
+    chosen = Counter(labels[i] for i in plan.select(ids, labels))
+    assert chosen[a] > 4 * chosen[b] and 70 < chosen[a] < 130
