@@ -2,9 +2,10 @@
 
 How the corpus was written
 --------------------------
-Every text in ``independent_cases.jsonl`` was written by hand by a writer who
-never saw the project's sample data generator, its phrasing parts, the
-knowledge base or the golden files. The texts were not derived from, or
+Every text in ``independent_cases.jsonl`` was written one by one (no templates)
+by a separate writing agent, given only the five labels' one-line definitions and
+told not to open the project's sample data generator, its phrasing parts, the
+knowledge base or the golden files (it did not). The texts were not derived from, or
 checked against, any of those, so none of the project's own phrasing can have
 leaked in.
 
