@@ -38,8 +38,9 @@ Each line of the JSONL file is one object:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from llm_assets.domain.golden import json_object_line
 
 LABELS: tuple[str, ...] = (
     "data_quality",
@@ -65,11 +66,9 @@ def load_independent_cases() -> list[dict]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{PATH.name}:{lineno}: invalid JSON: {exc}") from exc
-            if not isinstance(record, dict):
-                raise ValueError(f"{PATH.name}:{lineno}: expected a JSON object")
+                record = json_object_line(line)
+            except ValueError as exc:
+                raise ValueError(f"{PATH.name}:{lineno}: {exc}") from None
             case_id = record.get("id")
             if not isinstance(case_id, str) or not case_id:
                 raise ValueError(f"{PATH.name}:{lineno}: missing id")
