@@ -95,7 +95,6 @@ def simulate(*, audit: bool, days: int, per_day: int, batches: int, seed: int, w
     server = OpenAITestServer(slots=16, model=MODEL, labelers={MODEL: lambda case: answers.get(case.strip()) or "other"}).start()
     enricher = llm_enricher.LLMEnricher(LLMResource(base_url=server.base_url, model=MODEL, max_concurrency=16))
     gate = train(embed, resolved, pl.DataFrame(schema=ex.EXAMPLES_SCHEMA), calibration, seed)
-    target = float(gate.metadata.get("target_precision") or health.DEFAULT_TARGET_PRECISION)
     stored = [(gate.version, gated_score(gate, held_vectors, held_out.labels))]
     independent_before = independent_score(gate, set(), embed)
     enriched: list[pl.DataFrame] = []
@@ -120,10 +119,7 @@ def simulate(*, audit: bool, days: int, per_day: int, batches: int, seed: int, w
                     events["shut_off_batch"] = (batch_no, day)
                 if "shut_off_batch" in events and LOOKS_LIKE not in shut and "serves_again" not in events:
                     events["serves_again"] = (batch_no, day, gate.version)
-                so_far = health.realized_precision(
-                    health.read_audits(lake, gate.version, health.window_days(date)), gate.labels) if audit else {}
-                plan = health.AuditPlan(quota=health.audit_quota(lake, gate.version, [date], gate.labels),
-                                        doubt=health.labels_in_doubt(so_far, target)) if audit else None
+                plan = health.plan_audits(lake, gate, [date]) if audit else None
                 versions = pipeline.Versions(model_version=f"server:{MODEL}", prompt_version="bench",
                                              kb_index_version="none", gate_version=gate.version)
                 run = pipeline.enrich_cases(chunk.drop("label", "drifted"), versions=versions, embed=embed, gate=gate,
@@ -133,6 +129,7 @@ def simulate(*, audit: bool, days: int, per_day: int, batches: int, seed: int, w
                 calls += run.llm_calls
                 audits += run.audited
                 if audit:
+                    target = health.gate_target(gate)
                     _, precision, _ = health.after_batch(lake, run.rows, gate.version, shut, gate.labels, target=target)
                     p = precision.get(LOOKS_LIKE)
                     if p and p.audited and p.precision < target and "point_under_batch" not in events:

@@ -378,14 +378,10 @@ def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     for label, reason in shut_off.items():
         context.log.info(f"not gating {label}: {reason}")
     labels = tuple(gate.labels) if gate else ()
-    target = float(gate.metadata.get("target_precision") or gate_health.DEFAULT_TARGET_PRECISION) if gate else \
-        gate_health.DEFAULT_TARGET_PRECISION
-    so_far = gate_health.realized_precision(
-        gate_health.read_audits(delta, gate_version, gate_health.window_days(max(days))), labels) if gate else {}
-    audit_plan = gate_health.AuditPlan(
-        share=config.audit_share, max_share=config.max_audit_share,
-        quota=gate_health.audit_quota(delta, gate_version, days, labels, config.min_audits_per_label_per_day),
-        doubt=gate_health.labels_in_doubt(so_far, target, config.min_audits_to_judge))
+    target = gate_health.gate_target(gate) if gate else gate_health.DEFAULT_TARGET_PRECISION
+    audit_plan = gate_health.plan_audits(
+        delta, gate, days, share=config.audit_share, max_share=config.max_audit_share,
+        per_label_per_day=config.min_audits_per_label_per_day, min_audits=config.min_audits_to_judge) if gate else None
     registered = _registered_versions(config, history, {name for name in served if name is not None})
 
     def counted(enricher: llm_enricher.LLMEnricher):
@@ -426,7 +422,7 @@ def _bind_pipeline(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
     def enrich(cases: pl.DataFrame, served_by: list[str | None]) -> pipeline.EnrichmentRun:
         return pipeline.enrich_by_version(
             cases, served_by=served_by, strategies=strategies, retrieve=retrieve_context, embed=embedder.encode,
-            gate=gate, gate_threshold=config.gate_threshold, shut_off=shut_off, audit=audit_plan.select,
+            gate=gate, gate_threshold=config.gate_threshold, shut_off=shut_off, audit=audit_plan.select if audit_plan else None,
             cache_lookup=(lambda keys: _cached_results(delta, keys)) if config.use_cache else None)
 
     return _Serving(strategies, backends, transports, gate_version, labels, target, config.min_audits_to_judge,

@@ -236,15 +236,33 @@ def window_days(day: str, days: int = DEFAULT_WINDOW_DAYS) -> list[str]:
     return [(end.fromordinal(end.toordinal() - k)).isoformat() for k in range(days)]
 
 
-def audit_quota(delta: DeltaLakeStorage, gate_version: str | None, days: Sequence[str], labels: Sequence[str],
+def audit_quota(audits: pl.DataFrame, days: Sequence[str], labels: Sequence[str],
                 per_label_per_day: int = DEFAULT_MIN_AUDITS_PER_LABEL_PER_DAY) -> dict[str, int]:
-    """How many more audits each label needs on `days` (the fewest any of them has) for `per_label_per_day`."""
-    if gate_version is None or per_label_per_day <= 0:
+    """How many more audits each label needs on `days` (the fewest any of them has) for `per_label_per_day`,
+    given the serving gate's `audits` (`read_audits`, a window that holds `days`)."""
+    if per_label_per_day <= 0 or not days:
         return {}
-    audits = read_audits(delta, gate_version, days)
-    have = {label: min((audits.filter((pl.col("label") == label) & (pl.col("event_date") == d)).height
-                        for d in days), default=0) for label in labels}
+    have = {label: min(audits.filter((pl.col("label") == label) & (pl.col("event_date") == d)).height
+                       for d in days) for label in labels}
     return {label: per_label_per_day - n for label, n in have.items() if n < per_label_per_day}
+
+
+def gate_target(gate) -> float:
+    """The precision a gate's thresholds were chosen for (its training metadata; the default before it)."""
+    return float(gate.metadata.get("target_precision") or DEFAULT_TARGET_PRECISION)
+
+
+def plan_audits(delta: DeltaLakeStorage, gate, days: Sequence[str], *, share: float = DEFAULT_AUDIT_SHARE,
+                max_share: float = DEFAULT_MAX_AUDIT_SHARE_OF_BATCH,
+                per_label_per_day: int = DEFAULT_MIN_AUDITS_PER_LABEL_PER_DAY,
+                min_audits: int = DEFAULT_MIN_AUDITS) -> AuditPlan:
+    """A micro-batch's audit plan for the serving `gate` on `days`: its audits so far (one read of the
+    window ending on the latest day) give each label's daily top-up and the labels in doubt."""
+    audits = read_audits(delta, gate.version, window_days(max(days)))
+    so_far = realized_precision(audits, gate.labels)
+    return AuditPlan(share=share, max_share=max_share,
+                     quota=audit_quota(audits, days, gate.labels, per_label_per_day),
+                     doubt=labels_in_doubt(so_far, gate_target(gate), min_audits))
 
 
 def after_batch(delta: DeltaLakeStorage, rows: Sequence[dict], gate_version: str | None, shut: Iterable[str],

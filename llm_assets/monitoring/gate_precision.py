@@ -88,7 +88,7 @@ def gate_precision(context: dg.AssetExecutionContext, config: GatePrecisionConfi
     if gate is None:
         return dg.MaterializeResult(metadata={"gate_version": "none"}, check_results=[dg.AssetCheckResult(
             check_name=MEETS_TARGET, passed=True, metadata={"note": "no gate serves: nothing to judge"})])
-    target = float(gate.metadata.get("target_precision") or health.DEFAULT_TARGET_PRECISION)
+    target = health.gate_target(gate)
     window = health.window_days(day, config.window_days)
     gated = _gated_rows(delta, gate.version, window)
     added = health.record_audits(delta, rating_audits(delta, gated, gate.version))

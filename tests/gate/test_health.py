@@ -102,7 +102,7 @@ def test_ledgers_keep_one_audit_per_case_a_rating_winning_and_shutoffs_per_gate_
     assert set(health.read_shutoffs(delta, "g@1")) == {a}
     assert health.read_shutoffs(delta, "g@1")[a].startswith(f"gate shut off for {a} since ")
     assert health.read_shutoffs(delta, "g@2") == {}  # a new gate version serves every label again
-    assert health.audit_quota(delta, "g@1", ["2026-12-01"], [a, b], 3) == {a: 1, b: 3}
+    assert health.audit_quota(audits, ["2026-12-01"], [a, b], 3) == {a: 1, b: 3}
 
 
 class ScriptedGate:
