@@ -43,6 +43,10 @@ def test_a_run_whose_process_is_gone_is_reported_failed_and_a_live_one_running(t
         alive = launcher.check_run_worker_health(run)
         assert alive.status == WorkerStatus.RUNNING and f"run process {worker.pid} is alive" in alive.msg
         worker.kill()
+        # the signal is delivered asynchronously: the process becomes a zombie a moment later
+        deadline = time.monotonic() + 10
+        while process_state(worker.pid, started_by=time.time()) == "alive" and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert launcher.check_run_worker_health(run).status == WorkerStatus.FAILED  # a zombie: dead
         worker.wait()
         dead = launcher.check_run_worker_health(run)
