@@ -7,6 +7,7 @@
     python -m llm_assets.cli rating-page [--host 127.0.0.1] [--port 8765]
     python -m llm_assets.cli models list|add-partition NAME|promote NAME [--share 0.25]|rollback [--to NAME]
     python -m llm_assets.cli domain init DIR|check [DIR]
+    python -m llm_assets.cli analysts add NAME [--replace]|revoke NAME|release NAME|list
 """
 
 import argparse
@@ -64,6 +65,32 @@ def models(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def analysts(args: argparse.Namespace) -> int:
+    from llm_assets.evaluation.analysts import AnalystRegistry
+    from llm_assets.resources.environments import current_environment, resources_for
+
+    registry = AnalystRegistry(resources_for(current_environment())["artifacts"].process_config_and_initialize())
+    try:
+        if args.analysts_command == "add":
+            token = registry.add(args.name, replace=args.replace)
+            print(f"analyst {args.name}: token {token}\n(shown once, only its hash is kept; log in on the rating "
+                  f"page's /login, or send it as `Authorization: Bearer ...`)")
+        elif args.analysts_command == "revoke":
+            registry.revoke(args.name)
+            print(f"analyst {args.name}: token revoked")
+        elif args.analysts_command == "release":
+            when = registry.release(args.name)
+            print(f"analyst {args.name}: ratings up to {when} reviewed and trusted again")
+        else:
+            for a in registry.accounts(fresh=True).values():
+                state = f"revoked {a.revoked_at}" if a.revoked_at else "active"
+                print(f"{a.name}\t{state}\tcreated {a.created_at}\treviewed {a.released_at or '-'}")
+    except (KeyError, ValueError) as exc:
+        print(f"llm-assets analysts: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def domain(args: argparse.Namespace) -> int:
     from llm_assets.domain.commands import run
 
@@ -114,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.set_defaults(func=rating_page)
+    p = sub.add_parser("analysts", help="analyst accounts of the rating page: tokens, revocation, reviews")
+    analysts_sub = p.add_subparsers(dest="analysts_command", required=True)
+    a = analysts_sub.add_parser("add", help="a new analyst; prints their token once")
+    a.add_argument("name")
+    a.add_argument("--replace", action="store_true", help="a new token for an existing analyst")
+    a = analysts_sub.add_parser("revoke", help="end an analyst's token now")
+    a.add_argument("name")
+    a = analysts_sub.add_parser("release", help="lift a quarantine: the analyst's ratings so far were reviewed")
+    a.add_argument("name")
+    analysts_sub.add_parser("list", help="accounts, their state and last review")
+    p.set_defaults(func=analysts)
     p = sub.add_parser("models", help="model registry, evaluation partitions, promotion and rollback")
     p.add_argument("--registry", default=None, help="registry YAML (default llm_assets/models/registry.yaml)")
     models_sub = p.add_subparsers(dest="models_command", required=True)

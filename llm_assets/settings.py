@@ -122,3 +122,24 @@ def prepare_sentence_transformers_import() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def rating_trusted_proxies() -> list[str]:
+    """Addresses (IPs or CIDR networks, comma-separated) of the SSO / OIDC proxies whose identity
+    header the rating page believes; empty: no proxy, analysts log in with their tokens."""
+    raw = os.environ.get("RATING_TRUSTED_PROXIES", "")
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def rating_proxy_secret() -> str | None:
+    """The shared secret a trusted proxy sends in `X-Proxy-Secret` with the identity header."""
+    return os.environ.get("RATING_PROXY_SECRET") or None
+
+
+def rating_identity_header() -> str:
+    return os.environ.get("RATING_IDENTITY_HEADER") or "X-Forwarded-User"
+
+
+def rating_rate_limit_per_minute() -> int:
+    """Ratings one analyst may send per minute on the rating page (beyond: 429)."""
+    return int(os.environ.get("RATING_RATE_LIMIT_PER_MINUTE") or 30)

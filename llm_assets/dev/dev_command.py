@@ -284,6 +284,17 @@ def set_up_once() -> None:
         build_seeds_and_promote(defs, instance)
 
 
+LOCAL_ANALYST = "local-analyst"
+
+
+def local_analyst_token() -> str:
+    """A fresh token for the local analyst (the previous one ends): `make dev`'s one-click login."""
+    from llm_assets.evaluation.analysts import AnalystRegistry
+    from llm_assets.resources.artifacts import ArtifactStore
+
+    return AnalystRegistry(ArtifactStore(root=settings.artifact_root())).add(LOCAL_ANALYST, replace=True)
+
+
 def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, broker_port: int = 9092,
             set_up: bool = True) -> int:
     """Run until Ctrl-C or SIGTERM (or until `dagster dev` exits); returns the exit code."""
@@ -318,6 +329,7 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
             processes.append(dagster)
             import dagster as _dagster  # noqa: F401  (now, not in the seconds a Ctrl-C has to cancel runs)
             rating_port = free_port(8765)
+            login = f"http://127.0.0.1:{rating_port}/login?token={local_analyst_token()}"
             with (home / "rating-page.log").open("w") as rating_log:
                 processes.append(start_process(
                     [sys.executable, "-m", "llm_assets.cli", "rating-page", "--host", "127.0.0.1",
@@ -332,8 +344,8 @@ def run_dev(port: int = 3000, events: int = 3000, interval_s: float = 15.0, brok
                 if not ready and _ui_answers(port):
                     ready = True
                     print(f"Dagster UI on http://127.0.0.1:{port} (logs: {log_path}); rating page on "
-                          f"http://127.0.0.1:{rating_port}; Kafka on {bootstrap}; Ctrl-C stops everything",
-                          flush=True)
+                          f"http://127.0.0.1:{rating_port} (log in as {LOCAL_ANALYST}: {login}); Kafka on "
+                          f"{bootstrap}; Ctrl-C stops everything", flush=True)
                 elif not ready and time.monotonic() > deadline:
                     print(f"the Dagster UI did not answer within {UI_START_TIMEOUT_S:.0f} s; the end of "
                           f"{log_path}:\n{_log_tail(log_path)}", file=sys.stderr, flush=True)

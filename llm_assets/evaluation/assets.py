@@ -27,9 +27,11 @@ from llm_assets.asset_keys import (
 )
 from llm_assets.automation import build_daily_derived
 from llm_assets.lib.redaction import find_pii
-from llm_assets.evaluation import quality, ratings, sampling
+from llm_assets.evaluation import quality, ratings, sampling, trust
+from llm_assets.evaluation.analysts import AnalystRegistry
 from llm_assets.metadata import frame_table, markdown_table
 from llm_assets.partitions import daily_partitions
+from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.kafka import KafkaResource, KafkaUnavailableError, TopicNotFoundError
 
@@ -236,7 +238,8 @@ def evaluation_ratings(context: dg.AssetExecutionContext, config: RatingsConfig,
     stored = delta.read_where(EVALUATION_RATINGS, "event_id", ids) if ids and delta.exists(EVALUATION_RATINGS) \
         else pl.DataFrame()
     to_write = ratings.latest_ratings(rows, stored)
-    written = delta.merge(EVALUATION_RATINGS, to_write, ["event_id", "analyst"]) if to_write.height else {}
+    written = (delta.merge(EVALUATION_RATINGS, to_write, ["event_id", "analyst"], merge_schema=True)
+               if to_write.height else {})  # merge_schema: tables from before `auth_method` gain it
     if rejected:
         delta.merge(REJECTED_RATINGS, ratings.rejected_frame(rejected, now), ["source_ref", "raw_sha256"])
     if file_rows:
@@ -277,20 +280,40 @@ def evaluation_ratings(context: dg.AssetExecutionContext, config: RatingsConfig,
     automation_condition=build_daily_derived(),
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
 )
-def evaluation_quality_metrics(context: dg.AssetExecutionContext, delta: DeltaLakeStorage):
+def evaluation_quality_metrics(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, artifacts: ArtifactStore):
     """Precision and recall per label and the action acceptance rate, per model version, for the
     cases of one day as analysts rated them (`evaluation/ratings`).
 
     One row per (model version, label), plus a row `all` per model version (share of correct
     labels, every action). Each analyst's rating counts once. The partition is replaced on
     each run, so it always reflects the ratings as they are now.
+
+    Beside them, each analyst's agreement (Cohen's kappa) with the other analysts and with the model,
+    over all their ratings since their last review (`evaluation.trust`): an analyst under the floor is
+    flagged, and their ratings are quarantined from training and golden cases until
+    `llm-assets analysts release NAME`.
     """
     day = context.partition_key
     rated = _day_rows(delta, EVALUATION_RATINGS, day)
     metrics = quality.quality_metrics(rated, day=day, computed_at=_now())
     delta.replace_partition(EVALUATION_QUALITY_METRICS, metrics, partition_column="event_date", partition_value=day)
     overall = metrics.filter(pl.col("label") == quality.ALL_LABELS)
+    every = delta.read(EVALUATION_RATINGS) if delta.exists(EVALUATION_RATINGS) else pl.DataFrame()
+    agreement = trust.analyst_agreement(every, AnalystRegistry(artifacts).released()) if every.height else []
+    flagged = [a for a in agreement if a.flagged]
+    for a in flagged:
+        context.log.warning(f"analyst {a.analyst} flagged, ratings quarantined: {a.reason}")
+
+    def _k(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     metadata = {
+        "analysts_flagged": len(flagged),
+        "analyst_agreement": markdown_table(
+            ["analyst", "ratings", "kappa vs model", "shared ratings", "kappa vs analysts", "flagged"],
+            [(a.analyst, a.ratings, _k(a.kappa_model), a.peer_pairs, _k(a.kappa_peers), a.reason or "")
+             for a in agreement]),
+        "flagged_analysts": dg.MetadataValue.json([{"analyst": a.analyst, "reason": a.reason} for a in flagged]),
         "dagster/row_count": metrics.height,
         "ratings": rated.height,
         "metrics": markdown_table(

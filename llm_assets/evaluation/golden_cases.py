@@ -8,6 +8,9 @@ first), versioned by a content hash (`golden_version`) and split deterministical
   (`held_out_percent` of them go to `held_out`);
 - a rated case joins the golden set only when a hash of its `event_id` falls in
   `rating_share_percent` (the others keep teaching the gate), and then it is split the same way.
+  Its label is the analysts' verdict (`evaluation.trust`): quarantined analysts' ratings count for
+  nothing, a single analyst's dispute of the model waits for review, and no one analyst supplies more
+  than `max_analyst_share` of the golden set (the guard must not be one person's opinion).
 
 Nothing trains on a golden case: `golden_ids` is what `models/embedding_gate` and
 `models/gate_training_examples` leave out (tests assert it). `models/evaluation` reads the
@@ -22,10 +25,13 @@ import polars as pl
 from pydantic import Field
 
 from llm_assets.asset_keys import EVALUATION_GOLDEN_CASES, EVALUATION_RATINGS
+from llm_assets.evaluation import trust
+from llm_assets.evaluation.analysts import AnalystRegistry
 from llm_assets.evaluation.assets import RATINGS_IMPORT_CRON
 from llm_assets.domain import current_pack
 from llm_assets.domain.golden import LabelledFileError, read_labelled
 from llm_assets.metadata import markdown_table
+from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
 
 GOLDEN_SCHEMA = {"event_id": pl.String, "payload_raw": pl.String, "partner_id": pl.String,
@@ -33,6 +39,7 @@ GOLDEN_SCHEMA = {"event_id": pl.String, "payload_raw": pl.String, "partner_id": 
                  "analyst": pl.String}
 DEFAULT_HELD_OUT_PERCENT = 30
 DEFAULT_RATING_SHARE_PERCENT = 50
+DEFAULT_MAX_ANALYST_SHARE = 0.25
 
 
 def bucket(event_id: str, salt: str) -> int:
@@ -44,19 +51,36 @@ def _normalized(text: pl.Expr) -> pl.Expr:
     return text.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
 
 
-def rated_cases(ratings: pl.DataFrame, rating_share_percent: int) -> pl.DataFrame:
-    """The latest rating per case as a labelled case, for the share of cases the hash gives the golden set."""
-    if ratings.is_empty() or not {"event_id", "label", "text", "rated_at"} <= set(ratings.columns):
+def rated_cases(ratings: pl.DataFrame, rating_share_percent: int, *, released: dict | None = None,
+                seed_cases: int = 0, max_analyst_share: float = DEFAULT_MAX_ANALYST_SHARE) -> pl.DataFrame:
+    """Rated cases as labelled cases (the analysts' verdict), for the share of cases the hash gives the
+    golden set, at most `max_analyst_share` of the whole set (with `seed_cases`) from any one analyst."""
+    needed = {"event_id", "label", "text", "rated_at", "analyst", "model_label"}
+    if ratings.is_empty() or not needed <= set(ratings.columns):
         return pl.DataFrame(schema=GOLDEN_SCHEMA)
-    latest = ratings.filter(pl.col("label").is_not_null() & pl.col("text").is_not_null()).sort("rated_at").unique(
-        "event_id", keep="last")
-    chosen = latest.filter(pl.col("event_id").map_elements(lambda e: bucket(e, "rating") < rating_share_percent,
-                                                           return_dtype=pl.Boolean))
+    usable = trust.trusted(ratings.filter(pl.col("label").is_not_null() & pl.col("text").is_not_null()), released)
+    verdicts, _ = trust.decided_labels(usable, {})
+    if not verdicts:
+        return pl.DataFrame(schema=GOLDEN_SCHEMA)
+    texts = dict(usable.sort("rated_at").unique("event_id", keep="last").select("event_id", "text").iter_rows())
+    picked = sorted((bucket(e, "rating"), e) for e in verdicts if bucket(e, "rating") < rating_share_percent)
+    limit = max(1, int(max_analyst_share * (seed_cases + len(picked))))
+    per_analyst: dict[str, int] = {}
+    rows = []
+    for _, event_id in picked:
+        analyst = verdicts[event_id]["analyst"]
+        if per_analyst.get(analyst, 0) >= limit:
+            continue
+        per_analyst[analyst] = per_analyst.get(analyst, 0) + 1
+        rows.append({"event_id": event_id, "text": texts[event_id], "label": verdicts[event_id]["label"],
+                     "analyst": analyst})
+    chosen = pl.DataFrame(rows, schema={"event_id": pl.String, "text": pl.String, "label": pl.String,
+                                        "analyst": pl.String})
     return chosen.select(
         "event_id", pl.col("text").alias("payload_raw"), pl.lit("").alias("partner_id"),
         pl.lit("").alias("source_system"), "label", pl.lit(None, dtype=pl.String).alias("split"),
         pl.lit("rating").alias("origin"),
-        (pl.col("analyst") if "analyst" in latest.columns else pl.lit(None, dtype=pl.String)).alias("analyst"),
+        "analyst",
     ).cast(GOLDEN_SCHEMA)
 
 
@@ -113,6 +137,8 @@ class GoldenCasesConfig(dg.Config):
     rating_share_percent: int = Field(default=DEFAULT_RATING_SHARE_PERCENT, ge=0, le=100,
                                       description="share of rated cases (by a hash of event_id) that join the "
                                                   "golden set; the others keep teaching the gate")
+    max_analyst_share: float = Field(default=DEFAULT_MAX_ANALYST_SHARE, gt=0, le=1,
+                                     description="the most of the golden set one analyst's ratings may supply")
 
 
 @dg.asset(key=EVALUATION_GOLDEN_CASES, group_name="evaluation", kinds={"delta", "polars"},
@@ -124,7 +150,7 @@ class GoldenCasesConfig(dg.Config):
           & ~dg.AutomationCondition.in_progress(),
           output_required=False)
 def evaluation_golden_cases(context: dg.AssetExecutionContext, config: GoldenCasesConfig,
-                            delta: DeltaLakeStorage):
+                            delta: DeltaLakeStorage, artifacts: ArtifactStore):
     """The golden labelled cases: the domain pack's seed file ∪ a hashed share of analysts' ratings,
     deduplicated, versioned by content hash and split into `evaluation` (what `models/evaluation`
     scores every model version on) and `held_out` (what the gate's guard judges a retrained gate on).
@@ -135,8 +161,9 @@ def evaluation_golden_cases(context: dg.AssetExecutionContext, config: GoldenCas
     except LabelledFileError as exc:
         raise dg.Failure(description=str(exc)) from exc
     ratings = delta.read(EVALUATION_RATINGS) if delta.exists(EVALUATION_RATINGS) else pl.DataFrame()
-    golden = build_golden(seed, rated_cases(ratings, config.rating_share_percent),
-                          held_out_percent=config.held_out_percent)
+    rated = rated_cases(ratings, config.rating_share_percent, released=AnalystRegistry(artifacts).released(),
+                        seed_cases=seed.height, max_analyst_share=config.max_analyst_share)
+    golden = build_golden(seed, rated, held_out_percent=config.held_out_percent)
     version = golden_version(golden)
     previous = context.instance.get_latest_materialization_event(EVALUATION_GOLDEN_CASES)
     recorded = previous.asset_materialization.metadata.get("golden_version") if previous else None

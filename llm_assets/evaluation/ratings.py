@@ -36,6 +36,7 @@ RATINGS_SCHEMA = {
     "rated_at": pl.Datetime("us", "UTC"), "text": pl.String, "model_version": pl.String,
     "prompt_version": pl.String, "source": pl.String, "source_ref": pl.String,
     "imported_at": pl.Datetime("us", "UTC"),
+    "auth_method": pl.String,  # how the analyst was proven: token | proxy (the page); file; kafka (unproven)
 }
 REJECTED_SCHEMA = {
     "source": pl.String, "source_ref": pl.String, "raw": pl.String, "raw_sha256": pl.String,
@@ -62,6 +63,7 @@ class RatingSubmission(BaseModel):
     correct_label: str | None = None  # one of the domain pack's labels
     actions_accepted: list[str] = Field(default_factory=list)  # the pack's verbs
     rated_at: AwareDatetime
+    auth_method: str | None = Field(default=None, max_length=20)  # set by the rating page: token | proxy
 
     @field_validator("correct_label", mode="before")
     @classmethod
@@ -276,6 +278,9 @@ def rating_rows(accepted: Sequence[Accepted], samples: pl.DataFrame,
             "rated_at": r.rated_at.astimezone(timezone.utc), "text": sample["text"],
             "model_version": sample["model_version"], "prompt_version": sample["prompt_version"],
             "source": item.source, "source_ref": item.source_ref, "imported_at": imported_at,
+            # A file is dropped by someone with access to the drop folder; a message without the page's
+            # method came from a client that proved nothing.
+            "auth_method": "file" if item.source == "file" else (r.auth_method or "unproven"),
         })
     return pl.DataFrame(rows, schema=RATINGS_SCHEMA), rejected
 

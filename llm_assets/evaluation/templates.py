@@ -17,11 +17,13 @@ BASE = """<!doctype html>
     .case-text { background: #f5f7fa; border-left: 4px solid #7f8c9a; padding: .75rem; white-space: pre-wrap; }
     fieldset { border: 1px solid #dde3ea; margin: 1rem 0; }
     .muted { color: #5f6b7a; font-size: .9em; }
+    .review { background: #fff4d6; border: 1px solid #e6c46a; padding: 0 .3rem; font-size: .8em; }
     button { padding: .4rem 1rem; }
   </style>
 </head>
 <body>
-  <header><a href="/">Unrated samples</a></header>
+  <header><a href="/">Unrated samples</a>{% if analyst is defined and analyst %}
+    <span class="muted" id="signed-in">· signed in as <strong>{{ analyst }}</strong> · <a href="/logout">log out</a></span>{% endif %}</header>
   {% block body %}{% endblock %}
 </body>
 </html>
@@ -39,7 +41,8 @@ LIST = """{% extends "base.html" %}
   <tbody>
   {% for s in samples %}
     <tr>
-      <td><a class="rate-link" href="/cases/{{ s.event_id|urlencode }}">{{ s.event_id }}</a></td>
+      <td><a class="rate-link" href="/cases/{{ s.event_id|urlencode }}">{{ s.event_id }}</a>{% if s.review %}
+        <span class="review" title="one analyst disputed a confident answer: a second opinion decides">review</span>{% endif %}</td>
       <td>{{ s.event_date }}</td><td>{{ s.label }}</td><td>{{ "%.2f"|format(s.confidence) }}</td>
       <td>{{ s.severity }}</td><td>{{ s.summary|truncate(90) }}</td>
     </tr>
@@ -88,13 +91,29 @@ CASE = """{% extends "base.html" %}
       <strong>{{ a.action }}</strong> ({{ a.approval_level }}): {{ a.reason }}</label></div>
     {% else %}<p>No action was proposed.</p>{% endfor %}
   </fieldset>
-  <p><label>Analyst <input type="text" name="analyst" id="analyst" value="{{ form.analyst }}" required maxlength="100"></label></p>
+  <input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
   <button type="submit" id="submit">Send rating</button>
 </form>
 {% endblock %}
 """
 
 
+LOGIN = """{% extends "base.html" %}
+{% block title %}Log in{% endblock %}
+{% block body %}
+<h1>Log in</h1>
+{% if reason %}<p class="errors" id="login-reason">{{ reason }}</p>{% endif %}
+<p class="muted">Paste the token <code>llm-assets analysts add NAME</code> printed for you (<code>make dev</code>
+prints a local analyst's login link).</p>
+<form method="post" action="/login" id="login-form">
+  <p><label>Token <input type="password" name="token" id="token" required autocomplete="off"></label></p>
+  <button type="submit" id="login">Log in</button>
+</form>
+{% endblock %}
+"""
+
+
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.DictLoader({"base.html": BASE, "list.html": LIST, "case.html": CASE}),
+    return jinja2.Environment(loader=jinja2.DictLoader({"base.html": BASE, "list.html": LIST, "case.html": CASE,
+                                                        "login.html": LOGIN}),
                               autoescape=True, undefined=jinja2.StrictUndefined)

@@ -20,7 +20,9 @@ from llm_assets.gate.model import GateIntegrityError, GateNotFound, load_gate, s
 from llm_assets.gate.evaluation import labelled_set
 from llm_assets.lib.redaction import find_pii, redact_cached
 from llm_assets.evaluation.golden_cases import golden_ids
+from llm_assets.evaluation.analysts import AnalystRegistry
 from llm_assets.metadata import frame_table, markdown_table
+from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
 
 DISTILLATION_CRON = "0 * * * *"
@@ -29,7 +31,8 @@ GATE_EXAMPLES_VERSION_KEY = "gate_training_examples_delta_version"
 NEW_EXAMPLES_KEY = "new_examples_since_gate"
 
 _ENRICHED_COLUMNS = ("event_id", "event_date", "label", "confidence", "severity", "actions", "route",
-                     "fallback_reason", "model_version", "prompt_version", "gate_version", "enriched_at")
+                     "fallback_reason", "model_version", "prompt_version", "gate_version", "enriched_at",
+                     "gate_label", "gate_confidence", "injection_suspected")
 
 
 class DistillationConfig(dg.Config):
@@ -82,7 +85,8 @@ def _case_texts(delta: DeltaLakeStorage, event_ids: list[str]) -> dict[str, str]
     automation_condition=dg.AutomationCondition.cron_tick_passed(DISTILLATION_CRON)
     & ~dg.AutomationCondition.in_progress(),
 )
-def gate_training_examples(context: dg.AssetExecutionContext, config: DistillationConfig, delta: DeltaLakeStorage):
+def gate_training_examples(context: dg.AssetExecutionContext, config: DistillationConfig, delta: DeltaLakeStorage,
+                           artifacts: ArtifactStore):
     """LLM-taught training examples for the next embedding gate (distillation).
 
     Cases an LLM decided (route `llm`) with a valid answer and a confidence of at least
@@ -104,7 +108,8 @@ def gate_training_examples(context: dg.AssetExecutionContext, config: Distillati
     ratings = delta.read(EVALUATION_RATINGS) if delta.exists(EVALUATION_RATINGS) else pl.DataFrame()
     previous_version = delta.version(GATE_TRAINING_EXAMPLES)
     previous = delta.read(GATE_TRAINING_EXAMPLES) if previous_version is not None else None
-    selection = ex.select_examples(enriched, texts, ratings, min_confidence=config.min_confidence)
+    selection = ex.select_examples(enriched, texts, ratings, min_confidence=config.min_confidence,
+                                   released=AnalystRegistry(artifacts).released())
     frame = ex.keep_first_distilled_at(selection.examples, previous)
     delta.overwrite(GATE_TRAINING_EXAMPLES, frame)
     version_written = delta.version(GATE_TRAINING_EXAMPLES)
@@ -133,6 +138,9 @@ def gate_training_examples(context: dg.AssetExecutionContext, config: Distillati
             "turned_away": dg.MetadataValue.json(dict(selection.rejected)),
             "labels_corrected_by_analysts": selection.overridden,
             "confirmed_by_analysts": selection.confirmed,
+            "cases_in_review": len(selection.in_review),
+            "injections_suspected": len(selection.injections),
+            "quarantined_analysts": dg.MetadataValue.json(selection.quarantined),
             "labels": markdown_table(["label", "examples"], labels),
             "labelled_by_model_version": markdown_table(["model_version", "examples"], models),
             "min_confidence": config.min_confidence,

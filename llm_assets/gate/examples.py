@@ -2,10 +2,14 @@
 
 An enriched case becomes a training example when an LLM decided it (route `llm`, no fallback),
 its answer is valid for the enrichment schema (one of the five labels, a confidence in [0, 1],
-a severity 1..5, actions from the allow-list) and confident (`min_confidence`), and no analyst
-disagreed later. Analyst ratings (`evaluation/ratings`) override the LLM: the latest rating of a
-case wins; a corrected label becomes the example's label (`label_source` = `analyst`, whatever
-the LLM's confidence), a rating that says "wrong" without a label removes the case.
+a severity 1..5, actions from the allow-list) and confident (`min_confidence`), its text did not
+try to instruct the model (`injection_suspected`), and its answer does not contradict a confident
+gate prediction (`gate_confidence` >= `GATE_SURE`) without an analyst's word on it.
+
+Ratings (`evaluation/ratings`) are weighed, not obeyed (`evaluation.trust`): a quarantined analyst's
+ratings count for nothing; the analysts' verdict on a case (their majority) becomes its label
+(`label_source` = `analyst`), except that one analyst alone cannot flip a confident LLM answer: that
+case is in review and teaches nothing until a second analyst rates it.
 
 Each example keeps its provenance (which `model_version` / `prompt_version` labelled it, its
 `event_id` and date, the gate version that let it through) and only the REDACTED case text: the
@@ -26,9 +30,11 @@ from typing import Callable
 import polars as pl
 
 from llm_assets.domain import current_pack
+from llm_assets.evaluation import trust
 from llm_assets.lib.redaction import find_pii, redact
 
 DEFAULT_MIN_CONFIDENCE = 0.8
+GATE_SURE = 0.9  # a gate prediction this confident is not overruled by an unrated LLM answer
 
 EXAMPLES_SCHEMA = {
     "example_id": pl.String,        # sha256 of the redacted text: one example per distinct text
@@ -58,6 +64,9 @@ class Selection:
     rejected: Counter = field(default_factory=Counter)
     overridden: int = 0   # examples whose label an analyst corrected
     confirmed: int = 0    # examples an analyst rated correct
+    in_review: list[str] = field(default_factory=list)       # disputed by one analyst: waiting for a second
+    quarantined: list[str] = field(default_factory=list)     # analysts whose ratings were left out
+    injections: list[str] = field(default_factory=list)      # event ids of suspected injections turned away
 
 
 def text_sha256(text: str) -> str:
@@ -99,18 +108,31 @@ def latest_ratings(ratings: pl.DataFrame) -> dict[str, dict]:
 def select_examples(enriched: pl.DataFrame, case_texts: dict[str, str], ratings: pl.DataFrame, *,
                     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
                     redact_text: Callable[[str], str] = lambda t: redact(t).text,
-                    now: datetime | None = None) -> Selection:
+                    now: datetime | None = None, released: dict[str, datetime] | None = None,
+                    defences: bool = True) -> Selection:
     """Training examples from `enriched/cases` rows, the clear `payload_raw` of their cases
     (`case_texts`: event_id -> text, redacted here) and `evaluation/ratings`.
 
     Only rows an LLM decided are candidates. The returned frame follows `EXAMPLES_SCHEMA`,
     one row per distinct redacted text (an analyst's label first, then the latest enrichment).
+    `released`: analysts' last reviews (`AnalystRegistry.released`). `defences=False` obeys the latest
+    rating and ignores injection flags and the gate (what a benchmark compares with).
     """
     now = now or datetime.now(timezone.utc)
     rejected: Counter = Counter()
-    rated = latest_ratings(ratings)
     candidates = enriched.filter(pl.col("route") == "llm") if enriched.height else enriched
-    rows, overridden, confirmed = [], 0, 0
+    in_review: set[str] = set()
+    quarantined: set[str] = set()
+    if not defences:
+        rated = {e: {**r, "label": r["correct_label"] if not r["label_correct"] else None}
+                 for e, r in latest_ratings(ratings).items()}
+    elif ratings.is_empty() or not {"event_id", "analyst", "label", "model_label", "rated_at"} <= set(ratings.columns):
+        rated = {}
+    else:
+        quarantined = trust.quarantined(ratings, released)
+        confidence = dict(candidates.select("event_id", "confidence").iter_rows()) if candidates.height else {}
+        rated, in_review = trust.decided_labels(trust.trusted(ratings, released), confidence)
+    rows, overridden, confirmed, injections = [], 0, 0, []
     for row in candidates.to_dicts():
         if row.get("fallback_reason"):
             rejected["fallback"] += 1
@@ -119,13 +141,24 @@ def select_examples(enriched: pl.DataFrame, case_texts: dict[str, str], ratings:
         if problem:
             rejected[problem] += 1
             continue
+        if row["event_id"] in in_review:
+            rejected["in_review"] += 1
+            continue
         rating = rated.get(row["event_id"])
+        if defences and row.get("injection_suspected"):
+            rejected["injection_suspected"] += 1
+            injections.append(row["event_id"])
+            continue
+        if defences and rating is None and row.get("gate_label") not in (None, row["label"]) \
+                and float(row.get("gate_confidence") or 0.0) >= GATE_SURE:
+            rejected["contradicts_a_confident_gate"] += 1
+            continue
         label, source = row["label"], "llm"
         if rating is not None and not rating["label_correct"]:
-            if rating.get("correct_label") not in current_pack().labels:
+            if rating.get("label") not in current_pack().labels:
                 rejected["analyst_disagreed"] += 1
                 continue
-            label, source = rating["correct_label"], "analyst"
+            label, source = rating["label"], "analyst"
         elif float(row["confidence"]) < min_confidence and rating is None:
             rejected["low_confidence"] += 1
             continue  # an analyst's "correct" vouches for a less confident answer
@@ -157,7 +190,8 @@ def select_examples(enriched: pl.DataFrame, case_texts: dict[str, str], ratings:
         if before > frame.height:
             rejected["duplicate_text"] += before - frame.height
     return Selection(frame, candidates=candidates.height, rejected=rejected, overridden=overridden,
-                     confirmed=confirmed)
+                     confirmed=confirmed, in_review=sorted(in_review), quarantined=sorted(quarantined),
+                     injections=injections)
 
 
 def keep_first_distilled_at(selected: pl.DataFrame, previous: pl.DataFrame | None) -> pl.DataFrame:

@@ -6,7 +6,7 @@ cache on them; a model registry builds on `versions_for`. A backend is described
 
 | backend | model_version | prompt_version |
 |---|---|---|
-| `server` (vLLM's OpenAI-compatible API) | `vllm:<model>` | the prompt templates used and the domain pack, e.g. `enrich_case@v2+payments_ops@1a2b3c4d` |
+| `server` (vLLM's OpenAI-compatible API) | `vllm:<model>` | the prompt templates used and the domain pack, e.g. `enrich_case@v3+payments_ops@1a2b3c4d` |
 | `offline` (in-process vLLM) | `offline:<model>` | same as the server |
 | `local` (no LLM: rules + the gate's classifier) | `local-rules@v1+gate:<gate_version or none>` | `local-rules@v1+<pack version>` |
 

@@ -30,6 +30,7 @@ import polars as pl
 
 from llm_assets.llm import local_rules
 from llm_assets.llm.cache import cache_key
+from llm_assets.llm.injection import injection_suspected
 from llm_assets.domain import current_pack
 from llm_assets.lib.redaction import redact_remembered
 from llm_assets.llm.types import BatchStats, CaseContext, CaseResult
@@ -115,7 +116,7 @@ class _Origin:
 def _row(origin: _Origin, ctx: CaseContext, result: CaseResult, route: str, versions: Versions, *,
          input_sha256: str, retrieved_doc_ids: list[str], fallback_reason: str | None = None,
          gate_confidence: float | None = None, served_from_cache: bool = False, route_reason: str | None = None,
-         audit: CaseResult | None = None) -> dict:
+         audit: CaseResult | None = None, gate_label: str | None = None) -> dict:
     return {
         "event_id": ctx.event_id,
         "event_date": origin.event_date,
@@ -133,6 +134,7 @@ def _row(origin: _Origin, ctx: CaseContext, result: CaseResult, route: str, vers
         "kb_index_version": versions.kb_index_version,
         "gate_version": versions.gate_version,
         "gate_confidence": gate_confidence,
+        "gate_label": gate_label,  # the gate's prediction, whatever route decided (None: no gate ran on it)
         "retrieved_doc_ids": retrieved_doc_ids,
         "redacted_prompt_sha256": result.redacted_prompt_sha256,
         "input_sha256": input_sha256,
@@ -141,6 +143,8 @@ def _row(origin: _Origin, ctx: CaseContext, result: CaseResult, route: str, vers
         # The shadow audit of a gated case: the production LLM's label (None: not audited, or the call failed).
         "audit_label": audit.label if audit is not None and audit.ok else None,
         "audit_source": "llm" if audit is not None else None,  # sent; a failed audit has no label
+        # Text or fields that try to instruct the model (`injection`): never a training example.
+        "injection_suspected": injection_suspected(ctx.text, *ctx.fields.values()),
         "enriched_at": datetime.now(timezone.utc),
     }
 
@@ -295,6 +299,7 @@ def enrich_cases(
         for i, result in zip(undecided, local(undecided)):
             rows[i] = _row(origins[i], contexts[i], result, "local", versions, input_sha256=input_hashes[i],
                            retrieved_doc_ids=doc_ids[i], gate_confidence=predictions.get(i, (None, None))[1],
+                           gate_label=predictions.get(i, (None, None))[0],
                            route_reason=why[i])
     # One LLM batch: the undecided cases and the audited gated ones (an audit adds no round trip of its own).
     sent = [contexts[i] for i in undecided + audited]
@@ -302,15 +307,17 @@ def enrich_cases(
     llm_results, audits = answers[:len(undecided)], dict(zip(audited, answers[len(undecided):]))
     for i, result in gate_results.items():
         rows[i] = _row(origins[i], contexts[i], result, "gate", versions, input_sha256=input_hashes[i],
-                       retrieved_doc_ids=doc_ids[i], gate_confidence=predictions[i][1], route_reason=why[i],
+                       retrieved_doc_ids=doc_ids[i], gate_confidence=predictions[i][1], gate_label=predictions[i][0],
+                       route_reason=why[i],
                        audit=audits.get(i))
     failed = [i for i, r in zip(undecided, llm_results) if not r.ok]
     fallbacks = dict(zip(failed, local(failed)))
     for i, result in zip(undecided, llm_results):
-        gate_conf = predictions.get(i, (None, None))[1]
+        gate_label, gate_conf = predictions.get(i, (None, None))
         if result.ok:
             rows[i] = _row(origins[i], contexts[i], result, "llm", versions, input_sha256=input_hashes[i],
-                           retrieved_doc_ids=doc_ids[i], gate_confidence=gate_conf, route_reason=why[i])
+                           retrieved_doc_ids=doc_ids[i], gate_confidence=gate_conf, gate_label=gate_label,
+                           route_reason=why[i])
         else:
             reason = f"{result.error_kind}: {result.error}" if result.error else str(result.error_kind)
             reasons[result.error_kind] += 1
@@ -320,6 +327,7 @@ def enrich_cases(
                          redacted_prompt_sha256=result.redacted_prompt_sha256 or fb.redacted_prompt_sha256)
             rows[i] = _row(origins[i], contexts[i], fb, "fallback", versions, input_sha256=input_hashes[i],
                            retrieved_doc_ids=doc_ids[i], fallback_reason=reason, gate_confidence=gate_conf,
+                           gate_label=gate_label,
                            route_reason=why[i])
 
     ordered = [rows[i] for i in range(len(contexts))]
@@ -396,6 +404,7 @@ ENRICHED_SCHEMA = {
     "kb_index_version": pl.String, "gate_version": pl.String, "gate_confidence": pl.Float64,
     "retrieved_doc_ids": pl.List(pl.String), "redacted_prompt_sha256": pl.String, "input_sha256": pl.String,
     "llm_calls": pl.Int32, "served_from_cache": pl.Boolean, "audit_label": pl.String, "audit_source": pl.String,
+    "gate_label": pl.String, "injection_suspected": pl.Boolean,
     "enriched_at": pl.Datetime("us", "UTC"),
     # The content version (audit.row_sha256 of the decision fields), set by enriched/cases when it writes.
     "row_sha256": pl.String,

@@ -173,7 +173,7 @@ def test_an_it_service_desk_pack_runs_the_whole_flow_without_a_code_change(tmp_p
             decided = delta.read(ENRICHED_CASES).filter(pl.col("event_id").is_in(list(later_ids)))
             assert set(decided["model_version"]) == {LLM_VERSION}
             assert "llm" in set(decided["route"]), decided["route"].value_counts()
-            assert all(v.startswith("enrich_case@v2+it_service_desk@") for v in decided["prompt_version"])
+            assert all(v.startswith("enrich_case@v3+it_service_desk@") for v in decided["prompt_version"])
             prompts = [json.dumps(r["body"]) for r in server.chat_requests]
             assert prompts and not any(_payments_words(p) for p in prompts)
             schema = server.chat_requests[-1]["body"]["response_format"]["json_schema"]["schema"]["properties"]
@@ -192,12 +192,13 @@ def test_an_it_service_desk_pack_runs_the_whole_flow_without_a_code_change(tmp_p
             _succeeds(ui, ["evaluation/samples"], partition=today)
             samples = delta.read(EVALUATION_SAMPLES).filter(pl.col("event_date") == today)
             assert samples.height and set(samples["label"]) <= set(pack.labels)
-            page = httpx.get(dev.rating_page, timeout=30)
+            bearer = {"Authorization": f"Bearer {dev.analyst_token}"}  # the local analyst make dev signs in
+            page = httpx.get(dev.rating_page, timeout=30, headers=bearer)
             assert page.status_code == 200 and not _payments_words(page.text)
             rated = samples["event_id"].to_list()[:12]
             for event_id in rated:
-                response = httpx.post(f"{dev.rating_page}/cases/{event_id}", timeout=30, data={
-                    "analyst": "desk-lead", "label_correct": "yes"})
+                response = httpx.post(f"{dev.rating_page}/cases/{event_id}", timeout=30, headers=bearer,
+                                      data={"label_correct": "yes"})
                 assert response.status_code == 303, response.text[-500:]
             _succeeds(ui, ["evaluation/ratings"])
             assert set(rated) <= set(delta.read(EVALUATION_RATINGS)["event_id"].to_list())

@@ -174,7 +174,7 @@ def test_cache_serves_an_unchanged_partition_and_a_prompt_bump_resends_exactly_t
     assert len(server.chat_requests) - first == 3 * per_day[day_a]  # exactly day A's cases, 3 skills each
     bumped = _rows(resources, day_a)
     assert set(bumped["route"]) == {"llm"} and not bumped["served_from_cache"].any()
-    assert set(bumped["prompt_version"]) == {f"summarize@v2+classify@v2+propose_actions@v2+{current_pack().version}"}
+    assert set(bumped["prompt_version"]) == {f"summarize@v3+classify@v3+propose_actions@v3+{current_pack().version}"}
     assert set(_rows(resources, day_b)["route"]) == {"llm"}  # day B untouched
 
 

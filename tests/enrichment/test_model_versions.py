@@ -14,10 +14,10 @@ PACK = current_pack().version  # every prompt version names the domain pack that
 
 
 @pytest.mark.parametrize(("description", "expected"), [
-    (ModelDescription("server", "qwen2.5-7b"), ModelVersions("vllm:qwen2.5-7b", f"enrich_case@v2+{PACK}")),
+    (ModelDescription("server", "qwen2.5-7b"), ModelVersions("vllm:qwen2.5-7b", f"enrich_case@v3+{PACK}")),
     (ModelDescription("server", "qwen2.5-7b", call_mode="per_skill", gate_version="g1"),
-     ModelVersions("vllm:qwen2.5-7b", f"summarize@v2+classify@v2+propose_actions@v2+{PACK}")),
-    (ModelDescription("offline", "qwen2.5-7b"), ModelVersions("offline:qwen2.5-7b", f"enrich_case@v2+{PACK}")),
+     ModelVersions("vllm:qwen2.5-7b", f"summarize@v3+classify@v3+propose_actions@v3+{PACK}")),
+    (ModelDescription("offline", "qwen2.5-7b"), ModelVersions("offline:qwen2.5-7b", f"enrich_case@v3+{PACK}")),
     (ModelDescription("local", gate_version="gate-20261118-ab12"),
      ModelVersions("local-rules@v1+gate:gate-20261118-ab12", f"local-rules@v1+{PACK}")),
     (ModelDescription("local"), ModelVersions("local-rules@v1+gate:none", f"local-rules@v1+{PACK}")),

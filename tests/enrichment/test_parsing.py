@@ -184,18 +184,18 @@ def test_the_combined_schema_asks_for_everything_in_one_answer():
 def test_prompt_versions_name_the_templates_used_and_the_domain_pack():
     pack = current_pack().version
     assert pack.startswith("payments_ops@") and len(pack) == len("payments_ops@") + 8
-    assert prompts.prompt_version() == f"enrich_case@v2+{pack}"
-    assert prompts.prompt_version("per_skill") == f"summarize@v2+classify@v2+propose_actions@v2+{pack}"
+    assert prompts.prompt_version() == f"enrich_case@v3+{pack}"
+    assert prompts.prompt_version("per_skill") == f"summarize@v3+classify@v3+propose_actions@v3+{pack}"
     with pytest.raises(ValueError):
         prompts.prompt_version("all_at_once")
 
 
 # Bump a template's version when its fingerprint changes, then update this snapshot.
 FINGERPRINT_SNAPSHOT = {
-    "summarize@v2": "da3da495ffcc",
-    "classify@v2": "2505c82e2edf",
-    "propose_actions@v2": "b8adf92fb28b",
-    "enrich_case@v2": "5e47dd7d02dc",
+    "summarize@v3": "38a9410dcb1a",
+    "classify@v3": "5669a1deacaa",
+    "propose_actions@v3": "a7b71c72ebd4",
+    "enrich_case@v3": "d5a3eeb8bb91",
 }
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from tests.e2e.stack import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-READY = re.compile(r"Dagster UI on (http://127\.0\.0\.1:\d+) .*rating page on (http://\S+); Kafka on (\S+);")
+READY = re.compile(r"Dagster UI on (http://127\.0\.0\.1:\d+) .*rating page on (http://\S+) "
+                   r"\(log in as \S+: (http://\S+)\); Kafka on (\S+);")
 
 
 @dataclass
@@ -23,6 +24,11 @@ class DevProcess:
     ui: str
     rating_page: str
     bootstrap: str
+    analyst_login: str = ""  # the local analyst's one-click login URL (`/login?token=...`)
+
+    @property
+    def analyst_token(self) -> str:
+        return self.analyst_login.split("token=", 1)[1]
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Ctrl-C, as a terminal sends it to its foreground job."""
@@ -56,5 +62,5 @@ def start_dev(env: dict, log: Path, *args: str, timeout_s: float = 900) -> DevPr
             raise RuntimeError(f"make dev exited:\n{log.read_text()[-3000:]}")
         return READY.findall(log.read_text())[seen:]
 
-    ui, rating_page, bootstrap = wait_for(ready, timeout_s, "make dev's ready line")[0]
-    return DevProcess(process, ui, rating_page, bootstrap)
+    ui, rating_page, login, bootstrap = wait_for(ready, timeout_s, "make dev's ready line")[0]
+    return DevProcess(process, ui, rating_page, bootstrap, login)

@@ -148,6 +148,12 @@ def test_a_new_user_sees_the_whole_loop_work_in_the_first_minutes(tmp_path):
                     pass
                 page.screenshot(path=str(out / "01-lineage.png"))
 
+                # The rating page asks who is there; make dev's one-click login signs the local analyst in.
+                page.goto(dev.rating_page + "/")
+                assert page.locator("#login-form").count() == 1
+                page.goto(dev.analyst_login)
+                assert "local-analyst" in page.locator("#signed-in").inner_text()
+
                 # The rating page lists samples; a rating goes out through it.
                 def samples_listed():
                     page.goto(dev.rating_page + "/")
@@ -159,7 +165,6 @@ def test_a_new_user_sees_the_whole_loop_work_in_the_first_minutes(tmp_path):
                 page.locator("a.rate-link").first.click()
                 rated = page.locator("h1").inner_text().removeprefix("Case ").strip()
                 page.check("#label-correct")
-                page.fill("#analyst", "new-user")
                 page.click("#submit")
                 page.wait_for_url(f"{dev.rating_page}/?rated=*")
                 page.screenshot(path=str(out / "03-rated.png"))
@@ -169,7 +174,7 @@ def test_a_new_user_sees_the_whole_loop_work_in_the_first_minutes(tmp_path):
                 assert wait_for(lambda: (s := _run_status(dev.ui, ratings_run)) in ("SUCCESS", "FAILURE") and s,
                                 TIMEOUT_S, "evaluation/ratings", 2) == "SUCCESS"
                 stored = delta.read(EVALUATION_RATINGS)
-                assert stored.filter(pl.col("event_id") == rated)["analyst"].to_list() == ["new-user"]
+                assert stored.filter(pl.col("event_id") == rated)["analyst"].to_list() == ["local-analyst"]
                 day = delta.read(ENRICHED_CASES).filter(pl.col("event_id") == rated)["event_date"].item()
                 metrics_run = _launch(dev.ui, ["evaluation/quality_metrics"], partition=day)
                 assert wait_for(lambda: (s := _run_status(dev.ui, metrics_run)) in ("SUCCESS", "FAILURE") and s,
