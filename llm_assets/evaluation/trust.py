@@ -1,13 +1,14 @@
 """How much a rating is believed: analysts' agreement, quarantine, and cases waiting for a second opinion.
 
 A rating is a judgement, not an order. Each analyst's agreement is measured with Cohen's kappa
-(`kappa`), against the other analysts on the cases they both rated, and against the model's label on
-the analyst's own ratings. An analyst whose agreement falls under `KAPPA_FLOOR` is **flagged**, and
-their ratings are **quarantined**: they teach the gate nothing and become no golden case, until a
-reviewer releases them (`llm-assets analysts release NAME`); after a release, only newer ratings are
-judged. Peers decide when there are enough shared cases (`MIN_PEER_PAIRS`); without peers, the model
-is the reference, and only after `MIN_RATINGS` ratings (an analyst who corrects a few of its answers
-is not suspicious; one who contradicts nearly all of them is).
+(`kappa`): against the other analysts' majority on the cases they share, and against the model's label
+on the analyst's own ratings. An analyst is **flagged** when they disagree with the model (kappa under
+`KAPPA_FLOOR`) and their peers do not vouch for them: either the peers disagree too (enough shared
+cases, `MIN_PEER_PAIRS`), or there are no peers and enough ratings to judge (`MIN_RATINGS`: an analyst
+who corrects a few answers is not suspicious; one who contradicts nearly all of them is). An analyst
+the peers agree with is never flagged for correcting the model. A flagged analyst's ratings are
+**quarantined**: they teach the gate nothing and become no golden case, until a reviewer releases
+them (`llm-assets analysts release NAME`); after a release, only newer ratings are judged.
 
 A single rating that disputes a confident model answer (`CONFIDENT`) does not flip the label: the case
 goes to review (`cases_in_review`), and a second analyst's rating decides (`decided_labels`).
@@ -42,6 +43,14 @@ def kappa(left: list[str], right: list[str]) -> float | None:
     if expected >= 1.0:
         return 1.0 if observed == 1.0 else 0.0
     return (observed - expected) / (1.0 - expected)
+
+
+def agreement(left: list[str], right: list[str]) -> float | None:
+    """Kappa when both raters use more than one label; otherwise the share of agreement (kappa says
+    nothing when one side is constant, e.g. an analyst who only rated cases of one label)."""
+    if len(set(left)) > 1 and len(set(right)) > 1:
+        return kappa(left, right)
+    return sum(a == b for a, b in zip(left, right)) / len(left) if left else None
 
 
 def _latest(ratings: pl.DataFrame) -> pl.DataFrame:
@@ -83,17 +92,20 @@ def analyst_agreement(ratings: pl.DataFrame, released: Mapping[str, datetime] | 
         labels, model = own["label"].to_list(), own["model_label"].to_list()
         mine, theirs = [], []
         for event_id, label in zip(own["event_id"].to_list(), labels):
-            for other, other_label in by_case.get(event_id, []):
-                if other != name:
-                    mine.append(label)
-                    theirs.append(other_label)
-        k_model, k_peers = kappa(labels, model), kappa(mine, theirs)
+            others = Counter(lab for who, lab in by_case.get(event_id, []) if who != name)
+            ranked = others.most_common(2)
+            if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):  # the others' majority; a tie says nothing
+                mine.append(label)
+                theirs.append(ranked[0][0])
+        k_model, k_peers = agreement(labels, model), agreement(mine, theirs)
+        judged = len(labels) >= MIN_RATINGS or len(mine) >= MIN_PEER_PAIRS
+        peers_disagree = len(mine) >= MIN_PEER_PAIRS and k_peers is not None and k_peers < KAPPA_FLOOR
+        no_peers = len(mine) < MIN_PEER_PAIRS
         reason = None
-        if len(mine) >= MIN_PEER_PAIRS and k_peers is not None and k_peers < KAPPA_FLOOR:
-            reason = f"agreement with other analysts {k_peers:.2f} < {KAPPA_FLOOR} on {len(mine)} shared ratings"
-        elif len(mine) < MIN_PEER_PAIRS and len(labels) >= MIN_RATINGS and k_model is not None \
-                and k_model < KAPPA_FLOOR:
-            reason = f"agreement with the model {k_model:.2f} < {KAPPA_FLOOR} on {len(labels)} ratings, no peers"
+        if judged and k_model is not None and k_model < KAPPA_FLOOR and (peers_disagree or no_peers):
+            reason = (f"agreement with other analysts {k_peers:.2f} and with the model {k_model:.2f} < {KAPPA_FLOOR} "
+                      f"on {len(mine)} shared ratings" if peers_disagree else
+                      f"agreement with the model {k_model:.2f} < {KAPPA_FLOOR} on {len(labels)} ratings, no peers")
         out.append(Agreement(name, len(labels), k_model, len(mine), k_peers, reason is not None, reason))
     return sorted(out, key=lambda a: a.analyst)
 

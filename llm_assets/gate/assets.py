@@ -31,6 +31,7 @@ from llm_assets.gate.model import (
 from llm_assets.gate.retraining import training_rows
 from llm_assets.lib.redaction import redact_cached
 from llm_assets.metadata import markdown_table
+from llm_assets.evaluation.analysts import AnalystRegistry
 from llm_assets.resources.artifacts import ArtifactStore
 from llm_assets.resources.delta import DeltaLakeStorage
 from llm_assets.resources.embedder import EmbedderResource
@@ -68,7 +69,7 @@ def embedding_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, e
         ratings = ratings.filter(~pl.col("event_id").is_in(golden))
     if distilled.height:
         distilled = distilled.filter(~pl.col("event_id").is_in(golden))
-    resolved, extra, sources = training_rows(resolved, ratings, distilled)
+    resolved, extra, sources = training_rows(resolved, ratings, distilled, AnalystRegistry(artifacts).released())
     examples = training_examples(resolved, extra)
     if not examples.texts:
         raise dg.Failure("kb/documents has no labelled resolved cases to train the embedding gate on")

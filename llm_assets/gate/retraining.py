@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import polars as pl
 
+from llm_assets.evaluation import trust
 from llm_assets.gate.health import wilson_interval
 
 DEFAULT_MIN_GATED_ACCURACY = 0.95
@@ -117,18 +118,28 @@ def best_of(scored: Iterable[tuple[str, GatedScore]]) -> tuple[str, GatedScore] 
 
 
 def training_rows(resolved_cases: Iterable[dict], ratings: pl.DataFrame, distilled: pl.DataFrame,
+                  released: dict | None = None, *, defences: bool = True,
                   ) -> tuple[list[dict], list[tuple[str, str]], dict]:
     """(KB resolved cases, extra `(text, label)` rows, counts) for `gate.training_examples`.
 
-    Extra rows = ratings whose case is not a distilled example (a distilled example already
-    carries the analyst's label) + the distilled examples.
+    Extra rows = the analysts' verdicts on cases that are not distilled examples (a distilled example
+    already carries the verdict) + the distilled examples. A verdict is weighed (`evaluation.trust`):
+    quarantined analysts count for nothing (`released`: their last reviews), and a label that
+    contradicts the model's needs two analysts agreeing (the rating row does not say how sure the
+    model was, so one voice is never enough to teach against it). `defences=False`: every case's latest
+    rating is taught as it is (what the poisoning benchmark compares with).
     """
     resolved = list(resolved_cases)
     distilled_ids = set(distilled["event_id"].to_list()) if distilled.height else set()
     rated = []
-    if ratings.height and {"text", "label", "event_id"} <= set(ratings.columns):
-        rated = [(t, lab) for e, t, lab in ratings.select("event_id", "text", "label").iter_rows()
-                 if e not in distilled_ids]
+    if not defences and ratings.height:
+        latest = ratings.filter(pl.col("label").is_not_null()).sort("rated_at").unique("event_id", keep="last")
+        rated = [(t, lab) for e, t, lab in latest.select("event_id", "text", "label").iter_rows() if e not in distilled_ids]
+    elif ratings.height and {"text", "label", "event_id", "analyst", "model_label", "rated_at"} <= set(ratings.columns):
+        usable = trust.trusted(ratings.filter(pl.col("label").is_not_null() & pl.col("text").is_not_null()), released)
+        verdicts, _ = trust.decided_labels(usable, {})
+        texts = dict(usable.sort("rated_at").unique("event_id", keep="last").select("event_id", "text").iter_rows())
+        rated = [(texts[e], v["label"]) for e, v in sorted(verdicts.items()) if e not in distilled_ids]
     taught = list(distilled.select("text", "label").iter_rows()) if distilled.height else []
     counts = {"kb_resolved_cases": len(resolved), "analyst_ratings": len(rated), "distilled_examples": len(taught)}
     return resolved, rated + taught, counts

@@ -46,8 +46,10 @@ def _enriched(event_id: str, label: str = "fraud_suspected", *, confidence: floa
 
 
 def _rating(event_id: str, label_correct: bool, correct_label: str | None = None, minutes: int = 60,
-            analyst: str = "ana") -> dict:
+            analyst: str = "ana", model_label: str = "fraud_suspected") -> dict:
+    """An `evaluation/ratings` row: `label` is the right label as the analyst sees it."""
     return {"event_id": event_id, "label_correct": label_correct, "correct_label": correct_label,
+            "label": model_label if label_correct else correct_label, "model_label": model_label,
             "analyst": analyst, "rated_at": T0 + timedelta(minutes=minutes)}
 
 
@@ -79,24 +81,61 @@ def test_only_confident_valid_llm_answers_become_examples():
     assert _select([_enriched("e4", confidence=0.5)], min_confidence=0.4).examples.height == 1
 
 
-def test_an_analyst_rating_overrides_the_llm_label_and_the_latest_rating_wins():
-    rows = [_enriched("e0"), _enriched("e1"), _enriched("e2"), _enriched("e3", confidence=0.6)]
+def test_ratings_are_weighed_one_analyst_cannot_flip_a_confident_answer_alone():
+    rows = [_enriched("e0"), _enriched("e1"), _enriched("e2", confidence=0.6), _enriched("e3", confidence=0.6),
+            _enriched("e4")]
     ratings = [
-        _rating("e0", False, "routing_error"),                   # corrected: the analyst's label wins
-        _rating("e1", False, None),                              # wrong, no label given: no example
-        _rating("e2", False, "other", minutes=60), _rating("e2", True, minutes=90, analyst="bo"),  # latest: correct
+        _rating("e0", False, "routing_error"), _rating("e0", False, "routing_error", 61, "bo"),  # two agree
+        _rating("e1", False, "routing_error"),                   # one analyst against a confident answer: review
+        _rating("e2", False, "other"),                           # one analyst against an unsure answer: decides
         _rating("e3", True),                                     # a confirmed answer counts even if unsure
+        _rating("e4", False, "other"), _rating("e4", True, minutes=90, analyst="bo"),  # a tie: review
     ]
 
     selection = _select(rows, ratings)
 
     got = {r["event_id"]: (r["label"], r["label_source"], r["analyst"]) for r in selection.examples.to_dicts()}
-    assert got == {"e0": ("routing_error", "analyst", "ana"), "e2": ("fraud_suspected", "llm", "bo"),
+    assert got == {"e0": ("routing_error", "analyst", "bo"), "e2": ("other", "analyst", "ana"),
                    "e3": ("fraud_suspected", "llm", "ana")}
-    assert selection.rejected["analyst_disagreed"] == 1
-    assert (selection.overridden, selection.confirmed) == (1, 2)
+    assert selection.in_review == ["e1", "e4"] and selection.rejected["in_review"] == 2
+    assert (selection.overridden, selection.confirmed) == (2, 1)
     corrected = selection.examples.filter(pl.col("event_id") == "e0").row(0, named=True)
     assert corrected["llm_label"] == "fraud_suspected"  # what the LLM said stays on record
+
+    # Without the defences, the latest rating is obeyed (what the poisoning benchmark compares with).
+    obeyed = _select(rows, ratings, defences=False)
+    assert dict(obeyed.examples.select("event_id", "label").rows())["e1"] == "routing_error"
+
+
+def test_a_quarantined_analyst_teaches_nothing_until_released():
+    rows = [_enriched(f"e{i}") for i in range(12)]
+    # One account calls every confident fraud answer a routing error, with a second account echoing it on two.
+    ratings = [_rating(f"e{i}", False, "routing_error", analyst="mallory") for i in range(12)]
+
+    selection = _select(rows, ratings)
+
+    assert selection.quarantined == ["mallory"]
+    assert set(selection.examples["label"]) == {"fraud_suspected"}  # the LLM's labels, untouched
+    assert selection.examples.height == 12 and selection.overridden == 0
+    # A reviewer released mallory after the ratings: they are trusted again, but one voice still cannot flip
+    # a confident answer; the cases wait for a second analyst.
+    released = _select(rows, ratings, released={"mallory": T0 + timedelta(hours=2)})
+    assert released.quarantined == [] and len(released.in_review) == 12
+
+
+def test_injected_cases_and_answers_that_overrule_a_confident_gate_teach_nothing():
+    rows = [_enriched("e0", injection_suspected=True),
+            _enriched("e1", gate_label="routing_error", gate_confidence=0.96),   # the LLM contradicts a sure gate
+            _enriched("e2", gate_label="routing_error", gate_confidence=0.55),   # an unsure gate: the LLM teaches
+            _enriched("e3", gate_label="routing_error", gate_confidence=0.96)]   # contradicted, but rated
+    ratings = [_rating("e3", True), _rating("e3", True, analyst="bo")]
+
+    selection = _select(rows, ratings)
+
+    assert sorted(selection.examples["event_id"]) == ["e2", "e3"]
+    assert selection.rejected["injection_suspected"] == 1 and selection.injections == ["e0"]
+    assert selection.rejected["contradicts_a_confident_gate"] == 1
+    assert sorted(_select(rows, defences=False).examples["event_id"]) == ["e0", "e1", "e2", "e3"]
 
 
 def test_examples_keep_provenance_and_only_redacted_text():
@@ -125,7 +164,8 @@ def test_one_example_per_text_the_analyst_label_first_then_the_latest_answer():
             "e2": "Payout to a new beneficiary blocked."}
     rows = [_enriched("e0", minutes=1), _enriched("e1", label="other", minutes=5), _enriched("e2", minutes=3)]
     assert _select(rows, texts=same).examples["event_id"].to_list() == ["e1"]
-    selection = _select(rows, [_rating("e0", False, "partner_mismatch")], texts=same)
+    selection = _select(rows, [_rating("e0", False, "partner_mismatch"),
+                               _rating("e0", False, "partner_mismatch", analyst="bo")], texts=same)
     assert selection.examples.select("event_id", "label").rows() == [("e0", "partner_mismatch")]
     assert selection.rejected["duplicate_text"] == 2
 
@@ -133,7 +173,8 @@ def test_one_example_per_text_the_analyst_label_first_then_the_latest_answer():
 def test_distilled_at_and_new_examples_count_what_the_gate_has_not_seen():
     first = _select([_enriched("e0"), _enriched("e1")]).examples
     later = ex.select_examples(pl.DataFrame([_enriched("e0"), _enriched("e1"), _enriched("e2")]), _texts(5),
-                               pl.DataFrame([_rating("e1", False, "other")]), now=T0 + timedelta(days=1)).examples
+                               pl.DataFrame([_rating("e1", False, "other"), _rating("e1", False, "other", analyst="bo")]),
+                               now=T0 + timedelta(days=1)).examples
     kept = ex.keep_first_distilled_at(later, first)
     by_id = {r["event_id"]: r["distilled_at"] for r in kept.to_dicts()}
     assert by_id == {"e0": T0, "e1": T0 + timedelta(days=1), "e2": T0 + timedelta(days=1)}  # e1 relabelled
@@ -144,8 +185,10 @@ def test_distilled_at_and_new_examples_count_what_the_gate_has_not_seen():
 
 def test_training_rows_count_a_rated_distilled_case_once():
     distilled = _select([_enriched("e0"), _enriched("e1")]).examples
-    ratings = pl.DataFrame([{"event_id": "e0", "text": "x", "label": "other"},
-                            {"event_id": "r9", "text": "rated elsewhere", "label": "other"}])
+    ratings = pl.DataFrame([{**_rating("e0", True, model_label="other"), "text": "x"},
+                            {**_rating("r9", True, model_label="other"), "text": "rated elsewhere"},
+                            # one analyst's dispute of the model: not taught until a second one agrees
+                            {**_rating("r8", False, "other", model_label="routing_error"), "text": "disputed"}])
     resolved, extra, counts = training_rows([{"label": "other", "content": "Resolved case (other): y"}], ratings, distilled)
     assert counts == {"kb_resolved_cases": 1, "analyst_ratings": 1, "distilled_examples": 2}
     assert ("rated elsewhere", "other") in extra and len(extra) == 3
@@ -232,8 +275,10 @@ def test_llm_answers_retrain_the_gate_through_the_sensor_and_a_worse_candidate_n
     labels = current_pack().labels
     wrong = [labels[(labels.index(c["label"]) + 1) % len(labels)] for c in poisoned]
     _write_cases(delta, poisoned, wrong)
-    delta.overwrite(EVALUATION_RATINGS, pl.DataFrame([{**_rating(poisoned[0]["event_id"], False,
-                                                                 poisoned[0]["label"]), "text": "t", "label": "x"}]))
+    # Two analysts agree on the right label of one case: their verdict replaces the LLM's.
+    delta.overwrite(EVALUATION_RATINGS, pl.DataFrame([
+        {**_rating(poisoned[0]["event_id"], False, poisoned[0]["label"], model_label=wrong[0], analyst=who),
+         "text": "t"} for who in ("ana", "bo")]))
     meta = _materialize(resources, instance, "models/gate_training_examples")
 
     stored = delta.read(GATE_TRAINING_EXAMPLES)

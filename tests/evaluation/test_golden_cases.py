@@ -53,7 +53,7 @@ def test_seed_splits_are_kept_others_hashed_and_duplicates_dropped():
     seed = _seed([("a", "Card used in five countries", "fraud_suspected", "held_out"),
                   ("b", "Partner fee differs", "partner_mismatch", None),
                   ("c", "card used in  five COUNTRIES", "fraud_suspected", "evaluation")])  # same text as `a`
-    rated = rated_cases(_ratings(40), rating_share_percent=50)
+    rated = rated_cases(_ratings(40), rating_share_percent=50, seed_cases=100)  # the cap far away
     golden = build_golden(seed, rated, held_out_percent=30)
     assert golden.filter(pl.col("event_id") == "a")["split"].to_list() == ["held_out"]
     assert "c" not in golden["event_id"].to_list()  # the text was already there (the seed first)
@@ -62,10 +62,25 @@ def test_seed_splits_are_kept_others_hashed_and_duplicates_dropped():
     expected_rated = {f"rated-{i:03d}" for i in range(40) if bucket(f"rated-{i:03d}", "rating") < 50}
     assert set(golden.filter(pl.col("origin") == "rating")["event_id"]) == expected_rated and 0 < len(expected_rated) < 40
     # Deterministic: the same inputs, the same version; a label changed, another version.
-    again = build_golden(seed, rated_cases(_ratings(40), 50), held_out_percent=30)
+    again = build_golden(seed, rated_cases(_ratings(40), 50, seed_cases=100), held_out_percent=30)
     assert golden_version(again) == golden_version(golden)
-    relabelled = build_golden(seed, rated_cases(_ratings(40, label="partner_mismatch"), 50), held_out_percent=30)
+    relabelled = build_golden(seed, rated_cases(_ratings(40, label="partner_mismatch"), 50, seed_cases=100),
+                              held_out_percent=30)
     assert golden_version(relabelled) != golden_version(golden)
+
+
+def test_no_analyst_supplies_more_than_their_share_and_disputes_wait_for_a_second_opinion():
+    one = _ratings(40)                                   # all by ana
+    capped = rated_cases(one, rating_share_percent=100, seed_cases=20, max_analyst_share=0.25)
+    assert capped.height == int(0.25 * (20 + 40)) and set(capped["analyst"]) == {"ana"}
+    shared = pl.concat([one.head(20), one.tail(20).with_columns(pl.lit("bo").alias("analyst"))])
+    both = rated_cases(shared, rating_share_percent=100, seed_cases=20, max_analyst_share=0.25)
+    assert both.group_by("analyst").len().sort("analyst").rows() == [("ana", 15), ("bo", 15)]
+
+    disputed = _ratings(4).with_columns(pl.lit(False).alias("label_correct"), pl.lit("fraud_suspected").alias("label"))
+    assert rated_cases(disputed, 100, seed_cases=100).is_empty()  # one voice against the model: in review
+    seconded = pl.concat([disputed, disputed.with_columns(pl.lit("bo").alias("analyst"))])
+    assert set(rated_cases(seconded, 100, seed_cases=100)["label"]) == {"fraud_suspected"}
 
 
 def test_golden_cases_hold_the_packs_seed_and_rated_cases_and_the_gate_never_trains_on_them(tmp_path, delta,
@@ -74,7 +89,8 @@ def test_golden_cases_hold_the_packs_seed_and_rated_cases_and_the_gate_never_tra
     ratings = _ratings(30)
     delta.overwrite(EVALUATION_RATINGS, ratings)
     instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize([evaluation_golden_cases], resources={"delta": delta}, instance=instance).success
+    assert dg.materialize([evaluation_golden_cases], resources={"delta": delta, **artifact_resources(tmp_path)},
+                          instance=instance).success
     golden = delta.read(EVALUATION_GOLDEN_CASES)
     pack = current_pack()
     seed = read_labelled(pack, pack.spec.sources.golden)
@@ -82,7 +98,8 @@ def test_golden_cases_hold_the_packs_seed_and_rated_cases_and_the_gate_never_tra
     golden_rated = set(golden.filter(pl.col("origin") == "rating")["event_id"])
     assert 0 < len(golden_rated) < 30
     # Nothing changed: nothing recorded (the ratings import's cron runs it every 10 minutes).
-    again = dg.materialize([evaluation_golden_cases], resources={"delta": delta}, instance=instance)
+    again = dg.materialize([evaluation_golden_cases], resources={"delta": delta, **artifact_resources(tmp_path)},
+                           instance=instance)
     assert again.success and not again.asset_materializations_for_node("evaluation__golden_cases")
 
     result = dg.materialize(

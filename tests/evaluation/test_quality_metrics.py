@@ -12,6 +12,7 @@ from llm_assets.asset_keys import EVALUATION_QUALITY_METRICS, EVALUATION_RATINGS
 from llm_assets.evaluation.assets import evaluation_quality_metrics
 from llm_assets.evaluation.quality import quality_metrics
 from llm_assets.evaluation.ratings import RATINGS_SCHEMA
+from tests.support.pipeline import artifact_resources
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +58,10 @@ def test_precision_recall_and_acceptance_per_label_and_model_version():
     assert quality_metrics(RATED.clear(), day=DAY, computed_at=NOW).is_empty()
 
 
-def test_the_asset_replaces_the_days_metrics_with_the_ratings_as_they_are(delta):
+def test_the_asset_replaces_the_days_metrics_with_the_ratings_as_they_are(delta, tmp_path):
     delta.merge(EVALUATION_RATINGS, RATED, ["event_id", "analyst"])
-    result = dg.materialize([evaluation_quality_metrics], partition_key=DAY, resources={"delta": delta})
+    result = dg.materialize([evaluation_quality_metrics], partition_key=DAY, resources={"delta": delta,
+                                                                                     **artifact_resources(tmp_path)})
     assert result.success
     stored = delta.read(EVALUATION_QUALITY_METRICS)
     assert _row(stored, "v1", "all")["precision"] == pytest.approx(3 / 4)
@@ -68,8 +70,33 @@ def test_the_asset_replaces_the_days_metrics_with_the_ratings_as_they_are(delta)
     # An analyst corrects a rating: the day's metrics follow, with no stale row left.
     delta.merge(EVALUATION_RATINGS, _ratings([("e2", "ana", "fraud_suspected", "fraud_suspected",
                                                ["escalate", "notify"], [], "v1")]), ["event_id", "analyst"])
-    assert dg.materialize([evaluation_quality_metrics], partition_key=DAY, resources={"delta": delta}).success
+    assert dg.materialize([evaluation_quality_metrics], partition_key=DAY, resources={"delta": delta,
+                                                                                     **artifact_resources(tmp_path)}).success
     stored = delta.read(EVALUATION_QUALITY_METRICS)
     assert stored.filter(pl.col("model_version") == "v1")["label"].sort().to_list() == [
         "all", "fraud_suspected", "partner_mismatch"]
     assert _row(stored, "v1", "fraud_suspected")["precision"] == pytest.approx(1.0)
+
+
+def test_an_analyst_who_contradicts_everyone_is_flagged_in_the_ui_until_a_reviewer_releases_them(delta, tmp_path):
+    from llm_assets.evaluation.analysts import AnalystRegistry
+    from llm_assets.resources.artifacts import ArtifactStore
+
+    honest = [(f"h{i}", "ana", "fraud_suspected", "fraud_suspected", [], [], "v1") for i in range(12)]
+    hostile = [(f"h{i}", "max", "fraud_suspected", "routing_error", [], [], "v1") for i in range(12)]
+    delta.merge(EVALUATION_RATINGS, _ratings(honest + hostile), ["event_id", "analyst"])
+    resources = {"delta": delta, **artifact_resources(tmp_path)}
+
+    metadata = dg.materialize([evaluation_quality_metrics], partition_key=DAY, resources=resources
+                              ).asset_materializations_for_node("evaluation__quality_metrics")[0].metadata
+    assert metadata["analysts_flagged"].value == 1
+    assert [f["analyst"] for f in metadata["flagged_analysts"].value] == ["max"]
+    assert "agreement with other analysts" in metadata["flagged_analysts"].value[0]["reason"]
+    assert "| ana | 12 | 1.00 | 12 |" in metadata["analyst_agreement"].value
+
+    registry = AnalystRegistry(ArtifactStore(root=str(tmp_path / "artifacts")))
+    registry.add("max")
+    registry.release("max")  # a reviewer looked at max's ratings so far
+    metadata = dg.materialize([evaluation_quality_metrics], partition_key=DAY, resources=resources
+                              ).asset_materializations_for_node("evaluation__quality_metrics")[0].metadata
+    assert metadata["analysts_flagged"].value == 0

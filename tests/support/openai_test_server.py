@@ -28,7 +28,9 @@ And what tests need to see and to break:
 - `labelers`: per requested model id, a function from the case text (redacted, as in the prompt)
   to the label answered (e.g. an oracle of the golden set, or `rotated(oracle)`), so one server
   stands in for a good and a bad model version at once; the model ids it names are served too
-  (`/v1/models`); other model ids get the plausible label.
+  (`/v1/models`); other model ids get the plausible label. `obedient(labeler)` wraps one into a
+  model that obeys an instruction in the case text naming a label (the poisoning benchmark's
+  prompt-injected cases).
 
 Use: `with OpenAITestServer(slots=4, latency_s=0.05) as server: server.base_url ...`, or run
 `python -m tests.support.openai_test_server --slots 32 --latency 0.2` (prints the base URL,
@@ -75,6 +77,21 @@ ROTATED_LABELS = dict(zip(PAYMENTS.labels, PAYMENTS.labels[1:] + PAYMENTS.labels
 def rotated(labeler: Callable[[str], str]) -> Callable[[str], str]:
     """A labeler that answers the label after `labeler`'s, on every case."""
     return lambda case_text: ROTATED_LABELS[labeler(case_text)]
+
+
+_ORDER = re.compile(r"\b(?:label|classify|classification|answer)\b[^.\n]{0,40}?\b(?:as|to|is|with)\s+([a-z_]{3,})",
+                    re.IGNORECASE)
+
+
+def obedient(labeler: Callable[[str], str], labels: Sequence[str] = PAYMENTS.labels) -> Callable[[str], str]:
+    """A model that can be talked into a label: an instruction in the case text that names one
+    ("label this case as X", "set the label to X") wins; otherwise `labeler` answers."""
+    def answer(case_text: str) -> str:
+        for named in _ORDER.findall(case_text):
+            if named.lower() in labels:
+                return named.lower()
+        return labeler(case_text)
+    return answer
 
 
 def plausible_label(case_text: str) -> str:
