@@ -168,6 +168,10 @@ def print_summary(delta, days: list[str]) -> None:
         print(f"  the gate on live traffic: {audited} gated cases audited by the LLM"
               + ("" if audited else " (with LLM_BASE_URL set, 5% of gated cases are)")
               + f"; labels shut off: {', '.join(shut) or 'none'} (monitoring/gate_precision)")
+        flagged = enriched.filter(pl.col("injection_suspected")).height if "injection_suspected" in enriched.columns else 0
+        print(f"  trust: {flagged} case(s) whose text tries to instruct the model (injection_suspected: never "
+              f"taught to the gate); analysts log in on the rating page (`llm-assets analysts add NAME`, or make dev's "
+              f"local-analyst link) and their ratings are weighed (evaluation/quality_metrics)")
     bundles = sorted(settings.audit_dir().rglob("*.json"))
     print(f"  audit bundles: {len(bundles)} under {settings.audit_dir()} "
           f"(verify: python -m llm_assets.cli verify-audit PATH)")

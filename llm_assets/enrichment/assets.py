@@ -718,6 +718,8 @@ def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, 
         "gated_share_of_uncached": round(run.gated_share, 4),
         "gate_audits_sent": run.audited,
         "gate_shut_off_cases": run.shut_off,
+        # Cases whose text tries to instruct the model: enriched, flagged on the row, never a training example.
+        "injection_suspected": sum(bool(r.get("injection_suspected")) for r in run.rows),
         "llm_calls_per_case": round(run.calls_per_case(), 4),
         **run.llm_stats.as_metadata(),
         "llm_errors_by_kind": dg.MetadataValue.md(run.llm_stats.errors_markdown()),

@@ -56,7 +56,7 @@ pytestmark = pytest.mark.e2e
 
 PACK_DIR = Path(__file__).resolve().parents[1] / "packs" / "it_service_desk"
 PAYMENTS = load_pack(PACKS_DIR / DEFAULT_PACK)
-LLM_VERSION = "vllm-qwen2.5-7b@v2"  # endpoint LLM_BASE_URL in the shipped registry
+LLM_VERSION = "vllm-qwen2.5-7b@v3"  # endpoint LLM_BASE_URL in the shipped registry
 TIMEOUT_S = 900  # set-up (KB index, gate, evaluation) and runs on 2 shared cores
 
 

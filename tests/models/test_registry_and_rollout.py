@@ -27,7 +27,7 @@ from tests.support.openai_test_server import OpenAITestServer
 
 pytestmark = pytest.mark.integration
 
-LLAMA_CPP = "llama-cpp-qwen2.5-0.5b@v2"
+LLAMA_CPP = "llama-cpp-qwen2.5-0.5b@v3"
 
 
 def test_the_repository_registry_loads_and_every_version_runs_with_todays_prompts():
