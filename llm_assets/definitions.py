@@ -29,6 +29,7 @@ from llm_assets.evaluation import definitions as evaluation
 from llm_assets.execution import executor_for
 from llm_assets.ingest import definitions as ingest
 from llm_assets.knowledge_base import definitions as knowledge_base
+from llm_assets.maintenance import definitions as maintenance
 from llm_assets.models import definitions as models
 from llm_assets.monitoring import definitions as monitoring
 from llm_assets.policies import with_policies
@@ -53,6 +54,7 @@ defs = dg.Definitions.merge(
     gate.defs,
     evaluation.defs,
     monitoring.defs,
+    maintenance.defs,
     dg.Definitions(sensors=[automation_sensor, kafka_events_sensor, vllm_metrics_sensor],
                    resources=resources_for(current_environment()), executor=executor_for(current_environment())),
 ).map_resolved_asset_specs(func=with_policies)

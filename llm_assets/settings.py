@@ -143,3 +143,12 @@ def rating_identity_header() -> str:
 def rating_rate_limit_per_minute() -> int:
     """Ratings one analyst may send per minute on the rating page (beyond: 429)."""
     return int(os.environ.get("RATING_RATE_LIMIT_PER_MINUTE") or 30)
+
+
+def retention_days() -> dict[str, int]:
+    """Days kept by `retention_job` (older ones deleted): `raw/events` (`RAW_EVENTS_RETENTION_DAYS`),
+    `raw/rejected_events` (`REJECTED_EVENTS_RETENTION_DAYS`), the result cache (`RESULT_CACHE_RETENTION_DAYS`);
+    90 days each by default. Enriched cases and audit bundles are kept."""
+    return {name: int(os.environ.get(variable) or 90) for name, variable in (
+        ("raw_events", "RAW_EVENTS_RETENTION_DAYS"), ("rejected_events", "REJECTED_EVENTS_RETENTION_DAYS"),
+        ("result_cache", "RESULT_CACHE_RETENTION_DAYS"))}

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parents[1] / "llm_assets"
 DOMAINS = ("ingest", "curated", "knowledge_base", "enrichment", "evaluation", "monitoring", "models",
-           "analytics", "sensors", "domain", "dev", "lib", "llm", "gate")
+           "analytics", "sensors", "domain", "dev", "lib", "llm", "gate", "maintenance")
 
 
 def imported_modules(path: Path, package: Path = PACKAGE) -> list[tuple[int, str]]:
@@ -93,7 +93,7 @@ LAYERS = (
     "resources",
     "lib",
     "ingest", "curated", "knowledge_base", "evaluation",
-    "llm", "gate", "models", "monitoring", "enrichment",
+    "llm", "gate", "models", "monitoring", "enrichment", "maintenance",
     "analytics", "sensors",
     "definitions", "analytics_definitions",
     "dev", "cli",

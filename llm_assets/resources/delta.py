@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from llm_assets.storage import delta
+from llm_assets.storage import delta, maintenance
 
 
 class DeltaLakeStorage(dg.ConfigurableResource):
@@ -74,3 +74,25 @@ class DeltaLakeStorage(dg.ConfigurableResource):
 
     def exists(self, key: dg.AssetKey) -> bool:
         return delta.table_exists(self.uri(key), self._opts())
+
+    # -- maintenance (storage/maintenance.py) ------------------------------------------------------
+    def table(self, key: dg.AssetKey):
+        """The `deltalake.DeltaTable` of `key` (for footprints); the table must exist."""
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.uri(key), storage_options=self._opts())
+
+    def compact(self, key: dg.AssetKey, *, partition_column: str | None = None, value: str | None = None,
+                z_order: Sequence[str] = (), target_size: int = maintenance.DEFAULT_TARGET_SIZE):
+        return maintenance.compact(self.uri(key), partition_column=partition_column, value=value, z_order=z_order,
+                                   target_size=target_size, storage_options=self._opts())
+
+    def checkpoint(self, key: dg.AssetKey) -> int:
+        return maintenance.checkpoint(self.uri(key), storage_options=self._opts())
+
+    def vacuum(self, key: dg.AssetKey, *, retention_hours: int = maintenance.DEFAULT_VACUUM_RETENTION_HOURS) -> list[str]:
+        return maintenance.vacuum(self.uri(key), retention_hours=retention_hours, storage_options=self._opts())
+
+    def delete_before(self, key: dg.AssetKey, column: str, cutoff, *, partitioned: bool = False):
+        return maintenance.delete_before(self.uri(key), column, cutoff, partitioned=partitioned,
+                                         storage_options=self._opts())
