@@ -7,6 +7,14 @@ import dagster as dg
 import polars as pl
 
 MAX_CELL_CHARS = 80
+# The tag `kafka_events_sensor` puts on each micro-batch run (its batch id). Up to 8,640 such runs a day:
+# their materializations carry numbers Dagster plots, never pictures (a PNG per run would be most of what
+# the instance's event log stores); daily runs, backfills and evaluations keep their pictures.
+MICRO_BATCH_TAG = "llm_assets/kafka_batch"
+
+
+def is_micro_batch(run_tags: dict[str, str]) -> bool:
+    return MICRO_BATCH_TAG in run_tags
 
 # Characters that make markup in a (GFM) table cell: HTML tags and entities (`<EMAIL>` would
 # be swallowed as a tag), emphasis, links and images, strikethrough, the cell separator and

@@ -35,7 +35,7 @@ from llm_assets.lib import plots
 from llm_assets.lib.redaction import redact_cached
 from llm_assets.llm import llm_enricher, model_versions, pipeline
 from llm_assets.knowledge_base.retrieval import current_kb_index_version, retrieve_by_vectors
-from llm_assets.metadata import frame_table, markdown_table
+from llm_assets.metadata import frame_table, is_micro_batch, markdown_table
 from llm_assets.models import production as production_record
 from llm_assets.models.production import ProductionState
 from llm_assets.models import registry as model_registry
@@ -606,7 +606,8 @@ def enriched_cases(context: dg.AssetExecutionContext, config: EnrichmentConfig, 
                          + (f"v{o.version_written}" if o.version_written is not None else "not written"))
 
     yield dg.MaterializeResult(metadata={
-        **_metadata(outcomes, run, served, batches, state, mode, curated_version, read_version),
+        **_metadata(outcomes, run, served, batches, state, mode, curated_version, read_version,
+                    pictures=not is_micro_batch(context.run.tags)),
         **(gate_judged or {})})
     yield from _check_evaluations(context, outcomes, curated_version)
 
@@ -648,7 +649,7 @@ def _judge_gate(context: dg.AssetExecutionContext, delta: DeltaLakeStorage, rows
 
 def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, served: _Serving | None,
               batches: list[int], state: ProductionState, mode: str, curated_version: int | None,
-              read_version: int | None) -> dict:
+              read_version: int | None, *, pictures: bool = True) -> dict:
     written = sum(len(o.rows) for o in outcomes)
     by_date = pl.DataFrame([{
         "event_date": o.day, "curated_rows": o.curated_rows, "written": len(o.rows), "new": o.new,
@@ -706,11 +707,14 @@ def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, 
         "kb_index_version": next(iter(versions.values())).kb_index_version,
         "gate_version": next(iter(versions.values())).gate_version or "none",
         "routes": markdown_table(["route", "decided now", "served from cache", "cases"], run.route_table()),
-        "plot_routes": dg.MetadataValue.md(plots.markdown_image(plots.stacked_bars(
+        # Numbers Dagster plots over time (the asset's Plots tab), one per route, on every run.
+        **{f"routes/{route}": int(run.routes[route]) for route in pipeline.ROUTES},
+        # The picture only on runs that are not micro-batches (backfills, catch-up, daily passes).
+        **({"plot_routes": dg.MetadataValue.md(plots.markdown_image(plots.stacked_bars(
             [route for route, *_ in run.route_table()],
             {"decided now": [now for _, now, _, _ in run.route_table()],
              "served from cache": [cached for _, _, cached, _ in run.route_table()]},
-            f"Routes of the {len(run.rows)} cases of this run", "cases"), "cases by route")),
+            f"Routes of the {len(run.rows)} cases of this run", "cases"), "cases by route"))} if pictures else {}),
         "served_from_cache": run.served_from_cache,
         "served_from_cache_share": round(run.served_from_cache_share(), 4),
         "labels": markdown_table(["label", "cases"], sorted(labels.items())),
@@ -728,8 +732,11 @@ def _metadata(outcomes: list[_DateOutcome], run: pipeline.EnrichmentRun | None, 
         "fallback_reasons": dg.MetadataValue.json(dict(run.fallback_reasons)),
         "pii_redacted": dg.MetadataValue.json(dict(run.redactions)),
         "cache_rows_added": len(run.new_cache_rows),
-        "preview": frame_table(frame.select("event_id", "event_date", "route", "served_from_cache", "label",
-                                            "confidence", "severity", "model_version", "summary")),
+        # A preview of rows on the runs a person looks at; a micro-batch's rows are in the table (and the UI's
+        # asset page shows the latest non-micro-batch preview).
+        **({"preview": frame_table(frame.select("event_id", "event_date", "route", "served_from_cache", "label",
+                                                "confidence", "severity", "model_version", "summary"))}
+           if pictures else {}),
     }
 
 

@@ -53,6 +53,7 @@ import dagster as dg
 import polars as pl
 
 from llm_assets.asset_keys import ENRICHED_CASES, RAW_EVENTS
+from llm_assets.metadata import MICRO_BATCH_TAG
 from llm_assets.ingest import contract
 from llm_assets.ingest.assets import (
     HOT_PATH_DOWNSTREAM,
@@ -78,7 +79,7 @@ from llm_assets.resources.kafka import KafkaIngestSettings, KafkaResource, Kafka
 # tests/ingest/test_partition_range_tags.py fails if Dagster changes what they mean.
 PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
-BATCH_TAG = "llm_assets/kafka_batch"
+BATCH_TAG = MICRO_BATCH_TAG  # what the hot path reads to keep its metadata small (metadata.py)
 # A run in one of these states still has its batch to write: the sensor reads nothing new meanwhile.
 IN_FLIGHT = frozenset({dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                        dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.MANAGED, dg.DagsterRunStatus.CANCELING})
