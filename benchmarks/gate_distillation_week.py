@@ -85,9 +85,12 @@ def day_cases(day: int, per_day: int, split: str | None, seed: int) -> pl.DataFr
     return pl.DataFrame(rows)
 
 
-def train(embed: Embeddings, resolved: list[dict], distilled: pl.DataFrame, calibration, seed: int):
-    """A gate trained as `models/embedding_gate` trains it: KB resolved cases + distilled examples."""
-    kept, extra, counts = training_rows(resolved, pl.DataFrame(), distilled)
+def train(embed: Embeddings, resolved: list[dict], distilled: pl.DataFrame, calibration, seed: int, *,
+          ratings: pl.DataFrame | None = None, defences: bool = True):
+    """A gate trained as `models/embedding_gate` trains it: KB resolved cases + the analysts' verdicts on
+    `ratings` (`defences=False`: their latest ratings as they are) + distilled examples."""
+    kept, extra, counts = training_rows(resolved, pl.DataFrame() if ratings is None else ratings, distilled,
+                                        defences=defences)
     chosen = training_examples(kept, extra)
     texts = [redact_cached(t) for t in chosen.texts]
     calibration_texts = [redact_cached(t) for t in calibration.texts]

@@ -5,6 +5,7 @@ without the form's CSRF token or beyond the rate limit, nothing is sent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -38,6 +39,19 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
 ]
+
+
+@contextlib.contextmanager
+def _chromium():
+    """Debian's Chromium, headless, closed after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture
@@ -102,46 +116,40 @@ def _rate_first_listed(page, base: str, *, wrong_label: bool, accept: str) -> di
 
 def test_analysts_rate_three_samples_and_the_quality_metrics_reflect_them(delta, rating_page, kafka_broker, tmp_path,
                                                                           tokens, artifacts):
-    from playwright.sync_api import sync_playwright
-
     write_cases(delta, make_cases(DAY, 60, seed=21))
     assert dg.materialize([evaluation_samples], partition_key=DAY, resources={"delta": delta}).success
     samples = {r["event_id"]: r for r in delta.read(EVALUATION_SAMPLES).iter_rows(named=True)}
     base, topic = rating_page
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{base}/login")
-            page.fill("#token", tokens["ana"])
-            page.click("#login")
-            assert "ana" in page.locator("#signed-in").inner_text()
-            listed_before = page.locator("a.rate-link").count()
-            assert listed_before == len(samples)
+    with _chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{base}/login")
+        page.fill("#token", tokens["ana"])
+        page.click("#login")
+        assert "ana" in page.locator("#signed-in").inner_text()
+        listed_before = page.locator("a.rate-link").count()
+        assert listed_before == len(samples)
 
-            # The page shows the redacted case and what the model proposed.
-            page.locator("a.rate-link").first.click()
-            shown = page.locator("h1").inner_text().removeprefix("Case ").strip()
-            assert page.locator("#case-text").inner_text().strip() == samples[shown]["text"].strip()
-            assert page.locator("#summary").inner_text().strip() == samples[shown]["summary"].strip()
-            assert page.locator("input[name=actions_accepted]").count() == len(json.loads(samples[shown]["actions"]))
-            # A wrong label without the right one is refused, and nothing is sent.
-            page.check("#label-wrong")
-            page.click("#submit")
-            assert "correct_label is required" in page.locator("#errors").inner_text()
+        # The page shows the redacted case and what the model proposed.
+        page.locator("a.rate-link").first.click()
+        shown = page.locator("h1").inner_text().removeprefix("Case ").strip()
+        assert page.locator("#case-text").inner_text().strip() == samples[shown]["text"].strip()
+        assert page.locator("#summary").inner_text().strip() == samples[shown]["summary"].strip()
+        assert page.locator("input[name=actions_accepted]").count() == len(json.loads(samples[shown]["actions"]))
+        # A wrong label without the right one is refused, and nothing is sent.
+        page.check("#label-wrong")
+        page.click("#submit")
+        assert "correct_label is required" in page.locator("#errors").inner_text()
 
-            rated = [
-                _rate_first_listed(page, base, wrong_label=False, accept="all"),
-                _rate_first_listed(page, base, wrong_label=True, accept="none"),
-                _rate_first_listed(page, base, wrong_label=False, accept="first"),
-            ]
-            page.goto(base + "/")
-            listed = {a.inner_text() for a in page.locator("a.rate-link").all()}
-            assert page.locator("a.rate-link").count() == listed_before - 3
-            assert not listed & {r["event_id"] for r in rated}
-        finally:
-            browser.close()
+        rated = [
+            _rate_first_listed(page, base, wrong_label=False, accept="all"),
+            _rate_first_listed(page, base, wrong_label=True, accept="none"),
+            _rate_first_listed(page, base, wrong_label=False, accept="first"),
+        ]
+        page.goto(base + "/")
+        listed = {a.inner_text() for a in page.locator("a.rate-link").all()}
+        assert page.locator("a.rate-link").count() == listed_before - 3
+        assert not listed & {r["event_id"] for r in rated}
 
     resources = {"delta": delta, "kafka": KafkaResource(bootstrap_servers=kafka_broker)}
     imported = dg.materialize([evaluation_ratings], resources=resources, run_config={"ops": {"evaluation__ratings": {
@@ -171,61 +179,49 @@ def _one_sample(delta) -> str:
 
 
 def test_without_credentials_or_with_a_forged_identity_nothing_is_rated(delta, rating_page, kafka_broker, tokens):
-    from playwright.sync_api import sync_playwright
-
     event_id = _one_sample(delta)
     base, topic = rating_page
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            anonymous = browser.new_page()
-            shown = anonymous.goto(f"{base}/cases/{event_id}")
-            assert shown.status == 401 and anonymous.locator("#login-form").count() == 1
-            posted = anonymous.request.post(f"{base}/cases/{event_id}", form={"label_correct": "yes"})
-            assert posted.status == 401
-            # A bad token is refused too.
-            anonymous.goto(f"{base}/login?token=not-a-token")
-            assert "unknown or revoked token" in anonymous.locator("#login-reason").inner_text()
+    with _chromium() as browser:
+        anonymous = browser.new_page()
+        shown = anonymous.goto(f"{base}/cases/{event_id}")
+        assert shown.status == 401 and anonymous.locator("#login-form").count() == 1
+        posted = anonymous.request.post(f"{base}/cases/{event_id}", form={"label_correct": "yes"})
+        assert posted.status == 401
+        # A bad token is refused too.
+        anonymous.goto(f"{base}/login?token=not-a-token")
+        assert "unknown or revoked token" in anonymous.locator("#login-reason").inner_text()
 
-            # An identity header from an address that is not the proxy: refused, even with the secret
-            # and beside a valid session.
-            forged = browser.new_context(extra_http_headers={"X-Forwarded-User": "ben", "X-Proxy-Secret": PROXY_SECRET})
-            page = forged.new_page()
-            page.goto(f"{base}/login?token={tokens['ana']}")
-            listed = page.goto(f"{base}/")
-            assert listed.status == 401 and "trusted proxy" in page.content()
-            posted = page.request.post(f"{base}/cases/{event_id}", form={"label_correct": "yes"})
-            assert posted.status == 401
-        finally:
-            browser.close()
+        # An identity header from an address that is not the proxy: refused, even with the secret
+        # and beside a valid session.
+        forged = browser.new_context(extra_http_headers={"X-Forwarded-User": "ben", "X-Proxy-Secret": PROXY_SECRET})
+        page = forged.new_page()
+        page.goto(f"{base}/login?token={tokens['ana']}")
+        listed = page.goto(f"{base}/")
+        assert listed.status == 401 and "trusted proxy" in page.content()
+        posted = page.request.post(f"{base}/cases/{event_id}", form={"label_correct": "yes"})
+        assert posted.status == 401
     assert read_topic(kafka_broker, topic, partitions=1) == []
 
 
 def test_a_form_without_its_csrf_token_is_refused_and_a_burst_gets_429(delta, rating_page, kafka_broker, tokens):
-    from playwright.sync_api import sync_playwright
-
     event_id = _one_sample(delta)
     base, topic = rating_page
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{base}/login?token={tokens['ben']}")
-            page.goto(f"{base}/cases/{event_id}")
-            csrf = page.locator("input[name=csrf_token]").get_attribute("value")
-            # The session cookie alone (what a cross-site form would carry): refused.
-            no_token = page.request.post(f"{base}/cases/{event_id}", form={"label_correct": "yes"})
-            assert no_token.status == 403 and "CSRF" in no_token.text()
-            wrong = page.request.post(f"{base}/cases/{event_id}", form={"label_correct": "yes", "csrf_token": "0" * 64})
-            assert wrong.status == 403
-            assert read_topic(kafka_broker, topic, partitions=1) == []
+    with _chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{base}/login?token={tokens['ben']}")
+        page.goto(f"{base}/cases/{event_id}")
+        csrf = page.locator("input[name=csrf_token]").get_attribute("value")
+        # The session cookie alone (what a cross-site form would carry): refused.
+        no_token = page.request.post(f"{base}/cases/{event_id}", form={"label_correct": "yes"})
+        assert no_token.status == 403 and "CSRF" in no_token.text()
+        wrong = page.request.post(f"{base}/cases/{event_id}", form={"label_correct": "yes", "csrf_token": "0" * 64})
+        assert wrong.status == 403
+        assert read_topic(kafka_broker, topic, partitions=1) == []
 
-            statuses = [page.request.post(f"{base}/cases/{event_id}", max_redirects=0,
-                                          form={"label_correct": "yes", "csrf_token": csrf}).status
-                        for _ in range(PER_MINUTE + 2)]
-            assert statuses == [303] * PER_MINUTE + [429, 429]
-        finally:
-            browser.close()
+        statuses = [page.request.post(f"{base}/cases/{event_id}", max_redirects=0,
+                                      form={"label_correct": "yes", "csrf_token": csrf}).status
+                    for _ in range(PER_MINUTE + 2)]
+        assert statuses == [303] * PER_MINUTE + [429, 429]
     sent = read_topic(kafka_broker, topic, partitions=1)
     assert len(sent) == PER_MINUTE
     assert {json.loads(value)["analyst"] for _, value in sent} == {"ben"}
